@@ -1,0 +1,100 @@
+// Crossplane core on the control plane: its CRDs, the process itself (configured for a test env: no webhooks,
+// no leader election, short intervals) and the example platform (XRDs and Compositions) it serves.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+func (e *environment) startCrossplane() error {
+	if e.cfg.CrossplaneBin == "" || e.cfg.CrossplaneCRDs == "" {
+		return errors.New("the control plane needs --crossplane-bin and --crossplane-crds (e2e/env passes them)")
+	}
+	pidPath, logPath := e.pidPath(controlPlane, crossplaneProcess), e.logPath(controlPlane, crossplaneProcess)
+	if _, alive := running(pidPath); alive {
+		return nil
+	}
+	// Server-side: one of Crossplane's CRDs is too large for the client-side last-applied annotation.
+	if err := e.kubectl(controlPlane, "apply", "--server-side", "--force-conflicts", "-f", e.cfg.CrossplaneCRDs); err != nil {
+		return err
+	}
+	if err := e.kubectl(controlPlane, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
+		return err
+	}
+	if err := e.ensureNamespace(controlPlane, "crossplane-system"); err != nil {
+		return err
+	}
+	home := filepath.Join(e.clusterDir(controlPlane), "crossplane")
+	for _, sub := range []string{"xpkg-cache", "xfn-cache"} {
+		if err := os.MkdirAll(filepath.Join(home, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	env := []string{
+		"KUBECONFIG=" + e.kubeconfig(controlPlane),
+		"POD_NAMESPACE=crossplane-system",
+		"ENABLE_WEBHOOKS=false",
+		"LEADER_ELECTION=false",
+		"PACKAGE_RUNTIME=External",
+		"TLS_CLIENT_CERTS_DIR=" + filepath.Join(home, "tls"),
+		"XPKG_CACHE_DIR=" + filepath.Join(home, "xpkg-cache"),
+		"XFN_CACHE_DIR=" + filepath.Join(home, "xfn-cache"),
+		fmt.Sprintf("METRICS_PORT=%d", e.cfg.CrossplaneMetric),
+		fmt.Sprintf("HEALTH_PROBE_PORT=%d", e.cfg.CrossplaneHealth),
+	}
+	args := []string{"core", "start", "--debug"}
+	args = append(args, crossplaneTestFlags...)
+	if err := spawn(pidPath, logPath, env, e.cfg.CrossplaneBin, args...); err != nil {
+		return err
+	}
+	client, _, err := e.httpClient(controlPlane)
+	if err != nil {
+		return err
+	}
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", e.cfg.CrossplaneHealth)
+	if err := waitFor("crossplane", pidPath, logPath, 120*time.Second, func() error {
+		return get(client, readyz, "")
+	}); err != nil {
+		return err
+	}
+	return e.applyPlatform()
+}
+
+// applyPlatform applies the example XRDs and Compositions and waits until Crossplane offers their claims.
+func (e *environment) applyPlatform() error {
+	if e.cfg.PlatformDir == "" {
+		return nil
+	}
+	files, err := filepath.Glob(filepath.Join(e.cfg.PlatformDir, "*.yaml"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	for _, file := range files {
+		if strings.HasPrefix(filepath.Base(file), "example") {
+			continue
+		}
+		if err := e.kubectl(controlPlane, "apply", "--server-side", "--force-conflicts", "-f", file); err != nil {
+			return err
+		}
+	}
+	return waitFor("the example platform's claim kinds", "", "", 120*time.Second, func() error {
+		return e.kubectl(controlPlane, "wait", "--for=condition=Offered", "--timeout=5s", "compositeresourcedefinitions.apiextensions.crossplane.io", "--all")
+	})
+}
+
+func (e *environment) ensureNamespace(cluster, name string) error {
+	if err := e.kubectl(cluster, "get", "namespace", name); err == nil {
+		return nil
+	}
+	return e.kubectl(cluster, "create", "namespace", name)
+}
+
+// crossplaneTestFlags shorten Crossplane's intervals so that a claim is Ready in seconds, not minutes.
+var crossplaneTestFlags = []string{"--poll-interval=1s", "--sync-interval=30s"}

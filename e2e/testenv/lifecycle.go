@@ -1,0 +1,245 @@
+// up, down, stop and start of the whole env and of one cluster, in dependency order: API server, then
+// controller manager, then (on the control plane) Crossplane and the example platform.
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	apiserverProcess  = "apiserver"
+	controllerProcess = "controller-manager"
+	crossplaneProcess = "crossplane"
+	ownerWatchProcess = "owner-watch"
+)
+
+func (e *environment) up(ownerPID int) error {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, len(clusterNames))
+	for i, name := range clusterNames {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = e.startCluster(name)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	if ownerPID > 0 {
+		pidPath := filepath.Join(e.dir, ownerWatchProcess+".pid")
+		if _, alive := running(pidPath); !alive {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if err := spawn(pidPath, filepath.Join(e.dir, ownerWatchProcess+".log"), nil, self,
+				"watch-owner", "--dir", e.dir, "--pid", fmt.Sprint(ownerPID)); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Fprintf(os.Stderr, "testenv: up in %s (%s)\n", time.Since(start).Round(100*time.Millisecond), e.dir)
+	e.printShell()
+	return nil
+}
+
+func (e *environment) startCluster(name string) error {
+	ports, err := e.ports(name)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	apiPid, apiLog := e.pidPath(name, apiserverProcess), e.logPath(name, apiserverProcess)
+	if _, alive := running(apiPid); !alive {
+		if err := spawn(apiPid, apiLog, nil, self, "serve-apiserver", "--dir", e.dir, "--cluster", name); err != nil {
+			return err
+		}
+	}
+	if err := e.writeKubeconfig(name, ports); err != nil {
+		return err
+	}
+	client, token, err := e.httpClient(name)
+	if err != nil {
+		return err
+	}
+	readyz := fmt.Sprintf("https://127.0.0.1:%d/readyz", ports.APIServer)
+	if err := waitFor(name+" API server", apiPid, apiLog, 120*time.Second, func() error {
+		return get(client, readyz, token)
+	}); err != nil {
+		return err
+	}
+	kcmPid, kcmLog := e.pidPath(name, controllerProcess), e.logPath(name, controllerProcess)
+	if _, alive := running(kcmPid); !alive {
+		if err := spawn(kcmPid, kcmLog, nil, self, "serve-controller-manager", "--dir", e.dir, "--cluster", name); err != nil {
+			return err
+		}
+	}
+	if name == controlPlane {
+		return e.startCrossplane()
+	}
+	return nil
+}
+
+// stopCluster stops everything that runs against a cluster, then its API server; the data stays.
+func (e *environment) stopCluster(name string) error {
+	if _, err := e.ports(name); err != nil {
+		return err
+	}
+	for _, process := range []string{crossplaneProcess, controllerProcess, apiserverProcess} {
+		if err := stop(e.pidPath(name, process), 30*time.Second); err != nil {
+			return fmt.Errorf("stop %s of %s: %w", process, name, err)
+		}
+	}
+	return nil
+}
+
+func down(dir string, purge bool) error {
+	env, err := load(dir)
+	if err != nil {
+		if purge {
+			return os.RemoveAll(dir)
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(clusterNames))
+	for i, name := range clusterNames {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = env.stopCluster(name)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	// Last, since down may be running inside the owner watch itself.
+	watchPid := filepath.Join(env.dir, ownerWatchProcess+".pid")
+	if pid, alive := running(watchPid); alive && pid != os.Getpid() {
+		_ = stop(watchPid, 5*time.Second)
+	}
+	_ = os.Remove(watchPid)
+	if purge {
+		return os.RemoveAll(env.dir)
+	}
+	return nil
+}
+
+func (e *environment) printStatus() {
+	for _, name := range clusterNames {
+		for _, process := range []string{apiserverProcess, controllerProcess, crossplaneProcess} {
+			if name != controlPlane && process == crossplaneProcess {
+				continue
+			}
+			pid, alive := running(e.pidPath(name, process))
+			state := "stopped"
+			if alive {
+				state = fmt.Sprintf("running (pid %d)", pid)
+			}
+			fmt.Printf("%-13s %-19s %s\n", name, process, state)
+		}
+	}
+}
+
+func (e *environment) writeKubeconfig(name string, ports clusterPorts) error {
+	dir := e.clusterDir(name)
+	ca, err := os.ReadFile(filepath.Join(pkiDir(dir), "ca.crt"))
+	if err != nil {
+		return err
+	}
+	token, err := readToken(dir)
+	if err != nil {
+		return err
+	}
+	kubeconfig := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: %[1]s
+  cluster:
+    server: https://127.0.0.1:%[2]d
+    certificate-authority-data: %[3]s
+users:
+- name: %[1]s-admin
+  user:
+    token: %[4]s
+contexts:
+- name: %[1]s
+  context:
+    cluster: %[1]s
+    user: %[1]s-admin
+    namespace: default
+current-context: %[1]s
+`, name, ports.APIServer, base64(ca), token)
+	return os.WriteFile(e.kubeconfig(name), []byte(kubeconfig), 0o600)
+}
+
+// httpClient trusts the cluster's CA and returns the admin token.
+func (e *environment) httpClient(name string) (*http.Client, string, error) {
+	dir := e.clusterDir(name)
+	ca, err := os.ReadFile(filepath.Join(pkiDir(dir), "ca.crt"))
+	if err != nil {
+		return nil, "", err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	token, err := readToken(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	client := &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+	}
+	return client, token, nil
+}
+
+func get(client *http.Client, url, token string) error {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// kubectl runs kubectl against one cluster of the env.
+func (e *environment) kubectl(cluster string, args ...string) error {
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", e.kubeconfig(cluster)}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
