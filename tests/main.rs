@@ -1,0 +1,11 @@
+//! claimsync's integration tests, against the real two-cluster env (e2e/env): one binary, so the env starts once
+//! per run, or is reused when APP_KUBECONFIG and CONTROLPLANE_KUBECONFIG name a running one.
+#![forbid(unsafe_code)]
+
+mod support;
+
+mod testenv_aggregation;
+mod testenv_app_cluster;
+mod testenv_control_plane;
+mod testenv_garbage;
+mod testenv_outage;

@@ -1,0 +1,217 @@
+//! Test support: finds or starts the two-cluster env, hands out clients and namespaces of their own to tests,
+//! waits for conditions with deadlines, and explains failures with the env's state and log tails.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The running env: its kubeconfigs and folder.
+pub struct Env {
+    pub app_kubeconfig: PathBuf,
+    pub control_plane_kubeconfig: PathBuf,
+    pub dir: PathBuf,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+
+/// Tests that stop the control plane take it exclusively; every other test holds it shared.
+static CONTROL_PLANE: RwLock<()> = RwLock::const_new(());
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The env of this run: the one named by APP_KUBECONFIG/CONTROLPLANE_KUBECONFIG, or one started now that stops
+/// when this test binary exits.
+pub fn env() -> &'static Env {
+    ENV.get_or_init(|| {
+        if let (Ok(app), Ok(control_plane)) = (
+            std::env::var("APP_KUBECONFIG"),
+            std::env::var("CONTROLPLANE_KUBECONFIG"),
+        ) {
+            let app = PathBuf::from(app);
+            let dir = std::env::var("CLAIMSYNC_ENV_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| app.parent().and_then(Path::parent).unwrap().to_path_buf());
+            return Env {
+                app_kubeconfig: app,
+                control_plane_kubeconfig: PathBuf::from(control_plane),
+                dir,
+            };
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("env");
+        // A previous run's env is stopped by its owner watch; start from clean data.
+        let _ = run_env_script(&dir, &["down", "--purge"]);
+        let out = run_env_script(
+            &dir,
+            &["up", "--owner-pid", &std::process::id().to_string()],
+        )
+        .unwrap_or_else(|e| panic!("could not start the test env: {e}"));
+        let var = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(|v| PathBuf::from(v.trim_matches('\'')))
+                .unwrap_or_else(|| panic!("e2e/env up printed no {name}:\n{out}"))
+        };
+        Env {
+            app_kubeconfig: var("APP_KUBECONFIG"),
+            control_plane_kubeconfig: var("CONTROLPLANE_KUBECONFIG"),
+            dir,
+        }
+    })
+}
+
+fn run_env_script(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(repo_root().join("e2e/env"))
+        .args(args)
+        .env("CLAIMSYNC_ENV_DIR", dir)
+        .output()
+        .map_err(|e| format!("e2e/env {args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "e2e/env {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Env {
+    /// Runs `e2e/env <args>` against this env (e.g. `stop controlplane`).
+    pub fn script(&self, args: &[&str]) {
+        if let Err(e) = run_env_script(&self.dir, args) {
+            panic!("{e}\n{}", self.diagnose());
+        }
+    }
+
+    /// Which of the env's processes are dead, with the last lines of their logs.
+    pub fn diagnose(&self) -> String {
+        let mut report = String::new();
+        for cluster in ["app", "controlplane"] {
+            for process in ["apiserver", "controller-manager", "crossplane"] {
+                let pid_file = self.dir.join(cluster).join(format!("{process}.pid"));
+                let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+                    continue;
+                };
+                if Path::new(&format!("/proc/{}", pid.trim())).exists() {
+                    continue;
+                }
+                let log = self.dir.join(cluster).join(format!("{process}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                report.push_str(&format!(
+                    "\nthe env's {process} of {cluster} has died; last lines of {}:\n{tail}\n",
+                    log.display()
+                ));
+            }
+        }
+        if report.is_empty() {
+            report.push_str("(every process of the env is alive)");
+        }
+        report
+    }
+
+    /// Runs kubectl against one cluster, the way a user would, without blocking the test's runtime.
+    pub async fn kubectl(&self, kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+        let out = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let config = Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+    Client::try_from(config).expect("kube client")
+}
+
+/// A client of the app cluster, for this test's runtime.
+pub async fn app() -> Client {
+    client_for(&env().app_kubeconfig).await
+}
+
+/// A client of the control plane, for this test's runtime.
+pub async fn control_plane() -> Client {
+    client_for(&env().control_plane_kubeconfig).await
+}
+
+/// Held by every test that needs the control plane up.
+pub async fn control_plane_shared() -> RwLockReadGuard<'static, ()> {
+    CONTROL_PLANE.read().await
+}
+
+/// Held by a test that stops and starts the control plane.
+pub async fn control_plane_exclusive() -> RwLockWriteGuard<'static, ()> {
+    CONTROL_PLANE.write().await
+}
+
+/// A name no other test of this run uses: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates a namespace of this test's own in the cluster of `client`.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"claimsync.dev/test": "true"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}\n{}", env().diagnose()));
+    name
+}
+
+/// Polls `check` until it returns Ok, or panics after `timeout` with its last error and the env's state.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}: {last}\n{}",
+                    env().diagnose()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
