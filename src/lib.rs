@@ -3,4 +3,15 @@
 //! the `claimsync-state` crate.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
+pub mod claims;
 pub mod cli;
+pub mod conditions;
+pub mod context;
+pub mod downward;
+pub mod error;
+pub mod fields;
+pub mod naming;
+pub mod run;
+pub mod secrets;
+pub mod upward;

@@ -2,7 +2,10 @@
 //! per run, or is reused when APP_KUBECONFIG and CONTROLPLANE_KUBECONFIG name a running one.
 #![forbid(unsafe_code)]
 
+mod instance;
 mod support;
+
+mod replication;
 
 mod testenv_aggregation;
 mod testenv_app_cluster;

@@ -51,11 +51,8 @@ pub fn env() -> &'static Env {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("env");
         // A previous run's env is stopped by its owner watch; start from clean data.
         let _ = run_env_script(&dir, &["down", "--purge"]);
-        let out = run_env_script(
-            &dir,
-            &["up", "--owner-pid", &std::process::id().to_string()],
-        )
-        .unwrap_or_else(|e| panic!("could not start the test env: {e}"));
+        let out = run_env_script(&dir, &["up", "--owner-pid", &std::process::id().to_string()])
+            .unwrap_or_else(|e| panic!("could not start the test env: {e}"));
         let var = |name: &str| {
             out.lines()
                 .find_map(|l| l.strip_prefix(&format!("export {name}=")))
@@ -143,8 +140,8 @@ impl Env {
 }
 
 pub async fn client_for(kubeconfig: &Path) -> Client {
-    let config = Kubeconfig::read_from(kubeconfig)
-        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+    let config =
+        Kubeconfig::read_from(kubeconfig).unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
     let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));

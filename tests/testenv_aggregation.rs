@@ -20,9 +20,7 @@ use crate::support::{self, env, wait_for};
 async fn tiny_aggregated_server(group: String) -> u16 {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = CertificateDer::from(certified.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -112,10 +110,7 @@ async fn aggregated_server_reachable_through_app_cluster() {
     }))
     .unwrap();
     let api_services = Api::<APIService>::all(client.clone());
-    api_services
-        .create(&PostParams::default(), &api_service)
-        .await
-        .unwrap();
+    api_services.create(&PostParams::default(), &api_service).await.unwrap();
 
     let path = format!("/apis/{group}/v1");
     let answer = wait_for(
@@ -123,11 +118,7 @@ async fn aggregated_server_reachable_through_app_cluster() {
         Duration::from_secs(60),
         || {
             let path = path.clone();
-            async move {
-                env()
-                    .kubectl(&env().app_kubeconfig, &["get", "--raw", &path])
-                    .await
-            }
+            async move { env().kubectl(&env().app_kubeconfig, &["get", "--raw", &path]).await }
         },
     )
     .await;

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -34,45 +32,29 @@ async fn crd_and_custom_resource_round_trip_and_watch() {
     .unwrap();
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     crds.create(&PostParams::default(), &crd).await.unwrap();
-    wait_for(
-        "the CRD to be established",
-        Duration::from_secs(30),
-        || async {
-            let crd = crds
-                .get(&format!("widgets.{group}"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .iter()
-                .flat_map(|s| s.conditions.iter().flatten())
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established
-                .then_some(())
-                .ok_or_else(|| "not established".to_string())
-        },
-    )
+    wait_for("the CRD to be established", Duration::from_secs(30), || async {
+        let crd = crds.get(&format!("widgets.{group}")).await.map_err(|e| e.to_string())?;
+        let established = crd
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(()).ok_or_else(|| "not established".to_string())
+    })
     .await;
 
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(&group, "v1", "Widget"),
-        "widgets",
-    );
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Widget"), "widgets");
     let widgets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
     let mut widget = DynamicObject::new("w1", &resource).within(&ns);
     widget.data = json!({"spec": {"size": 3}});
     // Right after Established the new resource may still be missing from discovery for a moment.
-    wait_for(
-        "the first Widget to be stored",
-        Duration::from_secs(30),
-        || async {
-            match widgets.create(&PostParams::default(), &widget).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
+    wait_for("the first Widget to be stored", Duration::from_secs(30), || async {
+        match widgets.create(&PostParams::default(), &widget).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
     .await;
     let read = widgets.get("w1").await.unwrap();
     assert_eq!(read.data["spec"]["size"], 3);
@@ -86,11 +68,7 @@ async fn crd_and_custom_resource_round_trip_and_watch() {
             match event.unwrap() {
                 watcher::Event::InitDone if !patched => {
                     widgets
-                        .patch(
-                            "w1",
-                            &PatchParams::apply("claimsync-test"),
-                            &Patch::Merge(&patch),
-                        )
+                        .patch("w1", &PatchParams::apply("claimsync-test"), &Patch::Merge(&patch))
                         .await
                         .unwrap();
                     patched = true;

@@ -38,18 +38,14 @@ pub async fn ready_claim(client: &Client, ns: &str, name: &str) -> DynamicObject
         "writeConnectionSecretToRef": {"name": format!("{name}-conn")}
     }});
     claims.create(&PostParams::default(), &claim).await.unwrap();
-    wait_for(
-        "the claim to be Synced and Ready",
-        Duration::from_secs(90),
-        || async {
-            let claim = claims.get(name).await.map_err(|e| e.to_string())?;
-            if condition_true(&claim, "Synced") && condition_true(&claim, "Ready") {
-                Ok(claim)
-            } else {
-                Err(format!("status {}", claim.data["status"]))
-            }
-        },
-    )
+    wait_for("the claim to be Synced and Ready", Duration::from_secs(90), || async {
+        let claim = claims.get(name).await.map_err(|e| e.to_string())?;
+        if condition_true(&claim, "Synced") && condition_true(&claim, "Ready") {
+            Ok(claim)
+        } else {
+            Err(format!("status {}", claim.data["status"]))
+        }
+    })
     .await
 }
 
@@ -67,22 +63,15 @@ async fn kubernetes_cluster_claim_goes_ready_with_connection_secret() {
     assert!(resource_ref["name"].as_str().is_some_and(|n| !n.is_empty()));
 
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-    let secret = wait_for(
-        "the claim's connection Secret",
-        Duration::from_secs(60),
-        || async {
-            secrets
-                .get_opt("demo-conn")
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "not there yet".to_string())
-        },
-    )
+    let secret = wait_for("the claim's connection Secret", Duration::from_secs(60), || async {
+        secrets
+            .get_opt("demo-conn")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "not there yet".to_string())
+    })
     .await;
-    assert_eq!(
-        secret.type_.as_deref(),
-        Some("connection.crossplane.io/v1alpha1")
-    );
+    assert_eq!(secret.type_.as_deref(), Some("connection.crossplane.io/v1alpha1"));
     let data = secret.data.unwrap_or_default();
     for key in ["kubeconfig", "endpoint", "clusterName"] {
         assert!(

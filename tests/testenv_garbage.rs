@@ -16,23 +16,13 @@ async fn namespace_deletion_completes(client: Client) {
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "content"}})).unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let namespaces = Api::<Namespace>::all(client);
-    namespaces
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for(
-        "the namespace to be removed",
-        Duration::from_secs(60),
-        || async {
-            match namespaces.get_opt(&ns).await.map_err(|e| e.to_string())? {
-                None => Ok(()),
-                Some(n) => Err(format!(
-                    "still there, phase {:?}",
-                    n.status.and_then(|s| s.phase)
-                )),
-            }
-        },
-    )
+    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    wait_for("the namespace to be removed", Duration::from_secs(60), || async {
+        match namespaces.get_opt(&ns).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(n) => Err(format!("still there, phase {:?}", n.status.and_then(|s| s.phase))),
+        }
+    })
     .await;
 }
 
@@ -47,9 +37,7 @@ async fn dependents_are_collected(client: Client) {
                              "uid": owner.metadata.uid.unwrap()}]
     }}))
     .unwrap();
-    cms.create(&PostParams::default(), &dependent)
-        .await
-        .unwrap();
+    cms.create(&PostParams::default(), &dependent).await.unwrap();
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
     wait_for(
         "the dependent to be garbage-collected",

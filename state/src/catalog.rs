@@ -38,8 +38,7 @@ impl Journal {
         self.catalog
             .iter()
             .map(|entry| {
-                let (raw_key, raw) =
-                    entry.map_err(storage(|| "listing the catalog".to_string()))?;
+                let (raw_key, raw) = entry.map_err(storage(|| "listing the catalog".to_string()))?;
                 decode(CATALOG, &String::from_utf8_lossy(&raw_key), &raw)
             })
             .collect()
@@ -77,10 +76,7 @@ mod tests {
         for e in &entries {
             assert_eq!(journal.catalog_entry(&e.crd_name).expect("get"), None);
             journal.put_catalog_entry(e).expect("put");
-            assert_eq!(
-                journal.catalog_entry(&e.crd_name).expect("get").as_ref(),
-                Some(e)
-            );
+            assert_eq!(journal.catalog_entry(&e.crd_name).expect("get").as_ref(), Some(e));
         }
         let names: Vec<String> = journal
             .catalog()
@@ -102,21 +98,13 @@ mod tests {
             ..entries[0].clone()
         };
         journal.put_catalog_entry(&updated).expect("overwrite");
-        assert_eq!(
-            journal.catalog_entry(&updated.crd_name).expect("get"),
-            Some(updated)
-        );
+        assert_eq!(journal.catalog_entry(&updated.crd_name).expect("get"), Some(updated));
 
-        journal
-            .remove_catalog_entry(&entries[1].crd_name)
-            .expect("remove");
+        journal.remove_catalog_entry(&entries[1].crd_name).expect("remove");
         journal
             .remove_catalog_entry("absent.example.org")
             .expect("remove absent");
         assert_eq!(journal.catalog().expect("list").len(), 2);
-        assert_eq!(
-            journal.catalog_entry(&entries[1].crd_name).expect("get"),
-            None
-        );
+        assert_eq!(journal.catalog_entry(&entries[1].crd_name).expect("get"), None);
     }
 }

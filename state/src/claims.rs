@@ -40,15 +40,9 @@ impl Journal {
                 .claims
                 .get(&raw_key)
                 .map_err(storage(|| format!("reading claim {key}")))?;
-            let current = old
-                .as_ref()
-                .map(|raw| decode(CLAIMS, key, raw))
-                .transpose()?;
+            let current = old.as_ref().map(|raw| decode(CLAIMS, key, raw)).transpose()?;
             let next = f(current);
-            let new = next
-                .as_ref()
-                .map(|rec| encode(CLAIMS, key, rec))
-                .transpose()?;
+            let new = next.as_ref().map(|rec| encode(CLAIMS, key, rec)).transpose()?;
             let swapped = self
                 .claims
                 .compare_and_swap(&raw_key, old, new)
@@ -73,11 +67,7 @@ impl Journal {
     }
 
     /// The claim records of one (group, kind), ordered by key.
-    pub fn claims_of_kind(
-        &self,
-        group: &str,
-        kind: &str,
-    ) -> Result<Vec<(ClaimKey, ClaimRecord)>, JournalError> {
+    pub fn claims_of_kind(&self, group: &str, kind: &str) -> Result<Vec<(ClaimKey, ClaimRecord)>, JournalError> {
         collect(self.claims.scan_prefix(kind_prefix(group, kind)), || {
             format!("listing claims of {group}/{kind}")
         })
@@ -85,10 +75,7 @@ impl Journal {
 }
 
 /// Decodes the entries of a claims-tree iterator.
-fn collect(
-    iter: sled::Iter,
-    what: impl Fn() -> String,
-) -> Result<Vec<(ClaimKey, ClaimRecord)>, JournalError> {
+fn collect(iter: sled::Iter, what: impl Fn() -> String) -> Result<Vec<(ClaimKey, ClaimRecord)>, JournalError> {
     iter.map(|entry| {
         let (raw_key, raw) = entry.map_err(storage(&what))?;
         let key = decode_claim_key(CLAIMS, &raw_key)?;
@@ -272,9 +259,7 @@ mod tests {
             .claims
             .insert(encode_claim_key(&k), &b"\"not a record\""[..])
             .expect("insert");
-        let err = journal
-            .update_claim(&k, |_| Some(record(1)))
-            .expect_err("corrupt");
+        let err = journal.update_claim(&k, |_| Some(record(1))).expect_err("corrupt");
         assert!(matches!(err, JournalError::Corrupt { tree: CLAIMS, .. }));
         assert!(err.to_string().contains("ns/n"), "{err}");
     }

@@ -85,12 +85,8 @@ impl JournalError {
     /// would destroy a journal that is in use.
     pub fn calls_for_reset(&self) -> bool {
         match self {
-            JournalError::FormatVersion { .. }
-            | JournalError::Corrupt { .. }
-            | JournalError::CorruptKey { .. } => true,
-            JournalError::Open { source, .. } | JournalError::Storage { source, .. } => {
-                sled_corruption(source)
-            }
+            JournalError::FormatVersion { .. } | JournalError::Corrupt { .. } | JournalError::CorruptKey { .. } => true,
+            JournalError::Open { source, .. } | JournalError::Storage { source, .. } => sled_corruption(source),
             JournalError::Encode { .. } | JournalError::Reset { .. } => false,
         }
     }
@@ -99,9 +95,7 @@ impl JournalError {
 /// Whether a sled error means the on-disk data itself is unusable.
 fn sled_corruption(err: &sled::Error) -> bool {
     match err {
-        sled::Error::Corruption { .. }
-        | sled::Error::Unsupported(_)
-        | sled::Error::ReportableBug(_) => true,
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) | sled::Error::ReportableBug(_) => true,
         sled::Error::Io(io) => matches!(
             io.kind(),
             std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof

@@ -25,11 +25,7 @@ impl Journal {
     /// Records that event `remote_event_uid` was mirrored with `count`, stamped now.
     ///
     /// Never lowers a recorded count; an undecodable mark is overwritten.
-    pub fn record_event_mirrored(
-        &self,
-        remote_event_uid: &str,
-        count: u64,
-    ) -> Result<(), JournalError> {
+    pub fn record_event_mirrored(&self, remote_event_uid: &str, count: u64) -> Result<(), JournalError> {
         self.record_event_mirrored_at(remote_event_uid, count, now_unix())
     }
 
@@ -62,12 +58,7 @@ impl Journal {
     }
 
     /// [`Journal::record_event_mirrored`] with an explicit clock.
-    pub(crate) fn record_event_mirrored_at(
-        &self,
-        uid: &str,
-        count: u64,
-        now: u64,
-    ) -> Result<(), JournalError> {
+    pub(crate) fn record_event_mirrored_at(&self, uid: &str, count: u64, now: u64) -> Result<(), JournalError> {
         loop {
             let old = self
                 .events
@@ -151,37 +142,20 @@ mod tests {
     #[test]
     fn forget_events_before_collects_old_marks() {
         let journal = Journal::temporary().expect("journal");
-        journal
-            .record_event_mirrored_at("old", 1, 100)
-            .expect("old");
-        journal
-            .record_event_mirrored_at("edge", 1, 200)
-            .expect("edge");
-        journal
-            .record_event_mirrored_at("new", 1, 300)
-            .expect("new");
+        journal.record_event_mirrored_at("old", 1, 100).expect("old");
+        journal.record_event_mirrored_at("edge", 1, 200).expect("edge");
+        journal.record_event_mirrored_at("new", 1, 300).expect("new");
         journal
             .record_event_mirrored_at("refreshed", 1, 100)
             .expect("refreshed");
-        journal
-            .record_event_mirrored_at("refreshed", 1, 250)
-            .expect("refresh");
-        journal
-            .record_event_mirrored_at("never-older", 1, 300)
-            .expect("late");
+        journal.record_event_mirrored_at("refreshed", 1, 250).expect("refresh");
+        journal.record_event_mirrored_at("never-older", 1, 300).expect("late");
         journal
             .record_event_mirrored_at("never-older", 2, 50)
             .expect("clock skew");
-        journal
-            .events
-            .insert("garbage", &b"nope"[..])
-            .expect("garbage");
+        journal.events.insert("garbage", &b"nope"[..]).expect("garbage");
 
-        assert_eq!(
-            journal.forget_events_before(0).expect("gc none"),
-            1,
-            "only the garbage"
-        );
+        assert_eq!(journal.forget_events_before(0).expect("gc none"), 1, "only the garbage");
         assert_eq!(journal.forget_events_before(200).expect("gc"), 1);
         let cases = [
             ("old", false),
@@ -191,17 +165,9 @@ mod tests {
             ("never-older", true),
         ];
         for (uid, kept) in cases {
-            assert_eq!(
-                journal.event_mirrored(uid, 1).expect("query"),
-                kept,
-                "{uid}"
-            );
+            assert_eq!(journal.event_mirrored(uid, 1).expect("query"), kept, "{uid}");
         }
-        assert!(
-            journal
-                .event_mirrored("never-older", 2)
-                .expect("count kept")
-        );
+        assert!(journal.event_mirrored("never-older", 2).expect("count kept"));
         assert_eq!(journal.forget_events_before(301).expect("gc all"), 4);
         assert_eq!(journal.forget_events_before(u64::MAX).expect("gc empty"), 0);
     }
@@ -211,16 +177,8 @@ mod tests {
         let journal = Journal::temporary().expect("journal");
         let before = now_unix();
         journal.record_event_mirrored("e", 1).expect("record");
-        assert_eq!(
-            journal.forget_events_before(before).expect("recent kept"),
-            0
-        );
-        assert_eq!(
-            journal
-                .forget_events_before(now_unix() + 1)
-                .expect("all old"),
-            1
-        );
+        assert_eq!(journal.forget_events_before(before).expect("recent kept"), 0);
+        assert_eq!(journal.forget_events_before(now_unix() + 1).expect("all old"), 1);
     }
 
     #[test]

@@ -55,10 +55,8 @@ mod tests {
 
     #[test]
     fn key_order_does_not_matter() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":2,"p":3}],"x":null}}"#)
-            .expect("valid json");
-        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,{"p":3,"q":2}]},"b":1}"#)
-            .expect("valid json");
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":2,"p":3}],"x":null}}"#).expect("valid json");
+        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,{"p":3,"q":2}]},"b":1}"#).expect("valid json");
         assert_eq!(content_hash(&a), content_hash(&b));
     }
 
@@ -75,11 +73,7 @@ mod tests {
             (json!(1), json!(1.0)),
         ];
         for (left, right) in cases {
-            assert_ne!(
-                content_hash(&left),
-                content_hash(&right),
-                "{left} vs {right}"
-            );
+            assert_ne!(content_hash(&left), content_hash(&right), "{left} vs {right}");
         }
     }
 
@@ -87,9 +81,6 @@ mod tests {
     fn hash_is_stable_sha256_hex() {
         // sha256("{\"a\":1,\"b\":[true,\"x\"]}"), fixed so a change of encoding is noticed.
         let h = content_hash(&json!({"b": [true, "x"], "a": 1}));
-        assert_eq!(
-            h,
-            "63e8063d9dc6f0fd5a24b4706818a165fd57c3531b74466cf5dea62bff09b0b6"
-        );
+        assert_eq!(h, "63e8063d9dc6f0fd5a24b4706818a165fd57c3531b74466cf5dea62bff09b0b6");
     }
 }

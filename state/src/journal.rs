@@ -127,10 +127,7 @@ impl Journal {
                     .map_err(storage(|| "flushing the format version".to_string()))?;
             }
         }
-        let open_tree = |name: &'static str| {
-            db.open_tree(name)
-                .map_err(storage(|| format!("opening tree {name}")))
-        };
+        let open_tree = |name: &'static str| db.open_tree(name).map_err(storage(|| format!("opening tree {name}")));
         Ok(Journal {
             claims: open_tree(CLAIMS)?,
             catalog: open_tree(CATALOG)?,
@@ -167,18 +164,11 @@ fn clear_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Maps a sled error to [`JournalError::Storage`], describing the operation lazily.
 pub(crate) fn storage(what: impl FnOnce() -> String) -> impl FnOnce(sled::Error) -> JournalError {
-    move |source| JournalError::Storage {
-        what: what(),
-        source,
-    }
+    move |source| JournalError::Storage { what: what(), source }
 }
 
 /// Serialises a stored value as JSON.
-pub(crate) fn encode<T: Serialize>(
-    tree: &'static str,
-    key: &dyn Display,
-    value: &T,
-) -> Result<Vec<u8>, JournalError> {
+pub(crate) fn encode<T: Serialize>(tree: &'static str, key: &dyn Display, value: &T) -> Result<Vec<u8>, JournalError> {
     serde_json::to_vec(value).map_err(|source| JournalError::Encode {
         tree,
         key: key.to_string(),
@@ -240,20 +230,13 @@ mod tests {
         let path = dir.path().join("journal");
         {
             let journal = Journal::open(&path).expect("open");
-            journal
-                .put_claim(&sample_key(), &sample_record())
-                .expect("put claim");
-            journal
-                .put_catalog_entry(&sample_entry())
-                .expect("put entry");
+            journal.put_claim(&sample_key(), &sample_record()).expect("put claim");
+            journal.put_catalog_entry(&sample_entry()).expect("put entry");
             journal.record_event_mirrored("ev-1", 3).expect("record");
             journal.flush().expect("flush");
         }
         let journal = Journal::open(&path).expect("reopen");
-        assert_eq!(
-            journal.claim(&sample_key()).expect("get"),
-            Some(sample_record())
-        );
+        assert_eq!(journal.claim(&sample_key()).expect("get"), Some(sample_record()));
         assert_eq!(journal.catalog().expect("catalog"), vec![sample_entry()]);
         assert!(journal.event_mirrored("ev-1", 3).expect("mirrored"));
     }
@@ -278,9 +261,7 @@ mod tests {
         let path = dir.path().join("journal");
         let (journal, reset) = Journal::open_or_reset(&path).expect("create");
         assert!(!reset, "a fresh journal is not a reset");
-        journal
-            .put_claim(&sample_key(), &sample_record())
-            .expect("put");
+        journal.put_claim(&sample_key(), &sample_record()).expect("put");
         journal.flush().expect("flush");
         drop(journal);
         let (journal, reset) = Journal::open_or_reset(&path).expect("reopen");
@@ -292,9 +273,7 @@ mod tests {
     /// that holds one claim.
     fn journal_with_version(path: &Path, version: Option<&[u8]>) {
         let journal = Journal::open(path).expect("open");
-        journal
-            .put_claim(&sample_key(), &sample_record())
-            .expect("put");
+        journal.put_claim(&sample_key(), &sample_record()).expect("put");
         match version {
             Some(raw) => journal.db.insert(FORMAT_KEY, raw).map(drop),
             None => journal.db.remove(FORMAT_KEY).map(drop),
@@ -316,9 +295,7 @@ mod tests {
             journal_with_version(&path, version);
 
             match Journal::open(&path) {
-                Err(JournalError::FormatVersion {
-                    found, expected, ..
-                }) => {
+                Err(JournalError::FormatVersion { found, expected, .. }) => {
                     assert_eq!(found, found_expected, "{name}");
                     assert_eq!(expected, FORMAT_VERSION, "{name}");
                 }
@@ -342,17 +319,12 @@ mod tests {
             let journal = Journal::open(&path).expect("open");
             journal
                 .claims
-                .insert(
-                    crate::keys::encode_claim_key(&sample_key()),
-                    &b"{not json"[..],
-                )
+                .insert(crate::keys::encode_claim_key(&sample_key()), &b"{not json"[..])
                 .expect("insert garbage");
             journal.flush().expect("flush");
         }
         assert!(matches!(
-            Journal::open(&path)
-                .expect("open is lazy")
-                .claim(&sample_key()),
+            Journal::open(&path).expect("open is lazy").claim(&sample_key()),
             Err(JournalError::Corrupt { tree: CLAIMS, .. })
         ));
         let (journal, reset) = Journal::open_or_reset(&path).expect("reset");
@@ -364,8 +336,7 @@ mod tests {
     fn corrupt_files_trigger_reset() {
         // (sled file scribbled over, bytes written); sled itself refuses a damaged
         // `conf`, and opens a damaged `db` as empty, which the version key reveals.
-        let cases: [(&str, &[u8]); 3] =
-            [("conf", &[0xA5; 4096]), ("db", &[0xA5; 4096]), ("db", b"")];
+        let cases: [(&str, &[u8]); 3] = [("conf", &[0xA5; 4096]), ("db", &[0xA5; 4096]), ("db", b"")];
         for (file, bytes) in cases {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("journal");
@@ -377,10 +348,7 @@ mod tests {
             let (journal, reset) = Journal::open_or_reset(&path).expect("reset");
             assert!(reset, "{file}");
             assert!(journal.claims().expect("claims").is_empty(), "{file}");
-            assert!(
-                !path.join("stray").exists(),
-                "{file}: reset clears the directory"
-            );
+            assert!(!path.join("stray").exists(), "{file}: reset clears the directory");
         }
     }
 
@@ -389,8 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("journal");
         let held = Journal::open(&path).expect("open");
-        held.put_claim(&sample_key(), &sample_record())
-            .expect("put");
+        held.put_claim(&sample_key(), &sample_record()).expect("put");
         held.flush().expect("flush");
         let err = Journal::open_or_reset(&path).expect_err("locked");
         assert!(!err.calls_for_reset(), "{err:?}");

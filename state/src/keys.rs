@@ -29,9 +29,7 @@ fn push_part(out: &mut Vec<u8>, part: &str) {
 /// is a prefix of exactly that kind's keys; `00 01 < 00 FF < 01..` keeps byte order
 /// equal to [`ClaimKey`]'s `Ord`.
 pub(crate) fn encode_claim_key(key: &ClaimKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        key.group.len() + key.kind.len() + key.namespace.len() + key.name.len() + 8,
-    );
+    let mut out = Vec::with_capacity(key.group.len() + key.kind.len() + key.namespace.len() + key.name.len() + 8);
     for part in [&key.group, &key.kind, &key.namespace, &key.name] {
         push_part(&mut out, part);
     }
@@ -66,8 +64,7 @@ pub(crate) fn decode_claim_key(tree: &'static str, raw: &[u8]) -> Result<ClaimKe
         match bytes.next() {
             Some(ESCAPED) => current.push(MARK),
             Some(END) => {
-                let part = String::from_utf8(std::mem::take(&mut current))
-                    .map_err(|_| bad("part is not UTF-8"))?;
+                let part = String::from_utf8(std::mem::take(&mut current)).map_err(|_| bad("part is not UTF-8"))?;
                 parts.push(part);
                 ended = true;
             }
@@ -77,9 +74,8 @@ pub(crate) fn decode_claim_key(tree: &'static str, raw: &[u8]) -> Result<ClaimKe
     if !ended {
         return Err(bad("unterminated part"));
     }
-    let [group, kind, namespace, name]: [String; 4] = parts
-        .try_into()
-        .map_err(|_| bad("expected exactly four parts"))?;
+    let [group, kind, namespace, name]: [String; 4] =
+        parts.try_into().map_err(|_| bad("expected exactly four parts"))?;
     Ok(ClaimKey {
         group,
         kind,
@@ -122,10 +118,7 @@ mod tests {
     #[test]
     fn encodes_as_documented() {
         let key = ClaimKey::new("a.b", "X\0", "ns", "");
-        assert_eq!(
-            encode_claim_key(&key),
-            b"a.b\0\x01X\0\xff\0\x01ns\0\x01\0\x01".to_vec()
-        );
+        assert_eq!(encode_claim_key(&key), b"a.b\0\x01X\0\xff\0\x01ns\0\x01\0\x01".to_vec());
         assert_eq!(kind_prefix("a.b", "X"), b"a.b\0\x01X\0\x01".to_vec());
     }
 
@@ -182,10 +175,7 @@ mod tests {
         ];
         for raw in cases {
             assert!(
-                matches!(
-                    decode_claim_key("claims", raw),
-                    Err(JournalError::CorruptKey { .. })
-                ),
+                matches!(decode_claim_key("claims", raw), Err(JournalError::CorruptKey { .. })),
                 "{raw:?}"
             );
         }

@@ -35,11 +35,7 @@ impl ClaimKey {
 
 impl std::fmt::Display for ClaimKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{} {}/{}",
-            self.group, self.kind, self.namespace, self.name
-        )
+        write!(f, "{}/{} {}/{}", self.group, self.kind, self.namespace, self.name)
     }
 }
 

@@ -1,0 +1,141 @@
+//! The state shared by every reconciler: both clients, the settings, the journal, the event recorder, per-claim
+//! retry counts, and the tracker that announces, once, that everything is in sync.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use claimsync_state::Journal;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tracing::info;
+
+pub struct Context {
+    pub local: Client,
+    pub remote: Client,
+    pub claim_namespace: String,
+    pub cluster_id: String,
+    pub journal: Journal,
+    pub recorder: Recorder,
+    /// Namespaces matching the namespace selector; `None` syncs every namespace.
+    pub namespaces: Option<Store<Namespace>>,
+    pub concurrency: u16,
+    pub sync: SyncTracker,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        local: Client,
+        remote: Client,
+        claim_namespace: String,
+        cluster_id: String,
+        journal: Journal,
+        recorder: Recorder,
+        namespaces: Option<Store<Namespace>>,
+        concurrency: u16,
+    ) -> Self {
+        Context {
+            local,
+            remote,
+            claim_namespace,
+            cluster_id,
+            journal,
+            recorder,
+            namespaces,
+            concurrency,
+            sync: SyncTracker::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Whether claims in this namespace are replicated.
+    pub fn namespace_selected(&self, namespace: &str) -> bool {
+        match &self.namespaces {
+            None => true,
+            Some(store) => store.get(&ObjectRef::new(namespace)).is_some(),
+        }
+    }
+
+    /// The delay before retrying a claim that failed `n` times in a row: 1s doubling up to a minute.
+    pub fn next_retry(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        retry_delay(*n)
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+}
+
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// Announces one log line once the catalog is replicated and every claim found at start-up was reconciled.
+#[derive(Default)]
+pub struct SyncTracker {
+    state: Mutex<TrackerState>,
+}
+
+#[derive(Default)]
+struct TrackerState {
+    pending: HashSet<String>,
+    seen: usize,
+    kinds: usize,
+    catalog_ready: bool,
+    announced: bool,
+}
+
+impl SyncTracker {
+    pub fn expect(&self, keys: impl IntoIterator<Item = String>) {
+        let mut state = self.state.lock().expect("tracker lock");
+        state.kinds += 1;
+        for key in keys {
+            state.seen += 1;
+            state.pending.insert(key);
+        }
+    }
+
+    pub fn done(&self, key: &str) {
+        let mut state = self.state.lock().expect("tracker lock");
+        state.pending.remove(key);
+        Self::announce(&mut state);
+    }
+
+    pub fn set_catalog_ready(&self, ready: bool) {
+        let mut state = self.state.lock().expect("tracker lock");
+        state.catalog_ready = ready;
+        Self::announce(&mut state);
+    }
+
+    fn announce(state: &mut TrackerState) {
+        if state.catalog_ready && state.pending.is_empty() && !state.announced {
+            state.announced = true;
+            info!(
+                kinds = state.kinds,
+                claims = state.seen,
+                "in sync: every claim kind and claim is replicated"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_a_minute() {
+        let delays: Vec<u64> = [1, 2, 3, 4, 9, 10, 40]
+            .iter()
+            .map(|n| retry_delay(*n).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 60, 60, 60]);
+    }
+}

@@ -1,0 +1,160 @@
+//! Field ownership from `metadata.managedFields`: which parts of an object each field manager set, so claimsync
+//! can tell the user's intent from what defaulting or Crossplane filled in. Pure functions over JSON.
+
+use serde_json::{Map, Value};
+
+/// The union of the field sets (`fieldsV1`) of every manager accepted by `include`, for the main resource (not
+/// the status subresource). `None` when the object carries no managed fields at all.
+pub fn owned_fields(object: &Value, include: impl Fn(&str) -> bool) -> Option<Value> {
+    let entries = object.pointer("/metadata/managedFields")?.as_array()?;
+    if entries.is_empty() {
+        return None;
+    }
+    let mut union = Value::Object(Map::new());
+    for entry in entries {
+        let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
+        let subresource = entry.get("subresource").and_then(Value::as_str).unwrap_or("");
+        if subresource.is_empty()
+            && include(manager)
+            && let Some(set) = entry.get("fieldsV1")
+        {
+            merge_sets(&mut union, set);
+        }
+    }
+    Some(union)
+}
+
+fn merge_sets(into: &mut Value, set: &Value) {
+    let (Value::Object(into), Value::Object(set)) = (into, set) else {
+        return;
+    };
+    for (key, child) in set {
+        merge_sets(
+            into.entry(key.clone()).or_insert_with(|| Value::Object(Map::new())),
+            child,
+        );
+    }
+}
+
+/// Removes from `value` every field the set names as a leaf (its whole value owned), keeping the rest.
+pub fn remove_fields(value: &mut Value, set: &Value) {
+    let (Value::Object(map), Value::Object(set)) = (value, set) else {
+        return;
+    };
+    for (key, child_set) in set {
+        let Some(field) = key.strip_prefix("f:") else { continue };
+        let leaf = child_set
+            .as_object()
+            .is_none_or(|c| !c.keys().any(|k| k.starts_with("f:")));
+        if leaf {
+            map.remove(field);
+        } else if let Some(child) = map.get_mut(field) {
+            let had_content = child.as_object().is_some_and(|c| !c.is_empty());
+            remove_fields(child, child_set);
+            // Everything the map held was the manager's: an empty husk would be sent as `{}`.
+            if had_content && child.as_object().is_some_and(|c| c.is_empty()) {
+                map.remove(field);
+            }
+        }
+    }
+}
+
+/// The field paths of a value as a field set: maps recurse, everything else (scalars, lists) is a leaf.
+pub fn field_set(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, child)| (format!("f:{key}"), field_set(child)))
+                .collect(),
+        ),
+        _ => Value::Object(Map::new()),
+    }
+}
+
+/// Whether two field sets name the same fields, ignoring `.` markers and the insides of lists.
+pub fn same_fields(a: &Value, b: &Value) -> bool {
+    normalize(a) == normalize(b)
+}
+
+fn normalize(set: &Value) -> Value {
+    let Value::Object(map) = set else {
+        return Value::Object(Map::new());
+    };
+    Value::Object(
+        map.iter()
+            .filter(|(key, _)| key.starts_with("f:"))
+            .map(|(key, child)| {
+                let is_list = child.as_object().is_some_and(|c| {
+                    c.keys()
+                        .any(|k| k.starts_with("k:") || k.starts_with("v:") || k.starts_with("i:"))
+                });
+                let child = if is_list {
+                    Value::Object(Map::new())
+                } else {
+                    normalize(child)
+                };
+                (key.clone(), child)
+            })
+            // A map that only the `.` marker named is recorded as an empty field set either way.
+            .collect(),
+    )
+}
+
+/// Whether every field of `part` has the same value in `whole` (maps compared key by key, lists whole).
+pub fn is_subset(part: &Value, whole: &Value) -> bool {
+    match (part, whole) {
+        (Value::Object(p), Value::Object(w)) => p.iter().all(|(k, v)| w.get(k).is_some_and(|wv| is_subset(v, wv))),
+        (p, w) => p == w,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object_with(managed: Value) -> Value {
+        json!({"metadata": {"managedFields": managed}})
+    }
+
+    #[test]
+    fn union_skips_excluded_managers_and_status() {
+        let obj = object_with(json!([
+            {"manager": "kubectl", "fieldsV1": {"f:spec": {"f:id": {}}}},
+            {"manager": "claimsync-down", "fieldsV1": {"f:spec": {"f:resourceRef": {}}}},
+            {"manager": "kubectl-edit", "fieldsV1": {"f:spec": {"f:parameters": {"f:size": {}}}}},
+            {"manager": "kubectl", "subresource": "status", "fieldsV1": {"f:status": {}}},
+        ]));
+        let set = owned_fields(&obj, |m| m != "claimsync-down").unwrap();
+        assert_eq!(set, json!({"f:spec": {"f:id": {}, "f:parameters": {"f:size": {}}}}));
+        assert_eq!(owned_fields(&json!({"metadata": {}}), |_| true), None);
+    }
+
+    #[test]
+    fn field_sets_compare_without_markers_and_list_insides() {
+        let applied = json!({"spec": {"id": "a", "tags": ["x"], "ref": {"name": "n"}}});
+        let recorded =
+            json!({"f:spec": {".": {}, "f:id": {}, "f:tags": {"v:\"x\"": {}}, "f:ref": {".": {}, "f:name": {}}}});
+        assert!(same_fields(&field_set(&applied), &recorded));
+        let fewer = json!({"spec": {"id": "a"}});
+        assert!(!same_fields(&field_set(&fewer), &recorded));
+    }
+
+    #[test]
+    fn removes_what_the_set_owns() {
+        let mut spec = json!({"id": "a", "ref": {"name": "n"}, "p": {"x": 1, "y": 2}, "tags": ["t"], "e": {}});
+        let set = json!({"f:ref": {"f:name": {}}, "f:p": {"f:x": {}}, "f:tags": {"v:\"t\"": {}}, "f:e": {".": {}}});
+        remove_fields(&mut spec, &set);
+        assert_eq!(spec, json!({"id": "a", "p": {"y": 2}}));
+    }
+
+    #[test]
+    fn subset_compares_maps_by_key_and_lists_whole() {
+        let whole = json!({"a": 1, "b": {"c": 2, "d": 3}, "l": [1, 2]});
+        assert!(is_subset(&json!({"b": {"c": 2}}), &whole));
+        assert!(is_subset(&json!({}), &whole));
+        assert!(!is_subset(&json!({"b": {"c": 3}}), &whole));
+        assert!(!is_subset(&json!({"l": [1]}), &whole));
+        assert!(!is_subset(&json!({"x": 1}), &whole));
+    }
+}

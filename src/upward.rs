@@ -1,0 +1,172 @@
+//! Spec up: the remote claim that stands for a local claim, built from what the user set (their spec, labels and
+//! annotations) and never from what Crossplane or defaulting filled in. Pure functions; `claims.rs` applies it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::fields::{owned_fields, remove_fields};
+use crate::naming::{OWN_PREFIX, origin_labels};
+
+/// Field manager of everything claimsync writes to the control plane.
+pub const MANAGER_UP: &str = "claimsync";
+/// Field manager of what claimsync writes into the app cluster (Crossplane-owned spec fields, status, Secrets).
+pub const MANAGER_DOWN: &str = "claimsync-down";
+
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Spec fields Crossplane writes on a claim; `resourceRef` is always Crossplane's, the others only when the user
+/// left them unset (then claimsync copies Crossplane's choice down and owns it locally).
+pub const CROSSPLANE_SPEC_FIELDS: [&str; 4] = [
+    "resourceRef",
+    "compositionRef",
+    "compositionRevisionRef",
+    "compositionRevisionSelector",
+];
+/// Policies the identical CRDs default identically on both sides: a defaulted value is not sent up.
+const DEFAULTED: [(&str, &str); 2] = [
+    ("compositeDeletePolicy", "Background"),
+    ("compositionUpdatePolicy", "Automatic"),
+];
+
+/// Where a local claim goes on the control plane.
+pub struct RemoteTarget<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub remote_name: &'a str,
+    pub claim_namespace: &'a str,
+    pub cluster_id: &'a str,
+}
+
+/// What the user set on a local claim: (spec, labels, annotations), that is everything but what claimsync copied
+/// down (the fields its down manager owns). Only claimsync's own managed-fields entry is consulted: other
+/// managers' entries may be reset by the API server (a claim written at another version shows `before-first-apply`
+/// owning nothing of the spec), claimsync's own is maintained by its applies.
+pub fn user_intent(local: &Value) -> (Value, Map<String, Value>, Map<String, Value>) {
+    let metadata = &local["metadata"];
+    let copied_down = owned_fields(local, |m| m == MANAGER_DOWN).unwrap_or_else(|| json!({}));
+    let mut spec = local["spec"].clone();
+    if !spec.is_object() {
+        spec = json!({});
+    }
+    remove_fields(&mut spec, &copied_down["f:spec"]);
+    let mut annotations = metadata["annotations"].clone();
+    remove_fields(&mut annotations, &copied_down["f:metadata"]["f:annotations"]);
+    let keep = |map: &Value| -> Map<String, Value> {
+        map.as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(OWN_PREFIX) && k != LAST_APPLIED)
+            .collect()
+    };
+    (spec, keep(&metadata["labels"]), keep(&annotations))
+}
+
+/// The remote claim for `local`, to be server-side applied by [`MANAGER_UP`].
+pub fn remote_intent(local: &Value, target: &RemoteTarget) -> Value {
+    let (mut spec, mut labels, annotations) = user_intent(local);
+    let spec_map = spec.as_object_mut().expect("spec is an object");
+    spec_map.remove("resourceRef");
+    for (field, default) in DEFAULTED {
+        if spec_map.get(field).and_then(Value::as_str) == Some(default) {
+            spec_map.remove(field);
+        }
+    }
+    // The Secret is written under a name unique in the claim namespace and copied back under the user's name.
+    if spec_map
+        .get("writeConnectionSecretToRef")
+        .is_some_and(|r| r.get("name").is_some())
+    {
+        spec_map.insert("writeConnectionSecretToRef".into(), json!({"name": target.remote_name}));
+    }
+    let metadata = &local["metadata"];
+    let origin: BTreeMap<String, String> = origin_labels(
+        target.cluster_id,
+        metadata["namespace"].as_str().unwrap_or_default(),
+        metadata["name"].as_str().unwrap_or_default(),
+        metadata["uid"].as_str().unwrap_or_default(),
+    );
+    for (k, v) in origin {
+        labels.insert(k, Value::String(v));
+    }
+    let mut meta = json!({"name": target.remote_name, "namespace": target.claim_namespace, "labels": labels});
+    if !annotations.is_empty() {
+        meta["annotations"] = Value::Object(annotations);
+    }
+    json!({"apiVersion": target.api_version, "kind": target.kind, "metadata": meta, "spec": spec})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> RemoteTarget<'static> {
+        RemoteTarget {
+            api_version: "k8s.starter.org/v1alpha1",
+            kind: "KubernetesCluster",
+            remote_name: "claim-0123456789abcdef",
+            claim_namespace: "claims",
+            cluster_id: "c1",
+        }
+    }
+
+    fn local(spec: Value, managed: Value) -> Value {
+        json!({
+            "apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
+            "metadata": {"name": "demo", "namespace": "team", "uid": "u1",
+                         "labels": {"team": "a", "claimsync.dev/x": "y"},
+                         "annotations": {LAST_APPLIED: "{}", "note": "n", "crossplane.io/external-name": "ext"},
+                         "managedFields": managed},
+            "spec": spec,
+        })
+    }
+
+    #[test]
+    fn sends_only_what_the_user_set() {
+        let spec = json!({
+            "id": "demo", "parameters": {"nodes": {"count": 3}},
+            "writeConnectionSecretToRef": {"name": "demo-conn"},
+            "compositeDeletePolicy": "Background",
+            "compositionRef": {"name": "chosen-by-crossplane"},
+            "resourceRef": {"apiVersion": "k8s.starter.org/v1alpha1", "kind": "XKubernetesCluster", "name": "x"},
+        });
+        let managed = json!([
+            {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": {
+                "f:metadata": {"f:labels": {"f:team": {}}, "f:annotations": {"f:note": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}},
+                "f:spec": {"f:id": {}, "f:parameters": {"f:nodes": {"f:count": {}}},
+                           "f:writeConnectionSecretToRef": {"f:name": {}}, "f:compositeDeletePolicy": {}}}},
+            {"manager": MANAGER_DOWN, "operation": "Apply", "fieldsV1": {
+                "f:metadata": {"f:annotations": {"f:crossplane.io/external-name": {}}},
+                "f:spec": {"f:compositionRef": {".": {}, "f:name": {}}, "f:resourceRef": {".": {}, "f:name": {}}}}},
+        ]);
+        let intent = remote_intent(&local(spec, managed), &target());
+        assert_eq!(intent["metadata"]["name"], "claim-0123456789abcdef");
+        assert_eq!(intent["metadata"]["namespace"], "claims");
+        assert_eq!(
+            intent["spec"],
+            json!({"id": "demo", "parameters": {"nodes": {"count": 3}},
+                   "writeConnectionSecretToRef": {"name": "claim-0123456789abcdef"}})
+        );
+        assert_eq!(intent["metadata"]["labels"]["team"], "a");
+        assert_eq!(intent["metadata"]["labels"]["claimsync.dev/origin-namespace"], "team");
+        assert!(intent["metadata"]["labels"].get("claimsync.dev/x").is_none());
+        assert_eq!(intent["metadata"]["annotations"], json!({"note": "n"}));
+    }
+
+    #[test]
+    fn user_choices_of_crossplane_fields_go_up() {
+        let spec = json!({"id": "demo", "compositionRef": {"name": "mine"}, "compositeDeletePolicy": "Foreground"});
+        let managed = json!([{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {
+            "f:id": {}, "f:compositionRef": {"f:name": {}}, "f:compositeDeletePolicy": {}}}}]);
+        let intent = remote_intent(&local(spec.clone(), managed), &target());
+        assert_eq!(intent["spec"], spec);
+    }
+
+    #[test]
+    fn unowned_fields_count_as_the_users() {
+        let spec = json!({"id": "demo", "resourceRef": {"name": "x"}});
+        let intent = remote_intent(&local(spec, json!([])), &target());
+        assert_eq!(intent["spec"], json!({"id": "demo"}));
+        assert_eq!(intent["metadata"]["annotations"]["crossplane.io/external-name"], "ext");
+    }
+}

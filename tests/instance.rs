@@ -1,0 +1,135 @@
+//! A claimsync process of a test's own: it replicates only the app namespaces the test labels for it, into a
+//! claim namespace of its own on the control plane, so tests run side by side without touching each other.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::support::{self, env, wait_for};
+
+pub const INSTANCE_LABEL: &str = "claimsync.dev/test-instance";
+
+pub struct Instance {
+    pub id: String,
+    pub claim_namespace: String,
+    pub state_dir: PathBuf,
+    pub app: Client,
+    pub control_plane: Client,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl Instance {
+    /// Prepares an instance (its claim namespace on the control plane) without starting it.
+    pub async fn new(prefix: &str) -> Instance {
+        let id = support::unique(prefix);
+        let app = support::app().await;
+        let control_plane = support::control_plane().await;
+        let claim_namespace = format!("{id}-claims");
+        create_namespace(&control_plane, &claim_namespace, None).await;
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("instances").join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        Instance {
+            state_dir: dir.join("journal"),
+            log: dir.join("claimsync.log"),
+            id,
+            claim_namespace,
+            app,
+            control_plane,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts claimsync and waits until it says it is in sync.
+    pub async fn start(&mut self) {
+        self.start_with(&[]).await;
+        let starts = self.starts;
+        let log = self.log.clone();
+        wait_for("claimsync to report it is in sync", Duration::from_secs(90), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.matches("in sync:").count() >= starts {
+                    Ok(())
+                } else {
+                    Err(format!("log so far:\n{}", tail(&text, 15)))
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Starts claimsync with extra arguments, without waiting.
+    pub async fn start_with(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "instance {} already runs", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let selector = format!("{INSTANCE_LABEL}={}", self.id);
+        let child = Command::new(env!("CARGO_BIN_EXE_claimsync"))
+            .arg("run")
+            .arg("--app-kubeconfig")
+            .arg(&env().app_kubeconfig)
+            .arg("--control-plane-kubeconfig")
+            .arg(&env().control_plane_kubeconfig)
+            .args(["--claim-namespace", &self.claim_namespace, "--cluster-id", &self.id])
+            .args(["--namespace-selector", &selector])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(extra)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start claimsync");
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// Stops claimsync (SIGKILL: a crash is the harder case for a restart).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// An app namespace this instance replicates.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let name = support::unique(prefix);
+        create_namespace(&self.app, &name, Some(&self.id)).await;
+        name
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str, instance: Option<&str>) {
+    let mut labels = json!({"claimsync.dev/test": "true"});
+    if let Some(id) = instance {
+        labels[INSTANCE_LABEL] = json!(id);
+    }
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}\n{}", env().diagnose()));
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
