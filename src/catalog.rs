@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use claimsync_state::{CatalogEntry, content_hash};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, Patch, PatchParams};
+use kube::api::{Api, ApiResource, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -204,6 +206,7 @@ pub async fn run(ctx: Arc<Context>) {
     let remote_crds = Api::<CustomResourceDefinition>::all(ctx.remote.clone());
     let mut running = Running::default();
     let mut listed: BTreeSet<String> = BTreeSet::new();
+    let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut events = watcher(remote_crds, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -228,7 +231,9 @@ pub async fn run(ctx: Arc<Context>) {
                 match replicate(&ctx, &crd).await {
                     Ok(Replicated::Ready(kind)) => running.ensure(&ctx, kind).await,
                     Ok(Replicated::NotOwned) => {
-                        warn!(crd = %name, "a local CRD of this name exists and is not claimsync's: its claims are not replicated");
+                        if reported.insert(name.clone()) {
+                            report_foreign(&ctx, &name).await;
+                        }
                     }
                     Err(e) => error!(crd = %name, error = %e, "could not replicate claim CRD"),
                 }
@@ -249,6 +254,40 @@ pub async fn run(ctx: Arc<Context>) {
                 }
             }
         }
+    }
+}
+
+/// A local CRD of a claim kind's name that claimsync does not own: left alone, said once in the log and an Event.
+async fn report_foreign(ctx: &Context, name: &str) {
+    let message =
+        format!("a local CRD {name} exists and is not claimsync's; it is left alone and its claims are not replicated");
+    warn!(crd = %name, "{message}");
+    let reference = ObjectReference {
+        api_version: Some("apiextensions.k8s.io/v1".into()),
+        kind: Some("CustomResourceDefinition".into()),
+        name: Some(name.to_string()),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ForeignCRD".into(),
+        note: Some(message),
+        action: "ReplicateCatalog".into(),
+        secondary: None,
+    };
+    // Said once per cluster, not once per start: a restart must write nothing that is already there.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.local.clone(), "default");
+    let said = events.list(&ListParams::default()).await.is_ok_and(|list| {
+        list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("ForeignCRD")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+    });
+    if said {
+        return;
+    }
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(crd = %name, error = %e, "could not publish an Event");
     }
 }
 

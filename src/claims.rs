@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use claimsync_state::{ClaimKey, ClaimRecord, content_hash};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -239,6 +240,14 @@ async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error
     };
     let intent = remote_intent(&local, &target);
     let intent_hash = content_hash(&intent);
+    if remote.is_none() && kind_withdrawing(kctx).await? {
+        let message = format!(
+            "the control plane is withdrawing {}; the claim is kept but not replicated",
+            kctx.kind.resource.kind
+        );
+        show(kctx, claim, &local, Replicated::new(Reason::KindWithdrawn, message)).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
     let remote = match remote {
         Some(remote) if remote_in_place(&remote, &intent, &intent_hash, record.as_ref()) => remote,
         existing => {
@@ -356,6 +365,36 @@ async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error
         },
     )?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the control plane is taking this kind away: its claim CRD, or the XRD that owns it, is gone or being
+/// deleted. Crossplane then deletes every claim of the kind itself, and recreating them would fight it.
+async fn kind_withdrawing(kctx: &KindContext) -> Result<bool, Error> {
+    let crd_name = &kctx.kind.crd_name;
+    let crds = Api::<CustomResourceDefinition>::all(kctx.ctx.remote.clone());
+    let Some(crd) = crds
+        .get_opt(crd_name)
+        .await
+        .context(Side::ControlPlane, "get CRD", crd_name)?
+    else {
+        return Ok(true);
+    };
+    if crd.metadata.deletion_timestamp.is_some() {
+        return Ok(true);
+    }
+    let xrd = crd
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "CompositeResourceDefinition")
+        .map(|o| o.name.clone());
+    let Some(xrd) = xrd else { return Ok(false) };
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "CompositeResourceDefinition"),
+        "compositeresourcedefinitions",
+    );
+    let xrds = Api::<DynamicObject>::all_with(kctx.ctx.remote.clone(), &resource);
+    let xrd = xrds.get_opt(&xrd).await.context(Side::ControlPlane, "get XRD", &xrd)?;
+    Ok(xrd.is_none_or(|x| x.metadata.deletion_timestamp.is_some()))
 }
 
 /// Whether the remote claim already carries the intent: known from the journal when its version is the one
@@ -527,13 +566,17 @@ pub async fn mark_withdrawn(ctx: &Arc<Context>, kind: &ClaimKind) -> Result<(), 
         .list(&ListParams::default())
         .await
         .context(Side::App, "list claims", &kind.resource.plural)?;
+    let claims = claims
+        .items
+        .into_iter()
+        .filter(|c| ctx.namespace_selected(&c.namespace().unwrap_or_default()));
     let kctx = KindContext {
         ctx: ctx.clone(),
         kind: kind.clone(),
         remote: Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &kind.resource),
         remote_secrets: Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
     };
-    for mut claim in claims.items {
+    for mut claim in claims {
         claim.types.get_or_insert_with(|| kube::api::TypeMeta {
             api_version: kind.resource.api_version.clone(),
             kind: kind.resource.kind.clone(),

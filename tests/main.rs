@@ -5,6 +5,7 @@
 mod instance;
 mod support;
 
+mod catalog;
 mod replication;
 
 mod testenv_aggregation;

@@ -1,7 +1,7 @@
 //! Claim replication end to end, against the real env with real Crossplane: catalog down, spec up, status and
 //! connection Secrets down, drift, deletion with both policies, conflicts, and restarts that write nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -430,22 +430,36 @@ async fn conflicts_leave_foreign_objects_alone() {
     assert!(!untouched.labels().contains_key("claimsync.dev/origin-cluster"));
 }
 
-/// Sum of `apiserver_request_total` over the given verbs and resources.
-async fn requests(client: &Client, verbs: &[&str], resources: &[&str]) -> u64 {
+/// `apiserver_request_total` by "resource verb", over the given verbs and resources.
+async fn requests(client: &Client, verbs: &[&str], resources: &[&str]) -> BTreeMap<String, u64> {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(request).await.expect("read /metrics");
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| verbs.iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
-        .filter(|l| resources.iter().any(|r| l.contains(&format!("resource=\"{r}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..].split('"').next()?.to_string())
+    };
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let (Some(verb), Some(resource)) = (label(line, "verb"), label(line, "resource")) else {
+            continue;
+        };
+        if verbs.contains(&verb.as_str()) && resources.contains(&resource.as_str()) {
+            let value = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            *counts.entry(format!("{resource} {verb}")).or_insert(0) += value;
+        }
+    }
+    counts
 }
+
+type Counts = (BTreeMap<String, u64>, BTreeMap<String, u64>);
 
 /// Writes claimsync could make: anything on the app cluster's claims, Secrets, CRDs and Events; on the control
 /// plane, applies and deletes of claims (Crossplane itself only updates them).
-async fn writes(instance: &Instance) -> (u64, u64) {
+async fn writes(instance: &Instance) -> Counts {
     let app_resources = [
         "kubernetesclusters",
         "postgresqlinstances",
@@ -459,9 +473,10 @@ async fn writes(instance: &Instance) -> (u64, u64) {
         &app_resources,
     )
     .await;
+    let remote_verbs = ["POST", "PATCH", "APPLY", "DELETE"];
     let remote = requests(
         &instance.control_plane,
-        &["POST", "PATCH", "APPLY", "DELETE"],
+        &remote_verbs,
         &["kubernetesclusters", "postgresqlinstances"],
     )
     .await;
@@ -478,7 +493,7 @@ async fn assert_no_writes_after_start(instance: &mut Instance, what: &str) {
         assert_eq!(
             now,
             before,
-            "{what}: claimsync wrote (app, control plane) requests\n{}",
+            "{what}: claimsync wrote (app, control plane)\n{}",
             tail(&instance.log(), 20)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;

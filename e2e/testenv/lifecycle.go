@@ -236,7 +236,10 @@ func get(client *http.Client, url, token string) error {
 
 // kubectl runs kubectl against one cluster of the env.
 func (e *environment) kubectl(cluster string, args ...string) error {
-	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", e.kubeconfig(cluster)}, args...)...)
+	// A cache of its own: discovery cached while the env starts (before Crossplane offers its claim kinds)
+	// would otherwise hide those kinds from a user's `kubectl get claim` for hours.
+	global := []string{"--kubeconfig", e.kubeconfig(cluster), "--cache-dir", filepath.Join(e.dir, "kubectl-cache")}
+	cmd := exec.Command("kubectl", append(global, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)

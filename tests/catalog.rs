@@ -1,0 +1,276 @@
+//! The catalog, end to end: a claim kind offered at runtime appears in the app cluster without a restart, its
+//! schema changes follow, a withdrawn kind keeps its CRD and claims (marked KindWithdrawn), and a local CRD
+//! claimsync does not own is left alone. Each test's kinds live in a group of their own.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::instance::{Instance, tail};
+use crate::support::{self, wait_for};
+
+fn xrd_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "CompositeResourceDefinition"),
+        "compositeresourcedefinitions",
+    )
+}
+
+fn composition_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "Composition"),
+        "compositions",
+    )
+}
+
+/// An XRD offering claim kind `kind` in `group`, with `spec.size` and optionally more spec properties and a
+/// second served (not referenceable) version.
+fn xrd(group: &str, kind: &str, extra: Value, second_version: bool) -> Value {
+    let lower = kind.to_lowercase();
+    let mut properties = json!({"size": {"type": "integer"}});
+    if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": properties}}}});
+    let mut versions = vec![json!({"name": "v1alpha1", "served": true, "referenceable": true, "schema": schema})];
+    if second_version {
+        versions.push(json!({"name": "v1beta1", "served": true, "referenceable": false, "schema": schema}));
+    }
+    json!({
+        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "CompositeResourceDefinition",
+        "metadata": {"name": format!("x{lower}s.{group}")},
+        "spec": {
+            "group": group,
+            "names": {"kind": format!("X{kind}"), "plural": format!("x{lower}s")},
+            "claimNames": {"kind": kind, "plural": format!("{lower}s")},
+            "defaultCompositionRef": {"name": format!("x{lower}s.{group}")},
+            "versions": versions,
+        }
+    })
+}
+
+/// A Composition that composes one Namespace named after the composite's uid.
+fn composition(group: &str, kind: &str) -> Value {
+    let lower = kind.to_lowercase();
+    json!({
+        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "Composition",
+        "metadata": {"name": format!("x{lower}s.{group}")},
+        "spec": {
+            "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": format!("X{kind}")},
+            "mode": "Resources",
+            "resources": [{
+                "base": {"apiVersion": "v1", "kind": "Namespace"},
+                "patches": [{"type": "FromCompositeFieldPath", "fromFieldPath": "metadata.uid",
+                             "toFieldPath": "metadata.name",
+                             "transforms": [{"type": "string", "string": {"type": "Format", "fmt": "gd-%s"}}]}],
+                "readinessChecks": [{"type": "None"}]
+            }]
+        }
+    })
+}
+
+async fn apply(client: &Client, resource: &ApiResource, object: &Value) {
+    let name = object["metadata"]["name"].as_str().unwrap();
+    Api::<DynamicObject>::all_with(client.clone(), resource)
+        .patch(
+            name,
+            &PatchParams::apply("claimsync-test").force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+async fn local_crd(client: &Client, name: &str) -> Result<Value, String> {
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::to_value(crd).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
+    let _up = support::control_plane_shared().await;
+    let mut instance = Instance::new("cat").await;
+    instance.start().await;
+    let ns = instance.namespace("cat").await;
+    let group = format!("{}.test.starter.org", support::unique("g"));
+    let crd_name = format!("gadgets.{group}");
+
+    apply(
+        &instance.control_plane,
+        &composition_resource(),
+        &composition(&group, "Gadget"),
+    )
+    .await;
+    apply(
+        &instance.control_plane,
+        &xrd_resource(),
+        &xrd(&group, "Gadget", json!({}), false),
+    )
+    .await;
+    let app = instance.app.clone();
+    let crd = wait_for(
+        "the new claim kind to reach the app cluster",
+        Duration::from_secs(90),
+        || async {
+            let crd = local_crd(&app, &crd_name).await?;
+            let established = crd["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Established" && c["status"] == "True");
+            established.then_some(crd).ok_or_else(|| "not established".to_string())
+        },
+    )
+    .await;
+    assert_eq!(crd["metadata"]["labels"]["claimsync.dev/managed-by"], "claimsync");
+    assert_eq!(crd["spec"]["names"]["categories"], json!(["claim"]));
+
+    // A claim of the new kind replicates, with no restart of claimsync.
+    let gadget = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1alpha1", "Gadget"), "gadgets");
+    let claims = Api::<DynamicObject>::namespaced_with(app.clone(), &ns, &gadget);
+    let mut claim = DynamicObject::new("g1", &gadget).within(&ns);
+    claim.data = json!({"spec": {"size": 1}});
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+    wait_for("the gadget to be replicated", Duration::from_secs(90), || async {
+        let c = claims.get("g1").await.map_err(|e| e.to_string())?;
+        let replicated = c.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Replicated" && c["status"] == "True");
+        replicated
+            .then_some(())
+            .ok_or_else(|| format!("{}\n{}", c.data["status"], tail(&instance.log(), 8)))
+    })
+    .await;
+
+    // A new field, then a new version, reach the local CRD.
+    apply(
+        &instance.control_plane,
+        &xrd_resource(),
+        &xrd(&group, "Gadget", json!({"color": {"type": "string"}}), false),
+    )
+    .await;
+    wait_for("the new field in the local CRD", Duration::from_secs(90), || async {
+        let crd = local_crd(&app, &crd_name).await?;
+        let color =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["color"];
+        color
+            .is_object()
+            .then_some(())
+            .ok_or_else(|| "no color yet".to_string())
+    })
+    .await;
+    apply(
+        &instance.control_plane,
+        &xrd_resource(),
+        &xrd(&group, "Gadget", json!({"color": {"type": "string"}}), true),
+    )
+    .await;
+    wait_for("the new version in the local CRD", Duration::from_secs(90), || async {
+        let crd = local_crd(&app, &crd_name).await?;
+        let versions: Vec<&str> = crd["spec"]["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        (versions == ["v1alpha1", "v1beta1"])
+            .then_some(())
+            .ok_or(format!("versions {versions:?}"))
+    })
+    .await;
+
+    // Withdrawn: the local CRD and claim stay, the claim says why it is no longer replicated.
+    Api::<DynamicObject>::all_with(instance.control_plane.clone(), &xrd_resource())
+        .delete(&format!("xgadgets.{group}"), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the gadget to be marked KindWithdrawn",
+        Duration::from_secs(120),
+        || async {
+            let c = claims.get("g1").await.map_err(|e| e.to_string())?;
+            let withdrawn = c.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Replicated" && c["status"] == "False" && c["reason"] == "KindWithdrawn");
+            withdrawn
+                .then_some(())
+                .ok_or_else(|| format!("{}\n{}", c.data["status"], tail(&instance.log(), 8)))
+        },
+    )
+    .await;
+    assert!(
+        local_crd(&app, &crd_name).await.is_ok(),
+        "the local CRD is never deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_crd_claimsync_does_not_own_is_left_alone() {
+    let _up = support::control_plane_shared().await;
+    let mut instance = Instance::new("foreign").await;
+    instance.start().await;
+    let group = format!("{}.test.starter.org", support::unique("f"));
+    let crd_name = format!("widgets.{group}");
+    let foreign: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": crd_name, "labels": {"owner": "someone-else"}},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+                 "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    let crds = Api::<CustomResourceDefinition>::all(instance.app.clone());
+    let before = crds.create(&PostParams::default(), &foreign).await.unwrap();
+
+    apply(
+        &instance.control_plane,
+        &composition_resource(),
+        &composition(&group, "Widget"),
+    )
+    .await;
+    apply(
+        &instance.control_plane,
+        &xrd_resource(),
+        &xrd(&group, "Widget", json!({}), false),
+    )
+    .await;
+    wait_for(
+        "claimsync to report the foreign CRD",
+        Duration::from_secs(90),
+        || async {
+            let log = instance.log();
+            log.contains(&format!("a local CRD {crd_name} exists and is not claimsync's"))
+                .then_some(())
+                .ok_or_else(|| tail(&log, 5))
+        },
+    )
+    .await;
+    let after = crds.get(&crd_name).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&after.spec).unwrap(),
+        serde_json::to_value(&before.spec).unwrap(),
+        "untouched"
+    );
+    assert_eq!(after.labels(), before.labels());
+    assert!(
+        !after
+            .managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("claimsync"))
+    );
+    Api::<DynamicObject>::all_with(instance.control_plane.clone(), &xrd_resource())
+        .delete(&format!("xwidgets.{group}"), &DeleteParams::default())
+        .await
+        .unwrap();
+}
