@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use claimsync_state::Journal;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
@@ -23,7 +24,7 @@ pub struct Context {
     pub namespaces: Option<Store<Namespace>>,
     pub concurrency: u16,
     pub sync: SyncTracker,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, ExponentialBackoff>>,
 }
 
 impl Context {
@@ -60,12 +61,12 @@ impl Context {
         }
     }
 
-    /// The delay before retrying a claim that failed `n` times in a row: 1s doubling up to a minute.
+    /// The delay before retrying a claim that failed again: the exponential backoff kube-runtime's watchers use
+    /// (backon), from 1s doubling to a minute with jitter, per claim until it succeeds.
     pub fn next_retry(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().expect("failures lock");
-        let n = failures.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        retry_delay(*n)
+        let backoff = failures.entry(key.to_string()).or_insert_with(retry_backoff);
+        backoff.next().unwrap_or(MAX_RETRY_DELAY)
     }
 
     pub fn succeeded(&self, key: &str) {
@@ -73,8 +74,16 @@ impl Context {
     }
 }
 
-pub fn retry_delay(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+pub fn retry_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(MAX_RETRY_DELAY)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Announces one log line once the catalog is replicated and every claim found at start-up was reconciled.
@@ -114,6 +123,11 @@ impl SyncTracker {
         Self::announce(&mut state);
     }
 
+    /// Whether the catalog has been listed and replicated once.
+    pub fn catalog_ready(&self) -> bool {
+        self.state.lock().expect("tracker lock").catalog_ready
+    }
+
     fn announce(state: &mut TrackerState) {
         if state.catalog_ready && state.pending.is_empty() && !state.announced {
             state.announced = true;
@@ -131,11 +145,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_delays_double_up_to_a_minute() {
-        let delays: Vec<u64> = [1, 2, 3, 4, 9, 10, 40]
-            .iter()
-            .map(|n| retry_delay(*n).as_secs())
-            .collect();
-        assert_eq!(delays, [1, 2, 4, 8, 60, 60, 60]);
+    fn retry_delays_grow_to_a_minute() {
+        let delays: Vec<Duration> = retry_backoff().take(12).collect();
+        assert!(
+            delays[0] >= Duration::from_secs(1) && delays[0] < Duration::from_secs(3),
+            "{delays:?}"
+        );
+        assert!(delays.iter().all(|d| *d <= 2 * MAX_RETRY_DELAY), "{delays:?}");
+        assert!(delays[11] >= MAX_RETRY_DELAY, "{delays:?}");
     }
 }

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod context;
 pub mod downward;
 pub mod error;
+pub mod events;
 pub mod fields;
 pub mod naming;
 pub mod run;

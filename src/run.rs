@@ -15,10 +15,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config};
 use tracing::{info, warn};
 
-use crate::catalog;
 use crate::cli::RunArgs;
 use crate::context::Context;
 use crate::error::Error;
+use crate::{catalog, events};
 
 /// How long start-up waits for each API server before giving up with a clear message.
 const REACH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -108,10 +108,12 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         namespaces,
         args.concurrency.max(1),
     ));
-    let catalog = tokio::spawn(catalog::run(ctx));
+    let catalog = tokio::spawn(catalog::run(ctx.clone()));
+    let events = tokio::spawn(events::run(ctx));
     shutdown_signal().await;
     info!("shutting down");
     catalog.abort();
+    events.abort();
     journal.flush()?;
     Ok(())
 }
