@@ -13,13 +13,16 @@ use kube::api::{Api, ApiResource, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::claims;
+use crate::conditions::{Reason, Replicated as ConditionReplicated};
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side};
 use crate::fields::is_subset;
+use crate::link::Link;
 use crate::secrets::MANAGED_BY;
 use crate::upward::MANAGER_UP;
 
@@ -194,6 +197,19 @@ impl Running {
         self.kinds.insert(kind.crd_name.clone(), (kind, handle));
     }
 
+    fn kinds(&self) -> Vec<ClaimKind> {
+        self.kinds.values().map(|(kind, _)| kind.clone()).collect()
+    }
+
+    async fn restart_all(&mut self, ctx: &Arc<Context>) {
+        for kind in self.kinds() {
+            if let Some((_, handle)) = self.kinds.remove(&kind.crd_name) {
+                handle.abort();
+            }
+            self.ensure(ctx, kind).await;
+        }
+    }
+
     fn stop(&mut self, crd_name: &str) -> Option<ClaimKind> {
         let (kind, handle) = self.kinds.remove(crd_name)?;
         handle.abort();
@@ -202,37 +218,53 @@ impl Running {
 }
 
 /// Watches the control plane's claim CRDs for as long as claimsync runs.
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, mut link: UnboundedReceiver<Link>) {
     let remote_crds = Api::<CustomResourceDefinition>::all(ctx.remote.clone());
-    let mut running = Running::default();
-    let mut listed: BTreeSet<String> = BTreeSet::new();
-    let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut catalog = Catalog::default();
     let mut events = watcher(remote_crds, watcher::Config::default())
         .default_backoff()
         .boxed();
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                warn!(error = %e, "watching the control plane's CRDs failed; retrying");
-                ctx.sync.set_catalog_ready(false);
-                continue;
-            }
-        };
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(event)) => catalog.handle(&ctx, event).await,
+                Some(Err(e)) => {
+                    warn!(error = %e, "watching the control plane's CRDs failed; retrying");
+                    ctx.sync.set_catalog_ready(false);
+                }
+                None => return,
+            },
+            Some(change) = link.recv() => catalog.link_changed(&ctx, change).await,
+        }
+    }
+}
+
+/// What the catalog task keeps between events.
+#[derive(Default)]
+struct Catalog {
+    running: Running,
+    /// Claim CRDs seen in the current listing.
+    listed: BTreeSet<String>,
+    /// Foreign local CRDs already reported by this process.
+    reported: BTreeSet<String>,
+}
+
+impl Catalog {
+    async fn handle(&mut self, ctx: &Arc<Context>, event: watcher::Event<CustomResourceDefinition>) {
         match event {
-            watcher::Event::Init => listed.clear(),
+            watcher::Event::Init => self.listed.clear(),
             watcher::Event::InitApply(crd) | watcher::Event::Apply(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
                 if !is_claim_crd(&crd) {
-                    continue;
+                    return;
                 }
                 let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                listed.insert(name.clone());
-                match replicate(&ctx, &crd).await {
-                    Ok(Replicated::Ready(kind)) => running.ensure(&ctx, kind).await,
+                self.listed.insert(name.clone());
+                match replicate(ctx, &crd).await {
+                    Ok(Replicated::Ready(kind)) => self.running.ensure(ctx, kind).await,
                     Ok(Replicated::NotOwned) => {
-                        if reported.insert(name.clone()) {
-                            report_foreign(&ctx, &name).await;
+                        if self.reported.insert(name.clone()) {
+                            report_foreign(ctx, &name).await;
                         }
                     }
                     Err(e) => error!(crd = %name, error = %e, "could not replicate claim CRD"),
@@ -241,8 +273,8 @@ pub async fn run(ctx: Arc<Context>) {
             watcher::Event::InitDone => {
                 // Kinds withdrawn while claimsync was not watching.
                 for entry in ctx.journal.catalog().unwrap_or_default() {
-                    if !listed.contains(&entry.crd_name) && !entry.withdrawn {
-                        withdraw(&ctx, &mut running, &entry.crd_name).await;
+                    if !self.listed.contains(&entry.crd_name) && !entry.withdrawn {
+                        withdraw(ctx, &mut self.running, &entry.crd_name).await;
                     }
                 }
                 ctx.sync.set_catalog_ready(true);
@@ -250,9 +282,33 @@ pub async fn run(ctx: Arc<Context>) {
             watcher::Event::Delete(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
                 if is_claim_crd(&crd) {
-                    withdraw(&ctx, &mut running, crd["metadata"]["name"].as_str().unwrap_or_default()).await;
+                    withdraw(
+                        ctx,
+                        &mut self.running,
+                        crd["metadata"]["name"].as_str().unwrap_or_default(),
+                    )
+                    .await;
                 }
             }
+        }
+    }
+
+    /// The control plane went away: every claim says so and keeps its last known status. It came back: every
+    /// claim controller starts over, so each claim (and what changed locally meanwhile) is reconciled now.
+    async fn link_changed(&mut self, ctx: &Arc<Context>, change: Link) {
+        match change {
+            Link::Lost(reason) => {
+                let cond = ConditionReplicated::new(
+                    Reason::ControlPlaneUnreachable,
+                    format!("the control plane is unreachable ({reason}); showing the last known status"),
+                );
+                for kind in self.running.kinds() {
+                    if let Err(e) = claims::mark_all(ctx, &kind, &cond).await {
+                        warn!(kind = %kind.resource.kind, error = %e, "could not mark claims as unreachable");
+                    }
+                }
+            }
+            Link::Restored => self.running.restart_all(ctx).await,
         }
     }
 }
@@ -303,10 +359,15 @@ async fn withdraw(ctx: &Arc<Context>, running: &mut Running, crd_name: &str) {
         }
         _ => return,
     };
-    if let Some(kind) = claim_kind(&entry.crd)
-        && let Err(e) = claims::mark_withdrawn(ctx, &kind).await
-    {
-        error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
+    if let Some(kind) = claim_kind(&entry.crd) {
+        let message = format!(
+            "the control plane no longer offers {}; the claim is kept but not replicated",
+            kind.resource.kind
+        );
+        let cond = ConditionReplicated::new(Reason::KindWithdrawn, message);
+        if let Err(e) = claims::mark_all(ctx, &kind, &cond).await {
+            error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use crate::conditions::{Reason, Replicated, replicated_of, with_replicated};
 use crate::context::Context;
 use crate::downward::{LocalDown, is_shown, local_down};
 use crate::error::{Error, KubeContext, Side};
+use crate::events::bounded_note;
 use crate::fields::{field_set, is_subset, owned_fields, same_fields};
 use crate::naming::{ORIGIN_CLUSTER, is_twin, origin_of, remote_claim_name};
 use crate::secrets::{self, Owner, SecretOutcome};
@@ -559,8 +560,9 @@ async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Er
     Ok(Action::await_change())
 }
 
-/// Marks every local claim of a withdrawn kind `Replicated=False, reason=KindWithdrawn`.
-pub async fn mark_withdrawn(ctx: &Arc<Context>, kind: &ClaimKind) -> Result<(), Error> {
+/// Sets `cond` as the `Replicated` condition of every local claim of a kind (in the selected namespaces),
+/// keeping the rest of their status.
+pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -> Result<(), Error> {
     let all = Api::<DynamicObject>::all_with(ctx.local.clone(), &kind.resource);
     let claims = all
         .list(&ListParams::default())
@@ -577,16 +579,15 @@ pub async fn mark_withdrawn(ctx: &Arc<Context>, kind: &ClaimKind) -> Result<(), 
         remote_secrets: Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
     };
     for mut claim in claims {
+        if claim.meta().deletion_timestamp.is_some() {
+            continue;
+        }
         claim.types.get_or_insert_with(|| kube::api::TypeMeta {
             api_version: kind.resource.api_version.clone(),
             kind: kind.resource.kind.clone(),
         });
         let local = serde_json::to_value(&claim).unwrap_or(Value::Null);
-        let message = format!(
-            "the control plane no longer offers {}; the claim is kept but not replicated",
-            kind.resource.kind
-        );
-        show(&kctx, &claim, &local, Replicated::new(Reason::KindWithdrawn, message)).await?;
+        show(&kctx, &claim, &local, cond.clone()).await?;
     }
     Ok(())
 }
@@ -594,20 +595,10 @@ pub async fn mark_withdrawn(ctx: &Arc<Context>, kind: &ClaimKind) -> Result<(), 
 /// Publishes an Event on the local claim; a failure to do so is only logged.
 async fn event(kctx: &KindContext, claim: &DynamicObject, type_: EventType, reason: &str, note: &str) {
     let reference = claim.object_ref(&kctx.kind.resource);
-    // The API server refuses Event notes over 1024 bytes.
-    let mut note = note.to_string();
-    if note.len() > 1024 {
-        let mut cut = 1021;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push_str("...");
-    }
     let ev = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(bounded_note(note)),
         action: "Replicate".into(),
         secondary: None,
     };

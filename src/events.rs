@@ -21,18 +21,21 @@ use crate::naming::origin_of;
 /// Marks of mirrored Events are kept this long.
 const REMEMBER: Duration = Duration::from_secs(24 * 3600);
 
+/// An Event note the API server accepts: at most 1024 bytes, cut at a character boundary.
+pub fn bounded_note(note: &str) -> String {
+    if note.len() <= 1024 {
+        return note.to_string();
+    }
+    let mut cut = 1021;
+    while !note.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &note[..cut])
+}
+
 /// The note a mirrored Event carries on the local claim.
 pub fn mirrored_note(remote_message: &str) -> String {
-    let mut note = format!("[control plane] {remote_message}");
-    if note.len() > 1024 {
-        let mut cut = 1021;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push_str("...");
-    }
-    note
+    bounded_note(&format!("[control plane] {remote_message}"))
 }
 
 /// Mirrors remote Events for as long as claimsync runs.

@@ -12,6 +12,7 @@ pub mod downward;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod link;
 pub mod naming;
 pub mod run;
 pub mod secrets;

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::cli::RunArgs;
 use crate::context::Context;
 use crate::error::Error;
-use crate::{catalog, events};
+use crate::{catalog, events, link};
 
 /// How long start-up waits for each API server before giving up with a clear message.
 const REACH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -108,12 +108,15 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         namespaces,
         args.concurrency.max(1),
     ));
-    let catalog = tokio::spawn(catalog::run(ctx.clone()));
+    let (link_changes, link_events) = tokio::sync::mpsc::unbounded_channel();
+    let link = tokio::spawn(link::watch(ctx.clone(), link_changes));
+    let catalog = tokio::spawn(catalog::run(ctx.clone(), link_events));
     let events = tokio::spawn(events::run(ctx));
     shutdown_signal().await;
     info!("shutting down");
     catalog.abort();
     events.abort();
+    link.abort();
     journal.flush()?;
     Ok(())
 }

@@ -6,6 +6,7 @@ mod instance;
 mod support;
 
 mod catalog;
+mod offline;
 mod replication;
 
 mod testenv_aggregation;

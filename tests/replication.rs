@@ -46,12 +46,12 @@ fn condition(obj: &DynamicObject, type_: &str) -> Option<(String, String)> {
         })
 }
 
-fn is_true(obj: &DynamicObject, type_: &str) -> bool {
+pub(crate) fn is_true(obj: &DynamicObject, type_: &str) -> bool {
     condition(obj, type_).is_some_and(|(status, _)| status == "True")
 }
 
 /// `kubectl apply -f -` against the app cluster, as a user would.
-async fn kubectl_apply(yaml: &str) -> Result<String, String> {
+pub(crate) async fn kubectl_apply(yaml: &str) -> Result<String, String> {
     let mut child = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&env().app_kubeconfig)
@@ -70,7 +70,7 @@ async fn kubectl_apply(yaml: &str) -> Result<String, String> {
     }
 }
 
-fn cluster_claim_yaml(ns: &str, name: &str, id: &str, secret: &str, extra_annotations: &str) -> String {
+pub(crate) fn cluster_claim_yaml(ns: &str, name: &str, id: &str, secret: &str, extra_annotations: &str) -> String {
     format!(
         r#"apiVersion: k8s.starter.org/v1alpha1
 kind: KubernetesCluster
@@ -98,7 +98,7 @@ spec:
 }
 
 /// Waits until a local claim is Synced, Ready and Replicated.
-async fn wait_ready(api: &Api<DynamicObject>, name: &str, instance: &Instance) -> DynamicObject {
+pub(crate) async fn wait_ready(api: &Api<DynamicObject>, name: &str, instance: &Instance) -> DynamicObject {
     wait_for(
         &format!("claim {name} to be Synced, Ready and Replicated"),
         Duration::from_secs(120),
@@ -118,7 +118,12 @@ async fn wait_ready(api: &Api<DynamicObject>, name: &str, instance: &Instance) -
     .await
 }
 
-async fn wait_reason(api: &Api<DynamicObject>, name: &str, reason: &str, instance: &Instance) -> DynamicObject {
+pub(crate) async fn wait_reason(
+    api: &Api<DynamicObject>,
+    name: &str,
+    reason: &str,
+    instance: &Instance,
+) -> DynamicObject {
     wait_for(
         &format!("claim {name} to be Replicated=False/{reason}"),
         Duration::from_secs(60),
