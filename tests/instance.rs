@@ -21,6 +21,8 @@ pub struct Instance {
     pub state_dir: PathBuf,
     pub app: Client,
     pub control_plane: Client,
+    /// Read the control plane's kubeconfig from this Secret (`<namespace>/<name>`) instead of a file.
+    pub control_plane_secret: Option<String>,
     log: PathBuf,
     child: Option<Child>,
     starts: usize,
@@ -43,6 +45,7 @@ impl Instance {
             claim_namespace,
             app,
             control_plane,
+            control_plane_secret: None,
             child: None,
             starts: 0,
         }
@@ -76,12 +79,15 @@ impl Instance {
             .open(&self.log)
             .unwrap();
         let selector = format!("{INSTANCE_LABEL}={}", self.id);
-        let child = Command::new(env!("CARGO_BIN_EXE_claimsync"))
-            .arg("run")
-            .arg("--app-kubeconfig")
-            .arg(&env().app_kubeconfig)
-            .arg("--control-plane-kubeconfig")
-            .arg(&env().control_plane_kubeconfig)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
+        command.arg("run").arg("--app-kubeconfig").arg(&env().app_kubeconfig);
+        match &self.control_plane_secret {
+            Some(secret) => command.args(["--control-plane-kubeconfig-secret", secret]),
+            None => command
+                .arg("--control-plane-kubeconfig")
+                .arg(&env().control_plane_kubeconfig),
+        };
+        let child = command
             .args(["--claim-namespace", &self.claim_namespace, "--cluster-id", &self.id])
             .args(["--namespace-selector", &selector])
             .arg("--state-dir")

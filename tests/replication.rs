@@ -450,6 +450,78 @@ async fn conflicts_leave_foreign_objects_alone() {
     assert!(!untouched.labels().contains_key("claimsync.dev/origin-cluster"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_made_by_the_mcp_connector_are_adopted_not_duplicated() {
+    let _up = support::control_plane_shared().await;
+    let mut instance = Instance::new("adopt").await;
+    instance.start().await;
+    let ns = instance.namespace("adopt").await;
+    let kc = kubernetes_cluster_resource();
+    let id = support::unique("kc");
+
+    // A claim the MCP Connector wrote for this app cluster, already provisioned.
+    let remote_name = remote_claim_name("legacy", &ns, &instance.id);
+    let remote = Api::<DynamicObject>::namespaced_with(instance.control_plane.clone(), &instance.claim_namespace, &kc);
+    let mut legacy = DynamicObject::new(&remote_name, &kc).within(&instance.claim_namespace);
+    legacy.metadata.labels = Some(
+        [
+            ("mcp-connector.upbound.io/app-cluster".to_string(), instance.id.clone()),
+            ("mcp-connector.upbound.io/app-namespace".to_string(), ns.clone()),
+            (
+                "mcp-connector.upbound.io/app-resource-name".to_string(),
+                "legacy".to_string(),
+            ),
+        ]
+        .into(),
+    );
+    legacy.data = json!({"spec": {"id": id, "parameters": {"nodes": {"count": 3, "size": "small"},
+        "services": {"operators": {"prometheus": {"version": "34.5.1"}}}}}});
+    let created = remote.create(&PostParams::default(), &legacy).await.unwrap();
+
+    kubectl_apply(&cluster_claim_yaml(&ns, "legacy", &id, "legacy-conn", ""))
+        .await
+        .unwrap();
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
+    wait_ready(&local, "legacy", &instance).await;
+    let adopted = remote.get(&remote_name).await.unwrap();
+    assert_eq!(adopted.uid(), created.uid(), "adopted in place, not recreated");
+    assert_eq!(adopted.labels()["claimsync.dev/origin-name"], "legacy");
+    let composites = Api::<DynamicObject>::all_with(instance.control_plane.clone(), &composite_resource())
+        .list(&ListParams::default().labels(&format!("crossplane.io/claim-name={remote_name}")))
+        .await
+        .unwrap();
+    assert_eq!(composites.items.len(), 1, "one composite for the adopted claim");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_kubeconfig_can_come_from_a_secret() {
+    let _up = support::control_plane_shared().await;
+    let mut instance = Instance::new("kcfg").await;
+    let ns = instance.namespace("kcfg").await;
+    let kubeconfig = std::fs::read_to_string(&env().control_plane_kubeconfig).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "controlplane"}, "stringData": {"config": kubeconfig}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(instance.app.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    instance.control_plane_secret = Some(format!("{ns}/controlplane:config"));
+    instance.start().await;
+    kubectl_apply(&cluster_claim_yaml(
+        &ns,
+        "viasecret",
+        &support::unique("kc"),
+        "viasecret-conn",
+        "",
+    ))
+    .await
+    .unwrap();
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kubernetes_cluster_resource());
+    wait_ready(&local, "viasecret", &instance).await;
+}
+
 /// `apiserver_request_total` by "resource verb", over the given verbs and resources.
 async fn requests(client: &Client, verbs: &[&str], resources: &[&str]) -> BTreeMap<String, u64> {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
