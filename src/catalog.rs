@@ -260,6 +260,10 @@ impl Catalog {
                 }
                 let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
                 self.listed.insert(name.clone());
+                if crd["metadata"]["deletionTimestamp"].is_string() {
+                    withdraw(ctx, &mut self.running, &name).await;
+                    return;
+                }
                 match replicate(ctx, &crd).await {
                     Ok(Replicated::Ready(kind)) => self.running.ensure(ctx, kind).await,
                     Ok(Replicated::NotOwned) => {

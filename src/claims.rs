@@ -205,18 +205,7 @@ async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error
         .context(Side::ControlPlane, "get claim", &remote_object)
     {
         Ok(remote) => remote,
-        Err(e) if e.is_unreachable(Side::ControlPlane) => {
-            let message = format!("the control plane is unreachable ({e}); showing the last known status");
-            show(
-                kctx,
-                claim,
-                &local,
-                Replicated::new(Reason::ControlPlaneUnreachable, message),
-            )
-            .await?;
-            return Err(e);
-        }
-        Err(e) => return Err(e),
+        Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
     };
     if let Some(remote) = &remote {
         let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
@@ -241,7 +230,9 @@ async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error
     };
     let intent = remote_intent(&local, &target);
     let intent_hash = content_hash(&intent);
-    if remote.is_none() && kind_withdrawing(kctx).await? {
+    // Checked on every pass, twin or not: while Crossplane takes a kind away it deletes the claims itself (so a
+    // vanished twin must not be recreated), and its claims may hang until the XRD is gone.
+    if kind_withdrawing(kctx).await? {
         let message = format!(
             "the control plane is withdrawing {}; the claim is kept but not replicated",
             kctx.kind.resource.kind
@@ -276,19 +267,7 @@ async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error
                     show(kctx, claim, &local, Replicated::new(Reason::Error, message)).await?;
                     return Ok(Action::requeue(RESYNC));
                 }
-                Err(e) => {
-                    if e.is_unreachable(Side::ControlPlane) {
-                        let message = format!("the control plane is unreachable ({e})");
-                        show(
-                            kctx,
-                            claim,
-                            &local,
-                            Replicated::new(Reason::ControlPlaneUnreachable, message),
-                        )
-                        .await?;
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
             };
             if drifted {
                 let message =
@@ -456,6 +435,26 @@ async fn write_down(local_api: &Api<DynamicObject>, claim: &DynamicObject, down:
     Ok(())
 }
 
+/// Shows `ControlPlaneUnreachable` on the claim when `error` is the control plane not answering, keeping the
+/// last known status; hands back the error to retry on (or the failure to show it).
+async fn told_if_unreachable(kctx: &KindContext, claim: &DynamicObject, local: &Value, error: Error) -> Error {
+    if !error.is_unreachable(Side::ControlPlane) {
+        return error;
+    }
+    let message = format!("the control plane is unreachable ({error}); showing the last known status");
+    match show(
+        kctx,
+        claim,
+        local,
+        Replicated::new(Reason::ControlPlaneUnreachable, message),
+    )
+    .await
+    {
+        Ok(()) => error,
+        Err(shown) => shown,
+    }
+}
+
 /// Sets only the `Replicated` condition, keeping the rest of the status (the last known remote status).
 async fn show(kctx: &KindContext, claim: &DynamicObject, local: &Value, cond: Replicated) -> Result<(), Error> {
     let status = with_replicated(&local["status"], &cond, &now());
@@ -523,19 +522,8 @@ async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Er
             {
                 Ok(remote) => remote,
                 Err(e) => {
-                    if e.is_unreachable(Side::ControlPlane) {
-                        let local = serde_json::to_value(claim).unwrap_or(Value::Null);
-                        let message =
-                            format!("waiting for the control plane to delete {remote_object}: unreachable ({e})");
-                        show(
-                            kctx,
-                            claim,
-                            &local,
-                            Replicated::new(Reason::ControlPlaneUnreachable, message),
-                        )
-                        .await?;
-                    }
-                    return Err(e);
+                    let local = serde_json::to_value(claim).unwrap_or(Value::Null);
+                    return Err(told_if_unreachable(kctx, claim, &local, e).await);
                 }
             };
         if let Some(remote) = remote {

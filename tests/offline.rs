@@ -6,8 +6,7 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
-use crate::instance::Instance;
-use crate::replication::{cluster_claim_yaml, is_true, kubectl_apply, wait_ready, wait_reason};
+use crate::replication::{is_true, ready_instance, wait_ready, wait_reason};
 use crate::support::{self, env, wait_for};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
 use claimsync::naming::remote_claim_name;
@@ -15,21 +14,8 @@ use claimsync::naming::remote_claim_name;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_keep_working_and_say_so_while_the_control_plane_is_down() {
     let _down = support::control_plane_exclusive().await;
-    let mut instance = Instance::new("offline").await;
-    instance.start().await;
-    let ns = instance.namespace("offline").await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "steady",
-        &support::unique("kc"),
-        "steady-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    let (instance, ns, local) = ready_instance("offline", "steady").await;
     let kc = kubernetes_cluster_resource();
-    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
-    wait_ready(&local, "steady", &instance).await;
 
     env().script(&["stop", "controlplane"]);
     let claim = wait_reason(&local, "steady", "ControlPlaneUnreachable", &instance).await;

@@ -174,6 +174,20 @@ fn keys(secret: &Secret) -> BTreeSet<String> {
     secret.data.clone().unwrap_or_default().into_keys().collect()
 }
 
+/// A running instance with a namespace of its own holding a Ready KubernetesCluster claim `name`.
+pub(crate) async fn ready_instance(prefix: &str, name: &str) -> (Instance, String, Api<DynamicObject>) {
+    let mut instance = Instance::new(prefix).await;
+    instance.start().await;
+    let ns = instance.namespace(prefix).await;
+    let yaml = cluster_claim_yaml(&ns, name, &support::unique("kc"), &format!("{name}-conn"), "");
+    kubectl_apply(&yaml)
+        .await
+        .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kubernetes_cluster_resource());
+    wait_ready(&local, name, &instance).await;
+    (instance, ns, local)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_replicate_up_and_status_and_secrets_come_down() {
     let _up = support::control_plane_shared().await;
@@ -294,21 +308,8 @@ async fn claims_replicate_up_and_status_and_secrets_come_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_edits_are_reverted_and_remote_deletes_recreated() {
     let _up = support::control_plane_shared().await;
-    let mut instance = Instance::new("drift").await;
-    instance.start().await;
-    let ns = instance.namespace("drift").await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "steady",
-        &support::unique("kc"),
-        "steady-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    let (instance, ns, local) = ready_instance("drift", "steady").await;
     let kc = kubernetes_cluster_resource();
-    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
-    wait_ready(&local, "steady", &instance).await;
 
     let remote_name = remote_claim_name("steady", &ns, &instance.id);
     let remote = Api::<DynamicObject>::namespaced_with(instance.control_plane.clone(), &instance.claim_namespace, &kc);

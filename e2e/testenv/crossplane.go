@@ -85,7 +85,9 @@ func (e *environment) applyPlatform() error {
 		}
 	}
 	return waitFor("the example platform's claim kinds", "", "", 120*time.Second, func() error {
-		return e.kubectl(controlPlane, "wait", "--for=condition=Offered", "--timeout=5s", "compositeresourcedefinitions.apiextensions.crossplane.io", "--all")
+		// Only the example platform's XRDs: a test may leave one of its own half-deleted.
+		return e.kubectl(controlPlane, "wait", "--for=condition=Offered", "--timeout=5s",
+			"compositeresourcedefinitions.apiextensions.crossplane.io", "-l", "claimsync.dev/example-platform=true")
 	})
 }
 

@@ -5,6 +5,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,22 +24,25 @@ const (
 	ownerWatchProcess = "owner-watch"
 )
 
-func (e *environment) up(ownerPID int) error {
-	start := time.Now()
+// eachCluster runs f for both clusters at once and returns the first error.
+func eachCluster(f func(name string) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(clusterNames))
 	for i, name := range clusterNames {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = e.startCluster(name)
+			errs[i] = f(name)
 		}()
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	return errors.Join(errs...)
+}
+
+func (e *environment) up(ownerPID int) error {
+	start := time.Now()
+	if err := eachCluster(e.startCluster); err != nil {
+		return err
 	}
 	if ownerPID > 0 {
 		pidPath := filepath.Join(e.dir, ownerWatchProcess+".pid")
@@ -119,20 +123,8 @@ func down(dir string, purge bool) error {
 		}
 		return err
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(clusterNames))
-	for i, name := range clusterNames {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = env.stopCluster(name)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	if err := eachCluster(env.stopCluster); err != nil {
+		return err
 	}
 	// Last, since down may be running inside the owner watch itself.
 	watchPid := filepath.Join(env.dir, ownerWatchProcess+".pid")

@@ -104,43 +104,38 @@ func ensurePKI(clusterDir string, forCrossplane bool) error {
 }
 
 func newCA(commonName string) (keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return keyPair{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
+	return newCert(keyPair{}, &x509.Certificate{
 		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return keyPair{}, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return keyPair{cert: cert, key: key}, err
+	})
 }
 
 func newLeaf(ca keyPair, commonName string, dnsNames []string, ips []net.IP, usage ...x509.ExtKeyUsage) (keyPair, error) {
+	return newCert(ca, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: usage,
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
+	})
+}
+
+// newCert signs tmpl with a fresh key, by the issuer, or by itself when the issuer is empty; valid for ten years.
+func newCert(issuer keyPair, tmpl *x509.Certificate) (keyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return keyPair{}, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: commonName},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  usage,
-		DNSNames:     dnsNames,
-		IPAddresses:  ips,
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	tmpl.NotAfter = time.Now().Add(10 * 365 * 24 * time.Hour)
+	parent, signer := tmpl, key
+	if issuer.cert != nil {
+		parent, signer = issuer.cert, issuer.key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		return keyPair{}, err
 	}

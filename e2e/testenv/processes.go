@@ -105,6 +105,9 @@ func waitFor(what, pidPath, logPath string, timeout time.Duration, check func() 
 			}
 		}
 		if time.Now().After(deadline) {
+			if logPath == "" {
+				return fmt.Errorf("%s not ready after %s: %v", what, timeout, last)
+			}
 			return fmt.Errorf("%s not ready after %s (%v); last lines of %s:\n%s", what, timeout, last, logPath, tail(logPath, 25))
 		}
 		time.Sleep(200 * time.Millisecond)
