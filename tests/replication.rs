@@ -394,6 +394,19 @@ async fn deleting_a_claim_deletes_its_twin_unless_orphaned() {
         remote.get_opt(&gone).await.unwrap().is_none(),
         "the remote twin of a deleted claim is gone first"
     );
+    // The connection Secret went with its claim (owner reference, garbage collector).
+    let secrets = Api::<Secret>::namespaced(instance.app.clone(), &ns);
+    wait_for(
+        "the deleted claim's Secret to be collected",
+        Duration::from_secs(90),
+        || async {
+            match secrets.get_opt("gone-conn").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        },
+    )
+    .await;
     let kept = remote
         .get_opt(&remote_claim_name("kept", &ns, &instance.id))
         .await
