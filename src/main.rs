@@ -1,3 +1,5 @@
+//! The claimsync binary: parses the command line, sets up logging and runs the chosen subcommand; all the
+//! work is in the library.
 #![forbid(unsafe_code)]
 
 use claimsync::cli::{Cli, Command};
