@@ -373,20 +373,14 @@ async fn deleting_a_claim_deletes_its_twin_unless_orphaned() {
         local.delete(name, &DeleteParams::default()).await.unwrap();
     }
     for name in ["gone", "kept"] {
-        wait_for(
-            &format!("local claim {name} to be deleted"),
-            Duration::from_secs(120),
-            || async {
-                match local.get_opt(name).await.map_err(|e| e.to_string())? {
-                    None => Ok(()),
-                    Some(c) => Err(format!(
-                        "still there, finalizers {:?}\n{}",
-                        c.finalizers(),
-                        tail(&instance.log(), 8)
-                    )),
-                }
-            },
-        )
+        let what = format!("local claim {name} to be deleted");
+        support::wait_gone(&what, Duration::from_secs(120), &local, name, |c| {
+            format!(
+                "still there, finalizers {:?}\n{}",
+                c.finalizers(),
+                tail(&instance.log(), 8)
+            )
+        })
         .await;
     }
     let gone = remote_claim_name("gone", &ns, &instance.id);
@@ -396,15 +390,12 @@ async fn deleting_a_claim_deletes_its_twin_unless_orphaned() {
     );
     // The connection Secret went with its claim (owner reference, garbage collector).
     let secrets = Api::<Secret>::namespaced(instance.app.clone(), &ns);
-    wait_for(
+    support::wait_gone(
         "the deleted claim's Secret to be collected",
         Duration::from_secs(90),
-        || async {
-            match secrets.get_opt("gone-conn").await.map_err(|e| e.to_string())? {
-                None => Ok(()),
-                Some(_) => Err("still there".to_string()),
-            }
-        },
+        &secrets,
+        "gone-conn",
+        |_| "still there".to_string(),
     )
     .await;
     let kept = remote

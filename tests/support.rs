@@ -212,3 +212,17 @@ where
         }
     }
 }
+
+/// Waits until `name` is gone from `api`; `describe` says what is still there while it is not.
+pub async fn wait_gone<K>(what: &str, timeout: Duration, api: &Api<K>, name: &str, describe: impl Fn(K) -> String)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(what, timeout, || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(object) => Err(describe(object)),
+        }
+    })
+    .await
+}

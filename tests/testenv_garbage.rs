@@ -8,7 +8,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::support::{self, wait_for};
+use crate::support;
 
 async fn namespace_deletion_completes(client: Client) {
     let ns = support::namespace(&client, "gone").await;
@@ -17,12 +17,13 @@ async fn namespace_deletion_completes(client: Client) {
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let namespaces = Api::<Namespace>::all(client);
     namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
-    wait_for("the namespace to be removed", Duration::from_secs(60), || async {
-        match namespaces.get_opt(&ns).await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(n) => Err(format!("still there, phase {:?}", n.status.and_then(|s| s.phase))),
-        }
-    })
+    support::wait_gone(
+        "the namespace to be removed",
+        Duration::from_secs(60),
+        &namespaces,
+        &ns,
+        |n| format!("still there, phase {:?}", n.status.and_then(|s| s.phase)),
+    )
     .await;
 }
 
@@ -39,15 +40,12 @@ async fn dependents_are_collected(client: Client) {
     .unwrap();
     cms.create(&PostParams::default(), &dependent).await.unwrap();
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
-    wait_for(
+    support::wait_gone(
         "the dependent to be garbage-collected",
         Duration::from_secs(60),
-        || async {
-            match cms.get_opt("dependent").await.map_err(|e| e.to_string())? {
-                None => Ok(()),
-                Some(_) => Err("still there".to_string()),
-            }
-        },
+        &cms,
+        "dependent",
+        |_| "still there".to_string(),
     )
     .await;
 }
