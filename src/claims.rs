@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::catalog::ClaimKind;
 use crate::conditions::{Reason, Replicated, replicated_of, with_replicated};
 use crate::context::Context;
-use crate::downward::{LocalDown, is_shown, local_down};
+use crate::downward::{LocalDown, is_shown, local_down, spec_shown};
 use crate::error::{Error, KubeContext, Side};
 use crate::events::bounded_note;
 use crate::fields::{field_set, is_subset, owned_fields, same_fields};
@@ -47,6 +47,17 @@ struct KindContext {
 }
 
 impl KindContext {
+    fn new(ctx: Arc<Context>, kind: ClaimKind) -> Self {
+        let remote = Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &kind.resource);
+        let remote_secrets = Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace);
+        KindContext {
+            ctx,
+            kind,
+            remote,
+            remote_secrets,
+        }
+    }
+
     fn local(&self, namespace: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.ctx.local.clone(), namespace, &self.kind.resource)
     }
@@ -65,19 +76,12 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
         .await
         .map(|l| l.items)
         .unwrap_or_default();
-    let keys = existing
+    let selected = existing
         .iter()
-        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()));
-    ctx.sync
-        .expect(keys.filter(|key| ctx.namespace_selected(key.split('/').next().unwrap_or_default())));
-    let remote = Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
-    let remote_secrets = Api::<Secret>::namespaced(ctx.remote.clone(), &ctx.claim_namespace);
-    let kctx = Arc::new(KindContext {
-        ctx: ctx.clone(),
-        kind: kind.clone(),
-        remote: remote.clone(),
-        remote_secrets,
-    });
+        .filter(|c| ctx.namespace_selected(&c.namespace().unwrap_or_default()));
+    ctx.sync.expect(selected.map(claim_key));
+    let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone()));
+    let remote = kctx.remote.clone();
 
     // A change of a remote claim (or of its Secret, which bears the remote claim's name) reconciles the local
     // claim it was made for. The claim watch lists every remote claim first, so the name index is complete.
@@ -131,7 +135,7 @@ fn local_ref(
 }
 
 fn error_policy(claim: Arc<DynamicObject>, error: &Error, kctx: Arc<KindContext>) -> Action {
-    let key = format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any());
+    let key = claim_key(&claim);
     let delay = kctx.ctx.next_retry(&key);
     warn!(kind = %kctx.kind.resource.kind, claim = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -321,7 +325,7 @@ async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error
     let remote_json = serde_json::to_value(&remote).unwrap_or(Value::Null);
     let down = local_down(&local, &remote_json, &condition, &now());
     if !is_shown(&local, &down) {
-        write_down(&local_api, claim, &down).await?;
+        write_down(&local_api, claim, &local, &down).await?;
     }
 
     let secret_hash = match outcome {
@@ -403,18 +407,17 @@ fn remote_in_place(remote: &DynamicObject, intent: &Value, intent_hash: &str, re
         && same_fields(&field_set(&intent["metadata"]["annotations"]), owned_annotations)
 }
 
-/// Writes the down-state into the local claim: Crossplane's spec fields and annotations, then the status.
-async fn write_down(local_api: &Api<DynamicObject>, claim: &DynamicObject, down: &LocalDown) -> Result<(), Error> {
+/// Writes the down-state into the local claim (`local` is `claim` as JSON): Crossplane's spec fields and
+/// annotations, then the status.
+async fn write_down(
+    local_api: &Api<DynamicObject>,
+    claim: &DynamicObject,
+    local: &Value,
+    down: &LocalDown,
+) -> Result<(), Error> {
     let name = claim.name_any();
-    let object = format!("{}/{name}", claim.namespace().unwrap_or_default());
-    let types = claim.types.clone().unwrap_or_default();
-    let current = serde_json::to_value(claim).unwrap_or(Value::Null);
-    let spec_shown = down.spec.iter().all(|(k, v)| current["spec"].get(k) == Some(v))
-        && down
-            .annotations
-            .iter()
-            .all(|(k, v)| current["metadata"]["annotations"].get(k) == Some(v));
-    if !spec_shown {
+    if !spec_shown(local, down) {
+        let types = claim.types.clone().unwrap_or_default();
         let mut patch =
             json!({"apiVersion": types.api_version, "kind": types.kind, "metadata": {"name": name}, "spec": down.spec});
         if !down.annotations.is_empty() {
@@ -423,16 +426,34 @@ async fn write_down(local_api: &Api<DynamicObject>, claim: &DynamicObject, down:
         local_api
             .patch(&name, &PatchParams::apply(MANAGER_DOWN).force(), &Patch::Apply(&patch))
             .await
-            .context(Side::App, "apply Crossplane's spec fields to claim", &object)?;
+            .context(Side::App, "apply Crossplane's spec fields to claim", claim_key(claim))?;
     }
-    if current["status"] != down.status {
-        let patch = json!({"apiVersion": types.api_version, "kind": types.kind, "metadata": {"name": name}, "status": down.status});
-        local_api
-            .patch_status(&name, &PatchParams::apply(MANAGER_DOWN).force(), &Patch::Apply(&patch))
-            .await
-            .context(Side::App, "apply status to claim", &object)?;
+    if local["status"] != down.status {
+        apply_status(local_api, claim, &down.status, "apply status to claim").await?;
     }
     Ok(())
+}
+
+/// Server-side applies a local claim's whole status as claimsync's down manager.
+async fn apply_status(
+    local_api: &Api<DynamicObject>,
+    claim: &DynamicObject,
+    status: &Value,
+    action: &'static str,
+) -> Result<(), Error> {
+    let types = claim.types.clone().unwrap_or_default();
+    let name = claim.name_any();
+    let patch =
+        json!({"apiVersion": types.api_version, "kind": types.kind, "metadata": {"name": name}, "status": status});
+    local_api
+        .patch_status(&name, &PatchParams::apply(MANAGER_DOWN).force(), &Patch::Apply(&patch))
+        .await
+        .context(Side::App, action, claim_key(claim))?;
+    Ok(())
+}
+
+fn claim_key(claim: &DynamicObject) -> String {
+    format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any())
 }
 
 /// Shows `ControlPlaneUnreachable` on the claim when `error` is the control plane not answering, keeping the
@@ -461,22 +482,8 @@ async fn show(kctx: &KindContext, claim: &DynamicObject, local: &Value, cond: Re
     if status == local["status"] {
         return Ok(());
     }
-    let namespace = claim.namespace().unwrap_or_default();
-    let types = claim.types.clone().unwrap_or_default();
-    let patch = json!({"apiVersion": types.api_version, "kind": types.kind, "metadata": {"name": claim.name_any()}, "status": status});
-    kctx.local(&namespace)
-        .patch_status(
-            &claim.name_any(),
-            &PatchParams::apply(MANAGER_DOWN).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .context(
-            Side::App,
-            "set Replicated condition on claim",
-            format!("{namespace}/{}", claim.name_any()),
-        )?;
-    Ok(())
+    let local_api = kctx.local(&claim.namespace().unwrap_or_default());
+    apply_status(&local_api, claim, &status, "set Replicated condition on claim").await
 }
 
 /// Adds or removes claimsync's finalizer, guarded by the resource version so no concurrent change is lost.
@@ -493,11 +500,7 @@ async fn set_finalizer(local_api: &Api<DynamicObject>, claim: &DynamicObject, pr
     local_api
         .patch(&claim.name_any(), &params, &Patch::Merge(&patch))
         .await
-        .context(
-            Side::App,
-            "set finalizer on claim",
-            format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any()),
-        )?;
+        .context(Side::App, "set finalizer on claim", claim_key(claim))?;
     Ok(())
 }
 
@@ -560,12 +563,7 @@ pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -
         .items
         .into_iter()
         .filter(|c| ctx.namespace_selected(&c.namespace().unwrap_or_default()));
-    let kctx = KindContext {
-        ctx: ctx.clone(),
-        kind: kind.clone(),
-        remote: Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &kind.resource),
-        remote_secrets: Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
-    };
+    let kctx = KindContext::new(ctx.clone(), kind.clone());
     for mut claim in claims {
         if claim.meta().deletion_timestamp.is_some() {
             continue;

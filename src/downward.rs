@@ -79,14 +79,18 @@ pub fn local_status(remote: &Value, local: &Value, cond: &Replicated, now: &str)
     with_replicated(&status, cond, now)
 }
 
-/// Whether `current` (the local object) already shows everything of `down`.
-pub fn is_shown(current: &Value, down: &LocalDown) -> bool {
-    let spec_shown = down.spec.iter().all(|(k, v)| current["spec"].get(k) == Some(v));
-    let annotations_shown = down
+/// Whether `current` (the local object) already shows Crossplane's spec fields and annotations of `down`.
+pub fn spec_shown(current: &Value, down: &LocalDown) -> bool {
+    let spec = down.spec.iter().all(|(k, v)| current["spec"].get(k) == Some(v));
+    spec && down
         .annotations
         .iter()
-        .all(|(k, v)| current["metadata"]["annotations"].get(k) == Some(v));
-    spec_shown && annotations_shown && current["status"] == down.status
+        .all(|(k, v)| current["metadata"]["annotations"].get(k) == Some(v))
+}
+
+/// Whether `current` (the local object) already shows everything of `down`.
+pub fn is_shown(current: &Value, down: &LocalDown) -> bool {
+    spec_shown(current, down) && current["status"] == down.status
 }
 
 #[cfg(test)]
