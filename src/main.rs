@@ -20,7 +20,7 @@ fn main() {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn")))
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(claimsync::run::run(args)) {
+    if let Err(e) = runtime.block_on(claimsync::cli::run::run(args)) {
         eprintln!("claimsync: {e}");
         let mut source = std::error::Error::source(&e);
         while let Some(cause) = source {

@@ -2,10 +2,17 @@
 //! schema changes follow, a withdrawn kind keeps its CRD and claims (marked KindWithdrawn), and a local CRD
 //! claimsync does not own is left alone. Each test's kinds live in a group of their own.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -95,7 +102,7 @@ async fn local_crd(client: &Client, name: &str) -> Result<Value, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
-    let _up = support::control_plane_shared().await;
+    let _env = support::env_shared().await;
     let mut instance = Instance::new("cat").await;
     instance.start().await;
     let ns = instance.namespace("cat").await;
@@ -188,7 +195,31 @@ async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
     })
     .await;
 
-    // Withdrawn: the local CRD and claim stay, the claim says why it is no longer replicated.
+    // Withdrawn: the local CRD and claim stay, the claim says why it is no longer replicated, and the twin that
+    // Crossplane deletes with its kind is not made again. Every twin the control plane holds from now on is seen.
+    let remote_gadgets =
+        Api::<DynamicObject>::namespaced_with(instance.control_plane.clone(), &instance.claim_namespace, &gadget);
+    let twin = remote_gadgets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the gadget's twin");
+    let twins_seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let seen = twins_seen.clone();
+    let watch = tokio::spawn(
+        watcher(remote_gadgets, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |twin| {
+                if let Ok(twin) = twin {
+                    seen.lock().unwrap().insert(twin.uid().unwrap_or_default());
+                }
+                futures::future::ready(())
+            }),
+    );
     Api::<DynamicObject>::all_with(instance.control_plane.clone(), &xrd_resource())
         .delete(&format!("xgadgets.{group}"), &DeleteParams::default())
         .await
@@ -213,11 +244,26 @@ async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
         local_crd(&app, &crd_name).await.is_ok(),
         "the local CRD is never deleted"
     );
+    let remote_crds = Api::<CustomResourceDefinition>::all(instance.control_plane.clone());
+    support::wait_gone(
+        "Crossplane to remove the withdrawn claim CRD",
+        Duration::from_secs(120),
+        &remote_crds,
+        &crd_name,
+        |_| "still there".to_string(),
+    )
+    .await;
+    watch.abort();
+    assert_eq!(
+        *twins_seen.lock().unwrap(),
+        BTreeSet::from([twin.uid().unwrap()]),
+        "the twin of a withdrawn kind was made again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_crd_claimsync_does_not_own_is_left_alone() {
-    let _up = support::control_plane_shared().await;
+    let _env = support::env_shared().await;
     let mut instance = Instance::new("foreign").await;
     instance.start().await;
     let group = format!("{}.test.starter.org", support::unique("f"));
@@ -245,17 +291,29 @@ async fn a_local_crd_claimsync_does_not_own_is_left_alone() {
         &xrd(&group, "Widget", json!({}), false),
     )
     .await;
-    wait_for(
+    // claimsync says so with a Warning Event about the CRD (in `default`, as CRDs are cluster-scoped).
+    let events = Api::<Event>::namespaced(instance.app.clone(), "default");
+    let said = wait_for(
         "claimsync to report the foreign CRD",
         Duration::from_secs(90),
         || async {
-            let log = instance.log();
-            log.contains(&format!("a local CRD {crd_name} exists and is not claimsync's"))
-                .then_some(())
-                .ok_or_else(|| tail(&log, 5))
+            let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("ForeignCRD")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(crd_name.as_str())
+                })
+                .ok_or_else(|| tail(&instance.log(), 5))
         },
     )
     .await;
+    assert_eq!(said.type_.as_deref(), Some("Warning"));
+    assert!(
+        said.note.as_deref().is_some_and(|n| n.contains("is not claimsync's")),
+        "{:?}",
+        said.note
+    );
     let after = crds.get(&crd_name).await.unwrap();
     assert_eq!(
         serde_json::to_value(&after.spec).unwrap(),

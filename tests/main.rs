@@ -2,12 +2,15 @@
 //! per run, or is reused when APP_KUBECONFIG and CONTROLPLANE_KUBECONFIG name a running one.
 #![forbid(unsafe_code)]
 
+mod claim_support;
 mod instance;
 mod support;
 
 mod catalog;
+mod claims;
+mod cli;
+mod journal;
 mod offline;
-mod replication;
 
 mod testenv_aggregation;
 mod testenv_app_cluster;

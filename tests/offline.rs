@@ -6,14 +6,14 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
-use crate::replication::{is_true, ready_instance, wait_ready, wait_reason};
+use crate::claim_support::{is_true, ready_instance, wait_ready, wait_reason};
 use crate::support::{self, env, wait_for};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
-use claimsync::naming::remote_claim_name;
+use claimsync::model::naming::remote_claim_name;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_keep_working_and_say_so_while_the_control_plane_is_down() {
-    let _down = support::control_plane_exclusive().await;
+    let _env = support::env_exclusive().await;
     let (instance, ns, local) = ready_instance("offline", "steady").await;
     let kc = kubernetes_cluster_resource();
 

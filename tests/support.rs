@@ -23,8 +23,9 @@ pub struct Env {
 
 static ENV: OnceLock<Env> = OnceLock::new();
 
-/// Tests that stop the control plane take it exclusively; every other test holds it shared.
-static CONTROL_PLANE: RwLock<()> = RwLock::const_new(());
+/// Every test that touches the env holds this lock: shared by most, exclusively by a test that stops a cluster or
+/// counts the API servers' writes (which any other test's work would add to).
+static ENV_LOCK: RwLock<()> = RwLock::const_new(());
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -158,14 +159,14 @@ pub async fn control_plane() -> Client {
     client_for(&env().control_plane_kubeconfig).await
 }
 
-/// Held by every test that needs the control plane up.
-pub async fn control_plane_shared() -> RwLockReadGuard<'static, ()> {
-    CONTROL_PLANE.read().await
+/// Held by every test that uses the env and neither stops a cluster nor counts writes.
+pub async fn env_shared() -> RwLockReadGuard<'static, ()> {
+    ENV_LOCK.read().await
 }
 
-/// Held by a test that stops and starts the control plane.
-pub async fn control_plane_exclusive() -> RwLockWriteGuard<'static, ()> {
-    CONTROL_PLANE.write().await
+/// Held by a test that stops a cluster or counts the API servers' writes: no other test runs meanwhile.
+pub async fn env_exclusive() -> RwLockWriteGuard<'static, ()> {
+    ENV_LOCK.write().await
 }
 
 /// A name no other test of this run uses: `<prefix>-<pid>-<n>`.

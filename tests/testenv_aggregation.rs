@@ -87,6 +87,7 @@ async fn tiny_aggregated_server(group: String) -> u16 {
 
 #[tokio::test]
 async fn aggregated_server_reachable_through_app_cluster() {
+    let _env = support::env_shared().await;
     let client = support::app().await;
     let ns = support::namespace(&client, "agg").await;
     let group = format!("{}.test.claimsync.dev", support::unique("tiny"));

@@ -12,6 +12,7 @@ use crate::support::{self, wait_for};
 
 #[tokio::test]
 async fn crd_and_custom_resource_round_trip_and_watch() {
+    let _env = support::env_shared().await;
     let client = support::app().await;
     let ns = support::namespace(&client, "crd").await;
     let group = format!("{}.test.claimsync.dev", support::unique("g"));

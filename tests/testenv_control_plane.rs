@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
@@ -51,7 +50,7 @@ pub async fn ready_claim(client: &Client, ns: &str, name: &str) -> DynamicObject
 
 #[tokio::test]
 async fn kubernetes_cluster_claim_goes_ready_with_connection_secret() {
-    let _up = support::control_plane_shared().await;
+    let _env = support::env_shared().await;
     let client = support::control_plane().await;
     let ns = support::namespace(&client, "claim").await;
     let claim = ready_claim(&client, &ns, "demo").await;
@@ -82,5 +81,11 @@ async fn kubernetes_cluster_claim_goes_ready_with_connection_secret() {
     }
     let endpoint = String::from_utf8(data["endpoint"].clone().0).unwrap();
     assert!(endpoint.starts_with("https://kc-"), "endpoint {endpoint}");
-    let _: &ByteString = &data["clusterName"];
+    // The composed Namespace's name, kc-<spec.id>, read back through a FromFieldPath connection detail.
+    let cluster_name = String::from_utf8(data["clusterName"].clone().0).unwrap();
+    assert_eq!(
+        cluster_name,
+        format!("kc-{}", claim.data["spec"]["id"].as_str().unwrap()),
+        "clusterName"
+    );
 }

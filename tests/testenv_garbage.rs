@@ -52,6 +52,7 @@ async fn dependents_are_collected(client: Client) {
 
 #[tokio::test]
 async fn app_cluster_deletes_namespaces_and_collects_garbage() {
+    let _env = support::env_shared().await;
     let client = support::app().await;
     tokio::join!(
         namespace_deletion_completes(client.clone()),
@@ -61,7 +62,7 @@ async fn app_cluster_deletes_namespaces_and_collects_garbage() {
 
 #[tokio::test]
 async fn control_plane_deletes_namespaces_and_collects_garbage() {
-    let _up = support::control_plane_shared().await;
+    let _env = support::env_shared().await;
     let client = support::control_plane().await;
     tokio::join!(
         namespace_deletion_completes(client.clone()),

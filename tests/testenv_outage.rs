@@ -9,7 +9,7 @@ use crate::testenv_control_plane::{condition_true, kubernetes_cluster_resource, 
 
 #[tokio::test]
 async fn control_plane_restart_keeps_claims() {
-    let _down = support::control_plane_exclusive().await;
+    let _env = support::env_exclusive().await;
     let client = support::control_plane().await;
     let ns = support::namespace(&client, "outage").await;
     let claim = ready_claim(&client, &ns, "survivor").await;

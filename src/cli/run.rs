@@ -1,27 +1,61 @@
-//! `claimsync run`: resolves the configuration into clients and checks it before touching anything, opens the
-//! journal, and runs the catalog (which starts one claim controller per kind) until SIGINT or SIGTERM.
+//! `claimsync run`: its flags; resolves the configuration into clients and checks it before touching anything,
+//! opens the journal, and runs the catalog (which starts one claim controller per kind), the Event mirror and the
+//! link probe until SIGINT or SIGTERM.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use claimsync_state::Journal;
+use clap::Args;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config};
 use tracing::{info, warn};
 
-use crate::cli::RunArgs;
+use super::clients::{REACH_TIMEOUT, app_client, control_plane_client, reachable};
 use crate::context::Context;
 use crate::error::Error;
-use crate::{catalog, events, link};
+use crate::sync::{catalog, events, link};
 
-/// How long start-up waits for each API server before giving up with a clear message.
-const REACH_TIMEOUT: Duration = Duration::from_secs(15);
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kubeconfig of the app cluster (default: in-cluster config, else $KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "CLAIMSYNC_APP_KUBECONFIG")]
+    pub app_kubeconfig: Option<PathBuf>,
+    /// Kubeconfig file of the control plane.
+    #[arg(
+        long,
+        env = "CLAIMSYNC_CONTROL_PLANE_KUBECONFIG",
+        required_unless_present = "control_plane_kubeconfig_secret"
+    )]
+    pub control_plane_kubeconfig: Option<PathBuf>,
+    /// Secret in the app cluster holding the control plane's kubeconfig: `<namespace>/<name>[:<key>]`
+    /// (key default `kubeconfig`).
+    #[arg(
+        long,
+        env = "CLAIMSYNC_CONTROL_PLANE_KUBECONFIG_SECRET",
+        conflicts_with = "control_plane_kubeconfig"
+    )]
+    pub control_plane_kubeconfig_secret: Option<String>,
+    /// Namespace of the control plane that holds this cluster's claims; it must exist.
+    #[arg(long, env = "CLAIMSYNC_CLAIM_NAMESPACE")]
+    pub claim_namespace: String,
+    /// Identity of this app cluster in remote names and labels (default: uid of its kube-system namespace).
+    #[arg(long, env = "CLAIMSYNC_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Directory of the journal (a sled database).
+    #[arg(long, env = "CLAIMSYNC_STATE_DIR", default_value = "/var/lib/claimsync")]
+    pub state_dir: PathBuf,
+    /// Only claims in namespaces matching this label selector are replicated (e.g. `claimsync=enabled`).
+    #[arg(long, env = "CLAIMSYNC_NAMESPACE_SELECTOR")]
+    pub namespace_selector: Option<String>,
+    /// How many claims of one kind are reconciled at once.
+    #[arg(long, env = "CLAIMSYNC_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+}
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     if args.claim_namespace.trim().is_empty() {
@@ -119,80 +153,6 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     link.abort();
     journal.flush()?;
     Ok(())
-}
-
-async fn app_client(args: &RunArgs) -> Result<Client, Error> {
-    let config = match &args.app_kubeconfig {
-        Some(path) => from_file(path, "--app-kubeconfig").await?,
-        None => Config::infer().await.map_err(|e| {
-            Error::Config(format!(
-                "app cluster: no in-cluster config and no usable $KUBECONFIG: {e}"
-            ))
-        })?,
-    };
-    Client::try_from(config).map_err(|e| Error::Config(format!("app cluster: {e}")))
-}
-
-async fn control_plane_client(args: &RunArgs, local: &Client) -> Result<Client, Error> {
-    let config = match (&args.control_plane_kubeconfig, &args.control_plane_kubeconfig_secret) {
-        (Some(path), _) => from_file(path, "--control-plane-kubeconfig").await?,
-        (None, Some(reference)) => {
-            let (namespace, rest) = reference.split_once('/').ok_or_else(|| {
-                Error::Config(format!(
-                    "--control-plane-kubeconfig-secret {reference:?}: want <namespace>/<name>[:<key>]"
-                ))
-            })?;
-            let (name, key) = rest.split_once(':').unwrap_or((rest, "kubeconfig"));
-            let secret = Api::<Secret>::namespaced(local.clone(), namespace)
-                .get(name)
-                .await
-                .map_err(|e| {
-                    Error::Config(format!(
-                        "control plane kubeconfig: Secret {namespace}/{name} in the app cluster: {e}"
-                    ))
-                })?;
-            let raw = secret.data.and_then(|d| d.get(key).cloned()).ok_or_else(|| {
-                Error::Config(format!(
-                    "control plane kubeconfig: Secret {namespace}/{name} has no key {key:?}"
-                ))
-            })?;
-            let text = String::from_utf8(raw.0).map_err(|_| {
-                Error::Config(format!(
-                    "control plane kubeconfig: key {key:?} of Secret {namespace}/{name} is not text"
-                ))
-            })?;
-            let kubeconfig = Kubeconfig::from_yaml(&text)
-                .map_err(|e| Error::Config(format!("control plane kubeconfig in Secret {namespace}/{name}: {e}")))?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Config(format!("control plane kubeconfig in Secret {namespace}/{name}: {e}")))?
-        }
-        (None, None) => {
-            return Err(Error::Config(
-                "the control plane's kubeconfig is missing: set --control-plane-kubeconfig or --control-plane-kubeconfig-secret".into(),
-            ));
-        }
-    };
-    Client::try_from(config).map_err(|e| Error::Config(format!("control plane: {e}")))
-}
-
-async fn from_file(path: &std::path::Path, flag: &str) -> Result<Config, Error> {
-    let kubeconfig =
-        Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("{flag} {}: {e}", path.display())))?;
-    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| Error::Config(format!("{flag} {}: {e}", path.display())))
-}
-
-async fn reachable(client: &Client, which: &str) -> Result<(), Error> {
-    match tokio::time::timeout(REACH_TIMEOUT, client.apiserver_version()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::Config(format!("{which} is unreachable: {e}"))),
-        Err(_) => Err(Error::Config(format!(
-            "{which} did not answer within {}s",
-            REACH_TIMEOUT.as_secs()
-        ))),
-    }
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-pub const REPLICATED: &str = "Replicated";
+use crate::model::vocabulary::REPLICATED;
 
 /// Why a claim is, or is not, replicated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

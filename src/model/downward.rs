@@ -3,11 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::conditions::{Replicated, with_replicated};
-use crate::fields::owned_fields;
-use crate::upward::{CROSSPLANE_SPEC_FIELDS, MANAGER_DOWN};
-
-pub const EXTERNAL_NAME: &str = "crossplane.io/external-name";
+use crate::model::conditions::{Replicated, with_replicated};
+use crate::model::fields::owned_fields;
+use crate::model::vocabulary::{CROSSPLANE_SPEC_FIELDS, EXTERNAL_NAME, MANAGER_DOWN, REPLICATED};
 
 /// The local side of a claim as claimsync writes it.
 #[derive(Debug, PartialEq)]
@@ -65,15 +63,10 @@ pub fn local_status(remote: &Value, local: &Value, cond: &Replicated, now: &str)
             c.remove("observedGeneration");
         }
     }
-    conditions.retain(|c| c["type"] != crate::conditions::REPLICATED);
+    conditions.retain(|c| c["type"] != REPLICATED);
     // Keep the local Replicated condition's history so its transition time survives.
     if let Some(previous) = local.get("conditions").and_then(Value::as_array) {
-        conditions.extend(
-            previous
-                .iter()
-                .filter(|c| c["type"] == crate::conditions::REPLICATED)
-                .cloned(),
-        );
+        conditions.extend(previous.iter().filter(|c| c["type"] == REPLICATED).cloned());
     }
     map.insert("conditions".into(), Value::Array(conditions));
     with_replicated(&status, cond, now)
@@ -96,7 +89,7 @@ pub fn is_shown(current: &Value, down: &LocalDown) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::Reason;
+    use crate::model::conditions::Reason;
 
     fn remote() -> Value {
         json!({

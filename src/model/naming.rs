@@ -7,17 +7,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Label keys claimsync writes on remote claims to trace them back to their local twin.
-pub const ORIGIN_CLUSTER: &str = "claimsync.dev/origin-cluster";
-pub const ORIGIN_NAMESPACE: &str = "claimsync.dev/origin-namespace";
-pub const ORIGIN_NAME: &str = "claimsync.dev/origin-name";
-pub const ORIGIN_UID: &str = "claimsync.dev/origin-uid";
-/// The same facts as Upbound's MCP Connector records them, so its claims are recognised and adopted.
-pub const MCP_CLUSTER: &str = "mcp-connector.upbound.io/app-cluster";
-pub const MCP_NAMESPACE: &str = "mcp-connector.upbound.io/app-namespace";
-pub const MCP_NAME: &str = "mcp-connector.upbound.io/app-resource-name";
-/// Prefix of every label and annotation that belongs to claimsync itself and is never replicated.
-pub const OWN_PREFIX: &str = "claimsync.dev/";
+use crate::model::vocabulary::{
+    MCP_CLUSTER, MCP_NAME, MCP_NAMESPACE, ORIGIN_CLUSTER, ORIGIN_NAME, ORIGIN_NAMESPACE, ORIGIN_UID,
+};
 
 /// `claim-` + the first 16 hex characters of sha256(`<name>-x-<namespace>-x-<clusterID>`), as the MCP Connector
 /// names claims, so that one cluster's claims never collide with another's in a shared claim namespace.

@@ -1,17 +1,13 @@
-//! Connection secrets down: the Secret Crossplane writes for a remote claim becomes a Secret in the local claim's
-//! namespace under the name the user asked for, owned by the local claim. Never overwrites a Secret it does not own.
+//! Connection secrets down, the rules: the local Secret made from the one Crossplane wrote for a remote claim
+//! (the user's name, owned by the local claim), and when an existing local Secret is the claim's. Pure functions;
+//! sync/claims/secret.rs copies it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::error::{Error, KubeContext, Side};
-use crate::upward::MANAGER_DOWN;
-
-pub const CONNECTION_SECRET_TYPE: &str = "connection.crossplane.io/v1alpha1";
-pub const MANAGED_BY: &str = "claimsync.dev/managed-by";
+use crate::model::vocabulary::{CONNECTION_SECRET_TYPE, MANAGED_BY};
 
 /// The local claim a connection Secret belongs to.
 pub struct Owner<'a> {
@@ -61,67 +57,6 @@ pub enum SecretOutcome {
     InPlace { hash: String, written: bool },
     /// A Secret of that name exists locally and is not the claim's.
     Conflict { name: String },
-}
-
-/// Copies the remote connection Secret `remote_name` to `local_name` in `namespace`, unless it is in place.
-pub async fn sync(
-    remote: &Api<Secret>,
-    local: &Api<Secret>,
-    remote_name: &str,
-    local_name: Option<&str>,
-    namespace: &str,
-    owner: &Owner<'_>,
-) -> Result<SecretOutcome, Error> {
-    let Some(local_name) = local_name else {
-        return Ok(SecretOutcome::NotRequested);
-    };
-    let Some(remote_secret) =
-        remote
-            .get_opt(remote_name)
-            .await
-            .context(Side::ControlPlane, "get Secret", remote_name)?
-    else {
-        return Ok(SecretOutcome::NotYet);
-    };
-    let data: BTreeMap<String, Value> = remote_secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(Value::Null)))
-        .collect();
-    let hash = claimsync_state::content_hash(&json!(data));
-    let object = format!("{namespace}/{local_name}");
-    let existing = local
-        .get_opt(local_name)
-        .await
-        .context(Side::App, "get Secret", &object)?;
-    if let Some(existing) = &existing {
-        if !is_claims(existing, owner.uid) {
-            return Ok(SecretOutcome::Conflict {
-                name: local_name.to_string(),
-            });
-        }
-        let current: BTreeMap<String, Value> = existing
-            .data
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(Value::Null)))
-            .collect();
-        if current == data && existing.type_.as_deref() == Some(CONNECTION_SECRET_TYPE) {
-            return Ok(SecretOutcome::InPlace { hash, written: false });
-        }
-    }
-    let desired = local_secret(&data, local_name, namespace, owner);
-    local
-        .patch(
-            local_name,
-            &PatchParams::apply(MANAGER_DOWN).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .context(Side::App, "apply Secret", &object)?;
-    Ok(SecretOutcome::InPlace { hash, written: true })
 }
 
 #[cfg(test)]

@@ -5,23 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::fields::{owned_fields, remove_fields};
-use crate::naming::{OWN_PREFIX, origin_labels};
+use crate::model::fields::{owned_fields, remove_fields};
+use crate::model::naming::origin_labels;
+use crate::model::vocabulary::{LAST_APPLIED, MANAGER_DOWN, OWN_PREFIX};
 
-/// Field manager of everything claimsync writes to the control plane.
-pub const MANAGER_UP: &str = "claimsync";
-/// Field manager of what claimsync writes into the app cluster (Crossplane-owned spec fields, status, Secrets).
-pub const MANAGER_DOWN: &str = "claimsync-down";
-
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-/// Spec fields Crossplane writes on a claim; `resourceRef` is always Crossplane's, the others only when the user
-/// left them unset (then claimsync copies Crossplane's choice down and owns it locally).
-pub const CROSSPLANE_SPEC_FIELDS: [&str; 4] = [
-    "resourceRef",
-    "compositionRef",
-    "compositionRevisionRef",
-    "compositionRevisionSelector",
-];
 /// Policies the identical CRDs default identically on both sides: a defaulted value is not sent up.
 const DEFAULTED: [(&str, &str); 2] = [
     ("compositeDeletePolicy", "Background"),

@@ -1,7 +1,7 @@
 //! Catalog down: the claim CRDs Crossplane generates on the control plane become identical CRDs in the app
 //! cluster (plus a REPLICATED column), and each offered kind gets its claim controller. Never deletes a local CRD.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,107 +9,21 @@ use claimsync_state::{CatalogEntry, content_hash};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::claims;
-use crate::conditions::{Reason, Replicated as ConditionReplicated};
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side};
-use crate::fields::is_subset;
-use crate::link::Link;
-use crate::secrets::MANAGED_BY;
-use crate::upward::MANAGER_UP;
-
-/// One claim kind offered by the control plane, at the version claimsync reads and writes it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClaimKind {
-    pub crd_name: String,
-    pub resource: ApiResource,
-}
-
-/// Whether a CRD is a claim CRD (Crossplane puts its generated claim CRDs in the `claim` category).
-pub fn is_claim_crd(crd: &Value) -> bool {
-    crd["spec"]["names"]["categories"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c == "claim"))
-        && crd["spec"]["scope"] == "Namespaced"
-}
-
-/// The local CRD for a remote claim CRD: the same spec, claimsync's label, a REPLICATED column in every version.
-pub fn local_crd(remote: &Value) -> Value {
-    let mut spec = remote["spec"].clone();
-    // A conversion webhook lives in the control plane and cannot be called from the app cluster.
-    if spec["conversion"]["strategy"] != "None" {
-        spec["conversion"] = json!({"strategy": "None"});
-    }
-    if let Some(versions) = spec["versions"].as_array_mut() {
-        for version in versions {
-            let mut columns = version["additionalPrinterColumns"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            columns.retain(|c| c["name"] != "REPLICATED");
-            let column = json!({
-                "name": "REPLICATED", "type": "string",
-                "jsonPath": ".status.conditions[?(@.type=='Replicated')].status",
-            });
-            let at = columns.iter().position(|c| c["name"] == "AGE").unwrap_or(columns.len());
-            columns.insert(at, column);
-            version["additionalPrinterColumns"] = Value::Array(columns);
-        }
-    }
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": remote["metadata"]["name"], "labels": {MANAGED_BY: "claimsync"}},
-        "spec": spec,
-    })
-}
-
-/// The kind as claimsync syncs it: at the storage version, which both identical CRDs share.
-pub fn claim_kind(crd: &Value) -> Option<ClaimKind> {
-    let spec = &crd["spec"];
-    let versions = spec["versions"].as_array()?;
-    let version = versions
-        .iter()
-        .find(|v| v["storage"] == true)
-        .or_else(|| versions.first())?;
-    let group = spec["group"].as_str()?;
-    let version = version["name"].as_str()?;
-    let kind = spec["names"]["kind"].as_str()?;
-    let plural = spec["names"]["plural"].as_str()?;
-    Some(ClaimKind {
-        crd_name: crd["metadata"]["name"].as_str()?.to_string(),
-        resource: ApiResource {
-            group: group.to_string(),
-            version: version.to_string(),
-            api_version: format!("{group}/{version}"),
-            kind: kind.to_string(),
-            plural: plural.to_string(),
-        },
-    })
-}
-
-fn served_versions(crd: &Value) -> Vec<String> {
-    crd["spec"]["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| v["served"] == true)
-        .filter_map(|v| v["name"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Whether a local CRD already is what claimsync would apply.
-fn is_current(existing: &Value, desired: &Value) -> bool {
-    existing["metadata"]["labels"][MANAGED_BY] == "claimsync" && is_subset(&desired["spec"], &existing["spec"])
-}
+use crate::model::conditions::{Reason, Replicated as ConditionReplicated};
+use crate::model::kind::{ClaimKind, claim_kind, is_claim_crd, is_current, local_crd, served_versions};
+use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
+use crate::sync::claims::status::mark_all;
+use crate::sync::link::Link;
+use crate::sync::supervisor::Running;
 
 /// Outcome of replicating one remote claim CRD.
 enum Replicated {
@@ -177,44 +91,6 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
         object: format!("CRD {name}"),
         message: "has no versions or names".into(),
     })
-}
-
-/// The running claim controllers, by CRD name.
-#[derive(Default)]
-struct Running {
-    kinds: HashMap<String, (ClaimKind, JoinHandle<()>)>,
-}
-
-impl Running {
-    async fn ensure(&mut self, ctx: &Arc<Context>, kind: ClaimKind) {
-        if let Some((running, handle)) = self.kinds.get(&kind.crd_name) {
-            if *running == kind && !handle.is_finished() {
-                return;
-            }
-            handle.abort();
-        }
-        let handle = claims::start(ctx.clone(), kind.clone()).await;
-        self.kinds.insert(kind.crd_name.clone(), (kind, handle));
-    }
-
-    fn kinds(&self) -> Vec<ClaimKind> {
-        self.kinds.values().map(|(kind, _)| kind.clone()).collect()
-    }
-
-    async fn restart_all(&mut self, ctx: &Arc<Context>) {
-        for kind in self.kinds() {
-            if let Some((_, handle)) = self.kinds.remove(&kind.crd_name) {
-                handle.abort();
-            }
-            self.ensure(ctx, kind).await;
-        }
-    }
-
-    fn stop(&mut self, crd_name: &str) -> Option<ClaimKind> {
-        let (kind, handle) = self.kinds.remove(crd_name)?;
-        handle.abort();
-        Some(kind)
-    }
 }
 
 /// Watches the control plane's claim CRDs for as long as claimsync runs.
@@ -307,8 +183,8 @@ impl Catalog {
                     format!("the control plane is unreachable ({reason}); showing the last known status"),
                 );
                 for kind in self.running.kinds() {
-                    if let Err(e) = claims::mark_all(ctx, &kind, &cond).await {
-                        warn!(kind = %kind.resource.kind, error = %e, "could not mark claims as unreachable");
+                    if let Err(e) = mark_all(ctx, &kind, &cond).await {
+                        warn!(kind = %kind.kind, error = %e, "could not mark claims as unreachable");
                     }
                 }
             }
@@ -366,81 +242,11 @@ async fn withdraw(ctx: &Arc<Context>, running: &mut Running, crd_name: &str) {
     if let Some(kind) = claim_kind(&entry.crd) {
         let message = format!(
             "the control plane no longer offers {}; the claim is kept but not replicated",
-            kind.resource.kind
+            kind.kind
         );
         let cond = ConditionReplicated::new(Reason::KindWithdrawn, message);
-        if let Err(e) = claims::mark_all(ctx, &kind, &cond).await {
+        if let Err(e) = mark_all(ctx, &kind, &cond).await {
             error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn remote() -> Value {
-        json!({
-            "metadata": {"name": "kubernetesclusters.k8s.starter.org", "resourceVersion": "5",
-                         "ownerReferences": [{"kind": "CompositeResourceDefinition"}]},
-            "spec": {
-                "group": "k8s.starter.org", "scope": "Namespaced",
-                "names": {"kind": "KubernetesCluster", "plural": "kubernetesclusters", "categories": ["claim"]},
-                "conversion": {"strategy": "None"},
-                "versions": [
-                    {"name": "v1alpha1", "served": true, "storage": false,
-                     "additionalPrinterColumns": [{"name": "SYNCED", "type": "string", "jsonPath": ".x"},
-                                                  {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]},
-                    {"name": "v1beta1", "served": true, "storage": true}
-                ]
-            }
-        })
-    }
-
-    #[test]
-    fn recognises_claim_crds() {
-        assert!(is_claim_crd(&remote()));
-        let mut composite = remote();
-        composite["spec"]["names"]["categories"] = json!(["composite"]);
-        assert!(!is_claim_crd(&composite));
-    }
-
-    #[test]
-    fn local_crd_is_the_remote_spec_with_a_replicated_column() {
-        let local = local_crd(&remote());
-        assert_eq!(
-            local["metadata"],
-            json!({"name": "kubernetesclusters.k8s.starter.org", "labels": {MANAGED_BY: "claimsync"}})
-        );
-        let columns: Vec<&str> = local["spec"]["versions"][0]["additionalPrinterColumns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(columns, ["SYNCED", "REPLICATED", "AGE"]);
-        assert_eq!(
-            local["spec"]["versions"][1]["additionalPrinterColumns"][0]["name"],
-            "REPLICATED"
-        );
-        // Applying it twice changes nothing.
-        let mut again = remote();
-        again["spec"] = local["spec"].clone();
-        assert_eq!(local_crd(&again)["spec"], local["spec"]);
-    }
-
-    #[test]
-    fn kind_uses_the_storage_version() {
-        let kind = claim_kind(&remote()).unwrap();
-        assert_eq!(kind.resource.api_version, "k8s.starter.org/v1beta1");
-        assert_eq!(kind.resource.plural, "kubernetesclusters");
-        assert_eq!(served_versions(&remote()), ["v1alpha1", "v1beta1"]);
-    }
-
-    #[test]
-    fn webhook_conversion_is_not_replicated() {
-        let mut crd = remote();
-        crd["spec"]["conversion"] = json!({"strategy": "Webhook", "webhook": {"clientConfig": {}}});
-        assert_eq!(local_crd(&crd)["spec"]["conversion"], json!({"strategy": "None"}));
     }
 }

@@ -16,27 +16,11 @@ use tracing::{debug, warn};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side};
-use crate::naming::origin_of;
+use crate::model::naming::origin_of;
+use crate::model::notes::mirrored_note;
 
 /// Marks of mirrored Events are kept this long.
 const REMEMBER: Duration = Duration::from_secs(24 * 3600);
-
-/// An Event note the API server accepts: at most 1024 bytes, cut at a character boundary.
-pub fn bounded_note(note: &str) -> String {
-    if note.len() <= 1024 {
-        return note.to_string();
-    }
-    let mut cut = 1021;
-    while !note.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}...", &note[..cut])
-}
-
-/// The note a mirrored Event carries on the local claim.
-pub fn mirrored_note(remote_message: &str) -> String {
-    bounded_note(&format!("[control plane] {remote_message}"))
-}
 
 /// Mirrors remote Events for as long as claimsync runs.
 pub async fn run(ctx: Arc<Context>) {
@@ -157,19 +141,4 @@ async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
     }
     ctx.journal.record_event_mirrored(uid, count)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notes_are_marked_and_bounded() {
-        assert_eq!(
-            mirrored_note("Successfully composed resources"),
-            "[control plane] Successfully composed resources"
-        );
-        let long = mirrored_note(&"é".repeat(1000));
-        assert!(long.len() <= 1024 && long.ends_with("..."));
-    }
 }

@@ -1,0 +1,171 @@
+//! What a claim kind is: which CRDs of the control plane are claim CRDs, the identical CRD the app cluster gets
+//! (plus a REPLICATED column), and the kind and version claimsync syncs. Pure functions over CRD JSON; the
+//! catalog controller (sync/catalog.rs) does the I/O.
+
+use serde_json::{Value, json};
+
+use crate::model::fields::is_subset;
+use crate::model::vocabulary::MANAGED_BY;
+
+/// One claim kind offered by the control plane, at the version claimsync reads and writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimKind {
+    pub crd_name: String,
+    pub group: String,
+    /// The storage version, which both identical CRDs share.
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+}
+
+impl ClaimKind {
+    /// `<group>/<version>`.
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+}
+
+/// Whether a CRD is a claim CRD (Crossplane puts its generated claim CRDs in the `claim` category).
+pub fn is_claim_crd(crd: &Value) -> bool {
+    crd["spec"]["names"]["categories"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c == "claim"))
+        && crd["spec"]["scope"] == "Namespaced"
+}
+
+/// The local CRD for a remote claim CRD: the same spec, claimsync's label, a REPLICATED column in every version.
+pub fn local_crd(remote: &Value) -> Value {
+    let mut spec = remote["spec"].clone();
+    // A conversion webhook lives in the control plane and cannot be called from the app cluster.
+    if spec["conversion"]["strategy"] != "None" {
+        spec["conversion"] = json!({"strategy": "None"});
+    }
+    if let Some(versions) = spec["versions"].as_array_mut() {
+        for version in versions {
+            let mut columns = version["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            columns.retain(|c| c["name"] != "REPLICATED");
+            let column = json!({
+                "name": "REPLICATED", "type": "string",
+                "jsonPath": ".status.conditions[?(@.type=='Replicated')].status",
+            });
+            let at = columns.iter().position(|c| c["name"] == "AGE").unwrap_or(columns.len());
+            columns.insert(at, column);
+            version["additionalPrinterColumns"] = Value::Array(columns);
+        }
+    }
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": remote["metadata"]["name"], "labels": {MANAGED_BY: "claimsync"}},
+        "spec": spec,
+    })
+}
+
+/// The kind as claimsync syncs it: at the storage version, which both identical CRDs share.
+pub fn claim_kind(crd: &Value) -> Option<ClaimKind> {
+    let spec = &crd["spec"];
+    let versions = spec["versions"].as_array()?;
+    let version = versions
+        .iter()
+        .find(|v| v["storage"] == true)
+        .or_else(|| versions.first())?;
+    let group = spec["group"].as_str()?;
+    let version = version["name"].as_str()?;
+    let kind = spec["names"]["kind"].as_str()?;
+    let plural = spec["names"]["plural"].as_str()?;
+    Some(ClaimKind {
+        crd_name: crd["metadata"]["name"].as_str()?.to_string(),
+        group: group.to_string(),
+        version: version.to_string(),
+        kind: kind.to_string(),
+        plural: plural.to_string(),
+    })
+}
+
+pub fn served_versions(crd: &Value) -> Vec<String> {
+    crd["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["served"] == true)
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Whether a local CRD already is what claimsync would apply.
+pub fn is_current(existing: &Value, desired: &Value) -> bool {
+    existing["metadata"]["labels"][MANAGED_BY] == "claimsync" && is_subset(&desired["spec"], &existing["spec"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote() -> Value {
+        json!({
+            "metadata": {"name": "kubernetesclusters.k8s.starter.org", "resourceVersion": "5",
+                         "ownerReferences": [{"kind": "CompositeResourceDefinition"}]},
+            "spec": {
+                "group": "k8s.starter.org", "scope": "Namespaced",
+                "names": {"kind": "KubernetesCluster", "plural": "kubernetesclusters", "categories": ["claim"]},
+                "conversion": {"strategy": "None"},
+                "versions": [
+                    {"name": "v1alpha1", "served": true, "storage": false,
+                     "additionalPrinterColumns": [{"name": "SYNCED", "type": "string", "jsonPath": ".x"},
+                                                  {"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]},
+                    {"name": "v1beta1", "served": true, "storage": true}
+                ]
+            }
+        })
+    }
+
+    #[test]
+    fn recognises_claim_crds() {
+        assert!(is_claim_crd(&remote()));
+        let mut composite = remote();
+        composite["spec"]["names"]["categories"] = json!(["composite"]);
+        assert!(!is_claim_crd(&composite));
+    }
+
+    #[test]
+    fn local_crd_is_the_remote_spec_with_a_replicated_column() {
+        let local = local_crd(&remote());
+        assert_eq!(
+            local["metadata"],
+            json!({"name": "kubernetesclusters.k8s.starter.org", "labels": {MANAGED_BY: "claimsync"}})
+        );
+        let columns: Vec<&str> = local["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["SYNCED", "REPLICATED", "AGE"]);
+        assert_eq!(
+            local["spec"]["versions"][1]["additionalPrinterColumns"][0]["name"],
+            "REPLICATED"
+        );
+        // Applying it twice changes nothing.
+        let mut again = remote();
+        again["spec"] = local["spec"].clone();
+        assert_eq!(local_crd(&again)["spec"], local["spec"]);
+    }
+
+    #[test]
+    fn kind_uses_the_storage_version() {
+        let kind = claim_kind(&remote()).unwrap();
+        assert_eq!(kind.api_version(), "k8s.starter.org/v1beta1");
+        assert_eq!(kind.plural, "kubernetesclusters");
+        assert_eq!(served_versions(&remote()), ["v1alpha1", "v1beta1"]);
+    }
+
+    #[test]
+    fn webhook_conversion_is_not_replicated() {
+        let mut crd = remote();
+        crd["spec"]["conversion"] = json!({"strategy": "Webhook", "webhook": {"clientConfig": {}}});
+        assert_eq!(local_crd(&crd)["spec"]["conversion"], json!({"strategy": "None"}));
+    }
+}

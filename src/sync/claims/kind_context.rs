@@ -1,0 +1,76 @@
+//! What the reconciles of one claim kind share: the context, the kind as kube-rs addresses it, the remote APIs of
+//! the claim namespace, and the clock and key helpers every reconcile file uses. No reconcile logic here.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use claimsync_state::ClaimKey;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+
+use crate::context::Context;
+use crate::model::kind::ClaimKind;
+
+/// What every reconcile of one kind shares: the context, the kind, and the remote APIs of the claim namespace.
+pub(crate) struct KindContext {
+    pub ctx: Arc<Context>,
+    pub kind: ClaimKind,
+    /// The kind as kube-rs addresses it.
+    pub resource: ApiResource,
+    pub remote: Api<DynamicObject>,
+    pub remote_secrets: Api<Secret>,
+}
+
+impl KindContext {
+    pub fn new(ctx: Arc<Context>, kind: ClaimKind) -> Self {
+        let resource = api_resource(&kind);
+        let remote = Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
+        let remote_secrets = Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace);
+        KindContext {
+            ctx,
+            kind,
+            resource,
+            remote,
+            remote_secrets,
+        }
+    }
+
+    pub fn local(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.ctx.local.clone(), namespace, &self.resource)
+    }
+
+    pub fn key(&self, namespace: &str, name: &str) -> ClaimKey {
+        ClaimKey::new(&self.kind.group, &self.kind.kind, namespace, name)
+    }
+}
+
+/// A claim kind as kube-rs addresses it.
+pub fn api_resource(kind: &ClaimKind) -> ApiResource {
+    ApiResource {
+        group: kind.group.clone(),
+        version: kind.version.clone(),
+        api_version: kind.api_version(),
+        kind: kind.kind.clone(),
+        plural: kind.plural.clone(),
+    }
+}
+
+pub(crate) fn now() -> String {
+    Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or_else(|_| Timestamp::now())
+        .to_string()
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn claim_key(claim: &DynamicObject) -> String {
+    format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any())
+}

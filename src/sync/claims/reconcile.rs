@@ -1,0 +1,229 @@
+//! Reconciling one live local claim: its finalizer, its twin applied up (or a name conflict shown), the
+//! connection Secret and status brought down, and the journal record of what was synced.
+
+use std::time::Duration;
+
+use claimsync_state::{ClaimRecord, content_hash};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::cleanup::set_finalizer;
+use super::kind_context::{KindContext, now, unix_now};
+use super::secret;
+use super::status::{event, show, told_if_unreachable, write_down};
+use crate::error::{Error, KubeContext, Side};
+use crate::model::conditions::{Reason, Replicated, replicated_of};
+use crate::model::downward::{is_shown, local_down};
+use crate::model::fields::{field_set, is_subset, owned_fields, same_fields};
+use crate::model::naming::{is_twin, remote_claim_name};
+use crate::model::secret::{Owner, SecretOutcome};
+use crate::model::upward::{RemoteTarget, remote_intent};
+use crate::model::vocabulary::{FINALIZER, MANAGER_UP};
+use crate::sync::offer::kind_withdrawing;
+
+/// How often an in-sync claim is looked at again even without a change on either side.
+pub(super) const RESYNC: Duration = Duration::from_secs(600);
+
+/// Replicates one live local claim.
+pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error> {
+    let ctx = &kctx.ctx;
+    let namespace = claim.namespace().unwrap_or_default();
+    let name = claim.name_any();
+    let object = format!("{} {namespace}/{name}", kctx.resource.kind);
+    let local = serde_json::to_value(claim).map_err(|e| Error::Invalid {
+        object: object.clone(),
+        message: e.to_string(),
+    })?;
+    let local_api = kctx.local(&namespace);
+    if !claim.finalizers().iter().any(|f| f == FINALIZER) {
+        set_finalizer(&local_api, claim, true).await?;
+    }
+
+    let remote_name = remote_claim_name(&name, &namespace, &ctx.cluster_id);
+    let remote_object = format!("{}/{remote_name}", ctx.claim_namespace);
+    let key = kctx.key(&namespace, &name);
+    let record = ctx.journal.claim(&key).unwrap_or_else(|e| {
+        warn!(error = %e, "journal unreadable for this claim; resyncing from the clusters");
+        None
+    });
+
+    let remote = match kctx
+        .remote
+        .get_opt(&remote_name)
+        .await
+        .context(Side::ControlPlane, "get claim", &remote_object)
+    {
+        Ok(remote) => remote,
+        Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
+    };
+    if let Some(remote) = &remote {
+        let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
+        if !is_twin(&labels, &ctx.cluster_id, &namespace, &name) {
+            let message = format!(
+                "the control plane already has a claim {remote_object} that is not this claim's twin; it is left alone"
+            );
+            if replicated_of(&local).map(|(_, r)| r) != Some("NameConflict".into()) {
+                event(kctx, claim, EventType::Warning, "NameConflict", &message).await;
+            }
+            show(kctx, claim, &local, Replicated::new(Reason::NameConflict, message)).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    }
+
+    let target = RemoteTarget {
+        api_version: &kctx.resource.api_version,
+        kind: &kctx.resource.kind,
+        remote_name: &remote_name,
+        claim_namespace: &ctx.claim_namespace,
+        cluster_id: &ctx.cluster_id,
+    };
+    let intent = remote_intent(&local, &target);
+    let intent_hash = content_hash(&intent);
+    // Checked on every pass, twin or not: while Crossplane takes a kind away it deletes the claims itself (so a
+    // vanished twin must not be recreated), and its claims may hang until the XRD is gone.
+    if kind_withdrawing(&kctx.ctx, &kctx.kind).await? {
+        let message = format!(
+            "the control plane is withdrawing {}; the claim is kept but not replicated",
+            kctx.resource.kind
+        );
+        show(kctx, claim, &local, Replicated::new(Reason::KindWithdrawn, message)).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+    let remote = match remote {
+        Some(remote) if remote_in_place(&remote, &intent, &intent_hash, record.as_ref()) => remote,
+        existing => {
+            let drifted =
+                existing.is_some() && record.as_ref().and_then(|r| r.spec_hash_up.as_deref()) == Some(&intent_hash);
+            let vanished = existing.is_none() && record.as_ref().is_some_and(|r| r.remote_uid.is_some());
+            let applied = kctx
+                .remote
+                .patch(
+                    &remote_name,
+                    &PatchParams::apply(MANAGER_UP).force(),
+                    &Patch::Apply(&intent),
+                )
+                .await
+                .context(Side::ControlPlane, "apply claim", &remote_object);
+            let applied = match applied {
+                Ok(applied) => applied,
+                Err(e)
+                    if e.status_code()
+                        .is_some_and(|c| (400..500).contains(&c) && c != 409 && c != 429) =>
+                {
+                    // The control plane refused the claim: retrying the same content would not help.
+                    let message = format!("the control plane refused the claim: {e}");
+                    event(kctx, claim, EventType::Warning, "RemoteRejected", &message).await;
+                    show(kctx, claim, &local, Replicated::new(Reason::Error, message)).await?;
+                    return Ok(Action::requeue(RESYNC));
+                }
+                Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
+            };
+            if drifted {
+                let message =
+                    format!("the remote claim {remote_object} was edited on the control plane; the local spec wins");
+                event(kctx, claim, EventType::Warning, "RemoteDriftReverted", &message).await;
+            } else if vanished {
+                let message =
+                    format!("the remote claim {remote_object} was deleted on the control plane; recreated it");
+                event(kctx, claim, EventType::Warning, "RemoteRecreated", &message).await;
+            } else {
+                info!(remote = %remote_object, "applied claim to the control plane");
+            }
+            applied
+        }
+    };
+
+    let uid = claim.uid().unwrap_or_default();
+    let owner = Owner {
+        api_version: &kctx.resource.api_version,
+        kind: &kctx.resource.kind,
+        name: &name,
+        uid: &uid,
+    };
+    let secret_name = local["spec"]["writeConnectionSecretToRef"]["name"].as_str();
+    let local_secrets = Api::<Secret>::namespaced(ctx.local.clone(), &namespace);
+    let outcome = secret::sync(
+        &kctx.remote_secrets,
+        &local_secrets,
+        &remote_name,
+        secret_name,
+        &namespace,
+        &owner,
+    )
+    .await?;
+    let condition = match &outcome {
+        SecretOutcome::Conflict { name: secret } => {
+            let message = format!(
+                "Secret {namespace}/{secret} exists and is not this claim's; delete or rename it, or change spec.writeConnectionSecretToRef.name"
+            );
+            if replicated_of(&local).map(|(_, r)| r) != Some("SecretConflict".into()) {
+                event(kctx, claim, EventType::Warning, "SecretConflict", &message).await;
+            }
+            Replicated::new(Reason::SecretConflict, message)
+        }
+        _ => Replicated::new(
+            Reason::Synced,
+            format!("replicated to {remote_object} on the control plane"),
+        ),
+    };
+
+    let remote_json = serde_json::to_value(&remote).unwrap_or(Value::Null);
+    let down = local_down(&local, &remote_json, &condition, &now());
+    if !is_shown(&local, &down) {
+        write_down(&local_api, claim, &local, &down).await?;
+    }
+
+    let secret_hash = match outcome {
+        SecretOutcome::InPlace { hash, .. } => Some(hash),
+        _ => None,
+    };
+    let status_hash = content_hash(&json!({"spec": down.spec, "annotations": down.annotations, "status": down.status}));
+    ctx.journal.put_claim(
+        &key,
+        &ClaimRecord {
+            local_uid: claim.uid().unwrap_or_default(),
+            local_resource_version: claim.resource_version().unwrap_or_default(),
+            remote_name: remote_name.clone(),
+            remote_uid: remote.uid(),
+            remote_resource_version: remote.resource_version(),
+            spec_hash_up: Some(intent_hash),
+            status_hash_down: Some(status_hash),
+            secret_hash_down: secret_hash,
+            last_status: Some(down.status),
+            updated_unix: unix_now(),
+        },
+    )?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the remote claim already carries the intent: known from the journal when its version is the one
+/// claimsync last saw, otherwise by comparing content and claimsync's managed fields (so a field the user
+/// removed, still owned remotely by claimsync, is not mistaken for in place).
+fn remote_in_place(remote: &DynamicObject, intent: &Value, intent_hash: &str, record: Option<&ClaimRecord>) -> bool {
+    if let Some(record) = record
+        && record.spec_hash_up.as_deref() == Some(intent_hash)
+        && record.remote_resource_version.is_some()
+        && record.remote_resource_version == remote.resource_version()
+    {
+        return true;
+    }
+    let remote = serde_json::to_value(remote).unwrap_or(Value::Null);
+    let content = is_subset(&intent["spec"], &remote["spec"])
+        && is_subset(&intent["metadata"]["labels"], &remote["metadata"]["labels"])
+        && is_subset(&intent["metadata"]["annotations"], &remote["metadata"]["annotations"]);
+    let Some(owned) = owned_fields(&remote, |m| m == MANAGER_UP) else {
+        return false;
+    };
+    let owned_labels = &owned["f:metadata"]["f:labels"];
+    let owned_annotations = &owned["f:metadata"]["f:annotations"];
+    content
+        && same_fields(&field_set(&intent["spec"]), &owned["f:spec"])
+        && same_fields(&field_set(&intent["metadata"]["labels"]), owned_labels)
+        && same_fields(&field_set(&intent["metadata"]["annotations"]), owned_annotations)
+}

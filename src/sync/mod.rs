@@ -1,0 +1,10 @@
+//! The controllers that move claims between the two clusters: the catalog (claim kinds down) and the supervisor
+//! of per-kind claim controllers, the claim reconciler (spec up; status, Secrets and Crossplane's fields down),
+//! remote Events mirrored down, and the link probe. The rules they follow are in `model`.
+
+pub mod catalog;
+pub mod claims;
+pub mod events;
+pub mod link;
+pub mod offer;
+pub mod supervisor;

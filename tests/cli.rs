@@ -1,0 +1,168 @@
+//! `claimsync run` as an operator starts it: the control plane's kubeconfig from a Secret, and bad input (a claim
+//! the CRD rejects, an unreachable control plane, a missing claim namespace, a missing flag) as clear errors that
+//! touch nothing.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use serde_json::json;
+
+use crate::claim_support::{cluster_claim_yaml, kubectl_apply, wait_ready};
+use crate::instance::{INSTANCE_LABEL, Instance};
+use crate::support::{self, env};
+use crate::testenv_control_plane::kubernetes_cluster_resource;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_kubeconfig_can_come_from_a_secret() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("kcfg").await;
+    let ns = instance.namespace("kcfg").await;
+    let kubeconfig = std::fs::read_to_string(&env().control_plane_kubeconfig).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "controlplane"}, "stringData": {"config": kubeconfig}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(instance.app.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    instance.control_plane_secret = Some(format!("{ns}/controlplane:config"));
+    instance.start().await;
+    kubectl_apply(&cluster_claim_yaml(
+        &ns,
+        "viasecret",
+        &support::unique("kc"),
+        "viasecret-conn",
+        "",
+    ))
+    .await
+    .unwrap();
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kubernetes_cluster_resource());
+    wait_ready(&local, "viasecret", &instance).await;
+}
+
+async fn run_claimsync(args: &[&str]) -> (i32, String) {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_claimsync"))
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("claimsync exits on bad input")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_clear_error_that_touches_nothing() {
+    let _env = support::env_shared().await;
+    let instance = Instance::new("bad").await;
+    let ns = instance.namespace("bad").await;
+
+    // A claim the local CRD rejects is refused with the field named; the valid one beside it is stored.
+    let yaml = cluster_claim_yaml(&ns, "huge", "huge", "huge-conn", "").replace("size: small", "size: enormous");
+    let rejected = kubectl_apply(&yaml).await.expect_err("the CRD rejects size: enormous");
+    assert!(rejected.contains("spec.parameters.nodes.size"), "{rejected}");
+    kubectl_apply(&cluster_claim_yaml(
+        &ns,
+        "fine",
+        &support::unique("kc"),
+        "fine-conn",
+        "",
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
+    let kc = kubernetes_cluster_resource();
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
+    let before = local.get("fine").await.unwrap();
+
+    let app = env().app_kubeconfig.to_str().unwrap().to_string();
+    let control_plane = env().control_plane_kubeconfig.to_str().unwrap().to_string();
+    let state = instance.state_dir.to_str().unwrap().to_string();
+    // Scoped to this test's namespace like every instance, so that a run that wrongly started would show here.
+    let selector = format!("{INSTANCE_LABEL}={}", instance.id);
+    let scope = [
+        "--namespace-selector",
+        selector.as_str(),
+        "--cluster-id",
+        instance.id.as_str(),
+    ];
+
+    // An unreachable control plane.
+    let dead = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unreachable.kubeconfig");
+    let text = std::fs::read_to_string(&env().control_plane_kubeconfig).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(&dead, text.replace(&server, "https://127.0.0.1:1")).unwrap();
+    let (code, stderr) = run_claimsync(
+        &[
+            &[
+                "--app-kubeconfig",
+                &app,
+                "--control-plane-kubeconfig",
+                dead.to_str().unwrap(),
+                "--claim-namespace",
+                &instance.claim_namespace,
+                "--state-dir",
+                &state,
+            ][..],
+            &scope,
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("control plane is unreachable"), "{stderr}");
+
+    // A claim namespace that does not exist.
+    let (code, stderr) = run_claimsync(
+        &[
+            &[
+                "--app-kubeconfig",
+                &app,
+                "--control-plane-kubeconfig",
+                &control_plane,
+                "--claim-namespace",
+                "no-such-namespace",
+                "--state-dir",
+                &state,
+            ][..],
+            &scope,
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("\"no-such-namespace\" does not exist on the control plane"),
+        "{stderr}"
+    );
+
+    // No claim namespace at all.
+    let (code, stderr) = run_claimsync(&["--app-kubeconfig", &app, "--control-plane-kubeconfig", &control_plane]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--claim-namespace"), "{stderr}");
+
+    // None of it touched the claim that was there, replicated anything, or made a journal.
+    let after = local.get("fine").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "the local claim was written"
+    );
+    assert!(after.finalizers().is_empty(), "{:?}", after.finalizers());
+    let remote = Api::<DynamicObject>::namespaced_with(instance.control_plane.clone(), &instance.claim_namespace, &kc);
+    let twins = remote.list(&ListParams::default()).await.unwrap();
+    assert!(twins.items.is_empty(), "a twin was made: {:?}", twins.items);
+    assert!(!instance.state_dir.exists());
+}

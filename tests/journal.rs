@@ -1,0 +1,149 @@
+//! The journal end to end: a restart against clusters in sync writes nothing, with the journal and without it,
+//! and mirrors no Event twice. Writes are counted by the API servers themselves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams};
+
+use crate::claim_support::{cluster_claim_yaml, kubectl_apply, wait_ready, wait_secret};
+use crate::instance::{Instance, tail};
+use crate::support::{self, wait_for};
+use crate::testenv_control_plane::kubernetes_cluster_resource;
+
+/// `apiserver_request_total` by "resource verb", over the given verbs and resources.
+async fn requests(client: &Client, verbs: &[&str], resources: &[&str]) -> BTreeMap<String, u64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.expect("read /metrics");
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..].split('"').next()?.to_string())
+    };
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let (Some(verb), Some(resource)) = (label(line, "verb"), label(line, "resource")) else {
+            continue;
+        };
+        if verbs.contains(&verb.as_str()) && resources.contains(&resource.as_str()) {
+            let value = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            *counts.entry(format!("{resource} {verb}")).or_insert(0) += value;
+        }
+    }
+    counts
+}
+
+type Counts = (BTreeMap<String, u64>, BTreeMap<String, u64>);
+
+/// Writes claimsync could make: anything on the app cluster's claims, Secrets and CRDs; on the control plane,
+/// applies and deletes of claims (Crossplane itself only updates them). Events are left out: Crossplane may
+/// record something new while claimsync is down, and mirroring that is no redundant write; that nothing is
+/// mirrored twice is checked on the Events themselves.
+async fn writes(instance: &Instance) -> Counts {
+    let app_resources = [
+        "kubernetesclusters",
+        "postgresqlinstances",
+        "secrets",
+        "customresourcedefinitions",
+    ];
+    let app = requests(
+        &instance.app,
+        &["POST", "PUT", "PATCH", "APPLY", "DELETE"],
+        &app_resources,
+    )
+    .await;
+    let remote_verbs = ["POST", "PATCH", "APPLY", "DELETE"];
+    let remote = requests(
+        &instance.control_plane,
+        &remote_verbs,
+        &["kubernetesclusters", "postgresqlinstances"],
+    )
+    .await;
+    (app, remote)
+}
+
+/// Fails if any Event mirrored from the control plane stands twice on the same claim.
+async fn assert_events_mirrored_once(instance: &Instance, ns: &str, what: &str) {
+    let events = Api::<Event>::namespaced(instance.app.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    for e in events
+        .items
+        .iter()
+        .filter(|e| e.note.as_deref().is_some_and(|n| n.starts_with("[control plane] ")))
+    {
+        let regarding = e.regarding.as_ref().and_then(|r| r.uid.clone()).unwrap_or_default();
+        let key = (
+            regarding,
+            e.reason.clone().unwrap_or_default(),
+            e.note.clone().unwrap_or_default(),
+        );
+        assert!(seen.insert(key.clone()), "{what}: mirrored twice: {key:?}");
+    }
+}
+
+async fn assert_no_writes_after_start(instance: &mut Instance, what: &str) {
+    let before = writes(instance).await;
+    instance.start().await;
+    // Watches may still deliver a late event; watch the counters for a while after in-sync.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < settle {
+        let now = writes(instance).await;
+        assert_eq!(
+            now,
+            before,
+            "{what}: claimsync wrote (app, control plane)\n{}",
+            tail(&instance.log(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_against_in_sync_clusters_writes_nothing() {
+    // Exclusive: other tests' writes would show in the API servers' counters.
+    let _env = support::env_exclusive().await;
+    let mut instance = Instance::new("restart").await;
+    instance.start().await;
+    let ns = instance.namespace("restart").await;
+    kubectl_apply(&cluster_claim_yaml(&ns, "one", &support::unique("kc"), "one-conn", ""))
+        .await
+        .unwrap();
+    kubectl_apply(&cluster_claim_yaml(&ns, "two", &support::unique("kc"), "two-conn", ""))
+        .await
+        .unwrap();
+    let kc = kubernetes_cluster_resource();
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
+    for name in ["one", "two"] {
+        wait_ready(&local, name, &instance).await;
+        wait_secret(&instance.app, &ns, &format!("{name}-conn")).await;
+    }
+    // Let Crossplane finish its own follow-up work, then restart claimsync.
+    wait_for("the clusters to be quiet", Duration::from_secs(60), || async {
+        let first = writes(&instance).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let second = writes(&instance).await;
+        (first == second)
+            .then_some(())
+            .ok_or(format!("{first:?} -> {second:?}"))
+    })
+    .await;
+    instance.stop().await;
+    assert_no_writes_after_start(&mut instance, "restart with the journal").await;
+
+    assert_events_mirrored_once(&instance, &ns, "restart with the journal").await;
+    instance.stop().await;
+    std::fs::remove_dir_all(&instance.state_dir).unwrap();
+    assert_no_writes_after_start(&mut instance, "restart without the journal").await;
+    assert_events_mirrored_once(&instance, &ns, "restart without the journal").await;
+    for name in ["one", "two"] {
+        wait_ready(&local, name, &instance).await;
+    }
+}
