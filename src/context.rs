@@ -1,5 +1,5 @@
-//! The state shared by every reconciler: both clients, the settings, the journal, the event recorder, per-claim
-//! retry counts, and the tracker that announces, once, that everything is in sync.
+//! The state shared by every reconciler: both clients, the settings, the journal, the event recorder, the
+//! namespace selection, per-claim retry counts, and the tracker that announces, once, that everything is in sync.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -11,43 +11,64 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::broadcast;
 use tracing::info;
+
+use crate::sync::namespaces::Selection;
 
 pub struct Context {
     pub local: Client,
     pub remote: Client,
     pub claim_namespace: String,
     pub cluster_id: String,
+    /// Which claimsync this is: its own namespace in the app cluster. Written beside the finalizer on every claim
+    /// it holds, so that it never releases a claim another claimsync holds.
+    pub instance: String,
+    /// `--claim-groups`: the API groups of claim kinds that may be replicated; empty allows every group.
+    pub claim_groups: Vec<String>,
     pub journal: Journal,
     pub recorder: Recorder,
     /// Namespaces matching the namespace selector; `None` syncs every namespace.
     pub namespaces: Option<Store<Namespace>>,
+    /// Names of namespaces that joined or left the selection, sent after `namespaces` changed.
+    pub namespace_changes: broadcast::Sender<String>,
     pub concurrency: u16,
     pub sync: SyncTracker,
     failures: Mutex<HashMap<String, ExponentialBackoff>>,
 }
 
+/// What a [`Context`] is made of, besides its trackers.
+pub struct Settings {
+    pub local: Client,
+    pub remote: Client,
+    pub claim_namespace: String,
+    pub cluster_id: String,
+    pub instance: String,
+    pub claim_groups: Vec<String>,
+    pub journal: Journal,
+    pub recorder: Recorder,
+    pub selection: Option<Selection>,
+    pub concurrency: u16,
+}
+
 impl Context {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        local: Client,
-        remote: Client,
-        claim_namespace: String,
-        cluster_id: String,
-        journal: Journal,
-        recorder: Recorder,
-        namespaces: Option<Store<Namespace>>,
-        concurrency: u16,
-    ) -> Self {
+    pub fn new(settings: Settings) -> Self {
+        let (namespaces, namespace_changes) = match settings.selection {
+            Some(Selection { store, changes }) => (Some(store), changes),
+            None => (None, broadcast::channel(1).0),
+        };
         Context {
-            local,
-            remote,
-            claim_namespace,
-            cluster_id,
-            journal,
-            recorder,
+            local: settings.local,
+            remote: settings.remote,
+            claim_namespace: settings.claim_namespace,
+            cluster_id: settings.cluster_id,
+            instance: settings.instance,
+            claim_groups: settings.claim_groups,
+            journal: settings.journal,
+            recorder: settings.recorder,
             namespaces,
-            concurrency,
+            namespace_changes,
+            concurrency: settings.concurrency.max(1),
             sync: SyncTracker::default(),
             failures: Mutex::default(),
         }

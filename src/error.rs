@@ -53,6 +53,11 @@ impl Error {
         matches!(self, Error::Kube { side: s, source, .. } if *s == side && !matches!(**source, kube::Error::Api(_)))
     }
 
+    /// Whether the API server refused a write because the object changed since it was read (409).
+    pub fn is_conflict(&self) -> bool {
+        self.status_code() == Some(409)
+    }
+
     /// The HTTP status the API server answered with, if it answered.
     pub fn status_code(&self) -> Option<u16> {
         match self {

@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 fn main() {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Run(args)) => args,
+        Some(Command::Run(args)) => *args,
         Some(Command::Version) | None => {
             println!("claimsync {}", env!("CARGO_PKG_VERSION"));
             return;

@@ -18,6 +18,8 @@ pub const INSTANCE_LABEL: &str = "claimsync.dev/test-instance";
 pub struct Instance {
     pub id: String,
     pub claim_namespace: String,
+    /// claimsync's own namespace in the app cluster (`--namespace`), where it records its cluster id.
+    pub own_namespace: String,
     pub state_dir: PathBuf,
     pub app: Client,
     pub control_plane: Client,
@@ -36,6 +38,8 @@ impl Instance {
         let control_plane = support::control_plane().await;
         let claim_namespace = format!("{id}-claims");
         create_namespace(&control_plane, &claim_namespace, None).await;
+        let own_namespace = format!("{id}-system");
+        create_namespace(&app, &own_namespace, None).await;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("instances").join(&id);
         std::fs::create_dir_all(&dir).unwrap();
         Instance {
@@ -43,6 +47,7 @@ impl Instance {
             log: dir.join("claimsync.log"),
             id,
             claim_namespace,
+            own_namespace,
             app,
             control_plane,
             control_plane_secret: None,
@@ -89,6 +94,7 @@ impl Instance {
         };
         let child = command
             .args(["--claim-namespace", &self.claim_namespace, "--cluster-id", &self.id])
+            .args(["--namespace", &self.own_namespace])
             .args(["--namespace-selector", &selector])
             .arg("--state-dir")
             .arg(&self.state_dir)

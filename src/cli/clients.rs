@@ -56,6 +56,14 @@ pub async fn control_plane_client(args: &RunArgs, local: &Client) -> Result<Clie
             })?;
             let kubeconfig = Kubeconfig::from_yaml(&text)
                 .map_err(|e| Error::Config(format!("control plane kubeconfig in Secret {namespace}/{name}: {e}")))?;
+            inline_only(&kubeconfig).map_err(|field| {
+                Error::Config(format!(
+                    "control plane kubeconfig in Secret {namespace}/{name} (key {key:?}): {field} is refused: a \
+                     kubeconfig read from a Secret may carry only inline credentials (token, client certificate and \
+                     key data, CA data), since whoever can write that Secret would otherwise run programs or read \
+                     files in claimsync's pod"
+                ))
+            })?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| Error::Config(format!("control plane kubeconfig in Secret {namespace}/{name}: {e}")))?
@@ -85,5 +93,73 @@ pub async fn reachable(client: &Client, which: &str) -> Result<(), Error> {
             "{which} did not answer within {}s",
             REACH_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// Checks that a kubeconfig uses only inline credentials; the first field that is not is named.
+pub fn inline_only(kubeconfig: &Kubeconfig) -> Result<(), String> {
+    for named in &kubeconfig.auth_infos {
+        let Some(user) = &named.auth_info else { continue };
+        let at = |field: &str| format!("users[{:?}].{field}", named.name);
+        let refused = [
+            (user.exec.is_some(), "exec"),
+            (user.auth_provider.is_some(), "auth-provider"),
+            (user.token_file.is_some(), "tokenFile"),
+            (user.client_certificate.is_some(), "client-certificate"),
+            (user.client_key.is_some(), "client-key"),
+        ];
+        if let Some((_, field)) = refused.iter().find(|(present, _)| *present) {
+            return Err(at(field));
+        }
+    }
+    for named in &kubeconfig.clusters {
+        let Some(cluster) = &named.cluster else { continue };
+        if cluster.certificate_authority.is_some() {
+            return Err(format!("clusters[{:?}].certificate-authority", named.name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(user: &str, cluster: &str) -> Kubeconfig {
+        Kubeconfig::from_yaml(&format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: cp\n  cluster:\n    server: https://cp:6443\n{cluster}\n\
+             users:\n- name: claimsync\n  user:\n{user}\ncontexts:\n- name: cp\n  context: {{cluster: cp, user: claimsync}}\n\
+             current-context: cp\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_inline_credentials_pass() {
+        let inline = "    token: abc\n    client-certificate-data: Zm9v\n    client-key-data: YmFy";
+        assert_eq!(
+            inline_only(&kubeconfig(inline, "    certificate-authority-data: Zm9v")),
+            Ok(())
+        );
+        let cases = [
+            (
+                "    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh}",
+                "",
+                "exec",
+            ),
+            ("    auth-provider: {name: oidc}", "", "auth-provider"),
+            ("    tokenFile: /var/run/secrets/token", "", "tokenFile"),
+            ("    client-certificate: /etc/cert.pem", "", "client-certificate"),
+            ("    client-key: /etc/key.pem", "", "client-key"),
+            (
+                "    token: abc",
+                "    certificate-authority: /etc/ca.pem",
+                "certificate-authority",
+            ),
+        ];
+        for (user, cluster, field) in cases {
+            let refused = inline_only(&kubeconfig(user, cluster)).expect_err(field);
+            assert!(refused.ends_with(field), "{refused}");
+        }
     }
 }

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Replicate claims between the app cluster and the control plane until stopped.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the version and exit.
     Version,
 }

@@ -7,18 +7,16 @@ use std::sync::Arc;
 
 use claimsync_state::Journal;
 use clap::Args;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
 use super::clients::{REACH_TIMEOUT, app_client, control_plane_client, reachable};
-use crate::context::Context;
+use crate::context::{Context, Settings};
 use crate::error::Error;
-use crate::sync::{catalog, events, link};
+use crate::model::identity::IdSource;
+use crate::sync::{catalog, events, identity, link, namespaces};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -55,6 +53,25 @@ pub struct RunArgs {
     /// How many claims of one kind are reconciled at once.
     #[arg(long, env = "CLAIMSYNC_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+    /// claimsync's own namespace in the app cluster, where it records the cluster id (ConfigMap
+    /// `claimsync-identity`); default: $POD_NAMESPACE, else `claimsync-system`. It must exist.
+    #[arg(long, env = "CLAIMSYNC_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only claim kinds of these API groups are replicated (comma-separated; `*.example.org` matches every
+    /// subgroup); default: every claim kind the control plane offers.
+    #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
+    pub claim_groups: Vec<String>,
+}
+
+impl RunArgs {
+    /// claimsync's own namespace: the flag, else the pod's namespace, else `claimsync-system`.
+    pub fn own_namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| "claimsync-system".to_string())
+    }
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
@@ -84,46 +101,32 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         }
         Err(_) => return Err(Error::Config("control plane: no answer within 15s".into())),
     }
-    let cluster_id = match args.cluster_id.clone().filter(|id| !id.is_empty()) {
-        Some(id) => id,
-        None => Api::<Namespace>::all(local.clone())
-            .get("kube-system")
-            .await
-            .ok()
-            .and_then(|ns| ns.metadata.uid)
-            .ok_or_else(|| {
-                Error::Config("cannot read the uid of the app cluster's kube-system namespace; set --cluster-id".into())
-            })?,
+    let (cluster_id, source) = match args.cluster_id.clone().filter(|id| !id.is_empty()) {
+        Some(id) => (id, IdSource::Flag),
+        None => (
+            Api::<Namespace>::all(local.clone())
+                .get("kube-system")
+                .await
+                .ok()
+                .and_then(|ns| ns.metadata.uid)
+                .ok_or_else(|| {
+                    Error::Config(
+                        "cannot read the uid of the app cluster's kube-system namespace; set --cluster-id".into(),
+                    )
+                })?,
+            IdSource::KubeSystemUid,
+        ),
     };
+    let instance = args.own_namespace();
     let (journal, was_reset) = Journal::open_or_reset(&args.state_dir)?;
     if was_reset {
         warn!(dir = %args.state_dir.display(), "the journal was unusable and starts empty; claimsync resyncs from the clusters");
     }
+    identity::pin_cluster_id(&local, &instance, &journal, &cluster_id, source).await?;
 
-    let namespaces = match &args.namespace_selector {
+    let selection = match &args.namespace_selector {
         None => None,
-        Some(selector) => {
-            // Checked once here so that a malformed selector is an error at start, not a silent empty sync.
-            Api::<Namespace>::all(local.clone())
-                .list(&ListParams::default().labels(selector))
-                .await
-                .map_err(|e| Error::Config(format!("--namespace-selector {selector:?}: {e}")))?;
-            let writer = Writer::<Namespace>::default();
-            let store = writer.as_reader();
-            let stream = reflector::reflector(
-                writer,
-                watcher(
-                    Api::<Namespace>::all(local.clone()),
-                    watcher::Config::default().labels(selector),
-                ),
-            );
-            tokio::spawn(stream.default_backoff().for_each(|_| futures::future::ready(())));
-            store
-                .wait_until_ready()
-                .await
-                .map_err(|e| Error::Config(format!("namespace selector: {e}")))?;
-            Some(store)
-        }
+        Some(selector) => Some(namespaces::select(&local, selector).await?),
     };
 
     let reporter = Reporter {
@@ -131,17 +134,19 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(local.clone(), reporter);
-    info!(claim_namespace = %args.claim_namespace, cluster_id = %cluster_id, journal = %args.state_dir.display(), "claimsync starting");
-    let ctx = Arc::new(Context::new(
+    info!(claim_namespace = %args.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), "claimsync starting");
+    let ctx = Arc::new(Context::new(Settings {
         local,
         remote,
-        args.claim_namespace.clone(),
+        claim_namespace: args.claim_namespace.clone(),
         cluster_id,
-        journal.clone(),
+        instance,
+        claim_groups: args.claim_groups.clone(),
+        journal: journal.clone(),
         recorder,
-        namespaces,
-        args.concurrency.max(1),
-    ));
+        selection,
+        concurrency: args.concurrency,
+    }));
     let (link_changes, link_events) = tokio::sync::mpsc::unbounded_channel();
     let link = tokio::spawn(link::watch(ctx.clone(), link_changes));
     let catalog = tokio::spawn(catalog::run(ctx.clone(), link_events));

@@ -13,9 +13,16 @@ pub enum Reason {
     /// Not written to the control plane yet.
     Pending,
     ControlPlaneUnreachable,
+    /// A local Secret of the requested name exists and is not the claim's.
     SecretConflict,
+    /// The Secret at the twin's name on the control plane was not written by Crossplane for the twin.
+    RemoteSecretConflict,
     NameConflict,
     KindWithdrawn,
+    /// The claim's namespace no longer matches `--namespace-selector`: released, its twin kept.
+    NotSelected,
+    /// The claim sets a field claimsync cannot replicate.
+    Unsupported,
     Error,
 }
 
@@ -26,8 +33,11 @@ impl Reason {
             Reason::Pending => "Pending",
             Reason::ControlPlaneUnreachable => "ControlPlaneUnreachable",
             Reason::SecretConflict => "SecretConflict",
+            Reason::RemoteSecretConflict => "RemoteSecretConflict",
             Reason::NameConflict => "NameConflict",
             Reason::KindWithdrawn => "KindWithdrawn",
+            Reason::NotSelected => "NotSelected",
+            Reason::Unsupported => "Unsupported",
             Reason::Error => "Error",
         }
     }

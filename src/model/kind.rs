@@ -25,12 +25,37 @@ impl ClaimKind {
     }
 }
 
-/// Whether a CRD is a claim CRD (Crossplane puts its generated claim CRDs in the `claim` category).
+/// Whether a CRD is a claim CRD that Crossplane generated for an XRD: namespaced, in the `claim` category, and
+/// controlled by a CompositeResourceDefinition. Any other CRD in that category (anyone with CRD rights can make
+/// one) is not a claim kind of the platform and is never copied down.
 pub fn is_claim_crd(crd: &Value) -> bool {
     crd["spec"]["names"]["categories"]
         .as_array()
         .is_some_and(|c| c.iter().any(|c| c == "claim"))
         && crd["spec"]["scope"] == "Namespaced"
+        && owning_xrd(crd).is_some()
+}
+
+/// The name of the XRD that controls a CRD, from its controller owner reference.
+pub fn owning_xrd(crd: &Value) -> Option<&str> {
+    crd["metadata"]["ownerReferences"].as_array()?.iter().find(|o| {
+        o["kind"] == "CompositeResourceDefinition"
+            && o["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("apiextensions.crossplane.io/"))
+            && o["controller"] == true
+    })?["name"]
+        .as_str()
+}
+
+/// Whether a claim kind's API group may be replicated: every group when `allowed` is empty (no `--claim-groups`),
+/// else a group named exactly or matching a `*.suffix` entry.
+pub fn group_allowed(group: &str, allowed: &[String]) -> bool {
+    allowed.is_empty()
+        || allowed.iter().any(|entry| match entry.strip_prefix("*.") {
+            Some(suffix) => group.len() > suffix.len() && group.ends_with(&format!(".{suffix}")),
+            None => entry == group,
+        })
 }
 
 /// The local CRD for a remote claim CRD: the same spec, claimsync's label, a REPLICATED column in every version.
@@ -107,7 +132,9 @@ mod tests {
     fn remote() -> Value {
         json!({
             "metadata": {"name": "kubernetesclusters.k8s.starter.org", "resourceVersion": "5",
-                         "ownerReferences": [{"kind": "CompositeResourceDefinition"}]},
+                         "ownerReferences": [{"apiVersion": "apiextensions.crossplane.io/v1",
+                                              "kind": "CompositeResourceDefinition",
+                                              "name": "xkubernetesclusters.k8s.starter.org", "controller": true}]},
             "spec": {
                 "group": "k8s.starter.org", "scope": "Namespaced",
                 "names": {"kind": "KubernetesCluster", "plural": "kubernetesclusters", "categories": ["claim"]},
@@ -123,11 +150,37 @@ mod tests {
     }
 
     #[test]
-    fn recognises_claim_crds() {
+    fn recognises_claim_crds_that_an_xrd_controls() {
         assert!(is_claim_crd(&remote()));
-        let mut composite = remote();
-        composite["spec"]["names"]["categories"] = json!(["composite"]);
-        assert!(!is_claim_crd(&composite));
+        assert_eq!(owning_xrd(&remote()), Some("xkubernetesclusters.k8s.starter.org"));
+        let edits: [(&str, Value); 5] = [
+            ("/spec/names/categories", json!(["composite"])),
+            ("/spec/scope", json!("Cluster")),
+            ("/metadata/ownerReferences", json!([])),
+            ("/metadata/ownerReferences/0/controller", json!(false)),
+            ("/metadata/ownerReferences/0/apiVersion", json!("example.org/v1")),
+        ];
+        for (path, value) in edits {
+            let mut crd = remote();
+            *crd.pointer_mut(path).unwrap() = value;
+            assert!(!is_claim_crd(&crd), "{path}");
+        }
+    }
+
+    #[test]
+    fn claim_groups_allow_exact_names_and_suffixes() {
+        let allowed = vec!["k8s.starter.org".to_string(), "*.platform.example".to_string()];
+        let cases = [
+            ("k8s.starter.org", true),
+            ("db.starter.org", false),
+            ("db.platform.example", true),
+            ("platform.example", false),
+            ("evilplatform.example", false),
+        ];
+        for (group, want) in cases {
+            assert_eq!(group_allowed(group, &allowed), want, "{group}");
+        }
+        assert!(group_allowed("anything.org", &[]));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod conditions;
 pub mod downward;
 pub mod fields;
+pub mod identity;
 pub mod kind;
 pub mod naming;
 pub mod notes;

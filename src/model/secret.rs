@@ -36,14 +36,27 @@ pub fn local_secret(data: &BTreeMap<String, Value>, name: &str, namespace: &str,
     })
 }
 
-/// Whether an existing local Secret is this claim's (its controller is the claim).
-pub fn is_claims(existing: &Secret, claim_uid: &str) -> bool {
-    existing
+/// Whether a Secret's controller is the object of `owner_uid`: a local Secret is the local claim's, and a remote
+/// Secret was written by Crossplane for the twin (Crossplane makes the claim the controller of its connection
+/// Secret, and refuses to write one it does not control).
+pub fn controlled_by(secret: &Secret, owner_uid: &str) -> bool {
+    secret
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .any(|r| r.controller == Some(true) && r.uid == claim_uid)
+        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
+}
+
+/// Local Secrets claimsync made for a claim that the claim no longer asks for (its
+/// `writeConnectionSecretToRef.name` changed or was removed): every Secret the claim controls but `current`.
+pub fn stale_copies<'a>(secrets: &'a [Secret], claim_uid: &str, current: Option<&str>) -> Vec<&'a str> {
+    secrets
+        .iter()
+        .filter(|s| controlled_by(s, claim_uid))
+        .filter_map(|s| s.metadata.name.as_deref())
+        .filter(|name| Some(*name) != current)
+        .collect()
 }
 
 /// What happened to a claim's connection Secret.
@@ -57,6 +70,8 @@ pub enum SecretOutcome {
     InPlace { hash: String, written: bool },
     /// A Secret of that name exists locally and is not the claim's.
     Conflict { name: String },
+    /// The Secret at the twin's name on the control plane is not controlled by the twin: not Crossplane's.
+    RemoteNotOwned { name: String },
 }
 
 #[cfg(test)]
@@ -77,7 +92,24 @@ mod tests {
         assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "u1");
         assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], true);
         let typed: Secret = serde_json::from_value(secret).unwrap();
-        assert!(is_claims(&typed, "u1"));
-        assert!(!is_claims(&typed, "u2"));
+        assert!(controlled_by(&typed, "u1"));
+        assert!(!controlled_by(&typed, "u2"));
+    }
+
+    #[test]
+    fn stale_copies_are_the_claims_other_secrets() {
+        let secret = |name: &str, owner: &str, controller: bool| -> Secret {
+            serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": [
+                {"apiVersion": "v1", "kind": "K", "name": "c", "uid": owner, "controller": controller}]}}))
+            .unwrap()
+        };
+        let secrets = [
+            secret("old", "u1", true),
+            secret("new", "u1", true),
+            secret("other-claims", "u2", true),
+            secret("only-referenced", "u1", false),
+        ];
+        assert_eq!(stale_copies(&secrets, "u1", Some("new")), ["old"]);
+        assert_eq!(stale_copies(&secrets, "u1", None), ["old", "new"]);
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::fields::{owned_fields, remove_fields};
 use crate::model::naming::origin_labels;
-use crate::model::vocabulary::{LAST_APPLIED, MANAGER_DOWN, OWN_PREFIX};
+use crate::model::vocabulary::{EXTERNAL_NAME, LAST_APPLIED, MANAGER_DOWN, OWN_PREFIX, PAUSED};
 
 /// Policies the identical CRDs default identically on both sides: a defaulted value is not sent up.
 const DEFAULTED: [(&str, &str); 2] = [
@@ -43,10 +43,33 @@ pub fn user_intent(local: &Value) -> (Value, Map<String, Value>, Map<String, Val
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|(k, _)| !k.starts_with(OWN_PREFIX) && k != LAST_APPLIED)
+            .filter(|(k, _)| !k.starts_with(OWN_PREFIX) && k != LAST_APPLIED && !is_crossplane_control_key(k))
             .collect()
     };
     (spec, keep(&metadata["labels"]), keep(&annotations))
+}
+
+/// Whether a label or annotation key is one Crossplane acts on (`crossplane.io/...` or `<x>.crossplane.io/...`),
+/// other than the two the user may set: the pause switch, and the external name (which the ownership of the
+/// field decides: copied-down values were already removed). Sent up, such a key would let an app-cluster user
+/// steer Crossplane on the control plane (e.g. bind a claim to another composite).
+pub fn is_crossplane_control_key(key: &str) -> bool {
+    let Some((prefix, _)) = key.split_once('/') else {
+        return false;
+    };
+    let crossplane = prefix == "crossplane.io" || prefix.ends_with(".crossplane.io");
+    crossplane && key != PAUSED && key != EXTERNAL_NAME
+}
+
+/// Spec fields claimsync cannot replicate, with why: a claim that sets one is not sent up.
+pub fn unsupported_field(local: &Value) -> Option<(&'static str, &'static str)> {
+    local["spec"].get("publishConnectionDetailsTo").map(|_| {
+        (
+            "spec.publishConnectionDetailsTo",
+            "it publishes to a secret store configured on the control plane, which claimsync cannot copy back; use \
+             spec.writeConnectionSecretToRef",
+        )
+    })
 }
 
 /// The remote claim for `local`, to be server-side applied by [`MANAGER_UP`].
@@ -147,6 +170,46 @@ mod tests {
             "f:id": {}, "f:compositionRef": {"f:name": {}}, "f:compositeDeletePolicy": {}}}}]);
         let intent = remote_intent(&local(spec.clone(), managed), &target());
         assert_eq!(intent["spec"], spec);
+    }
+
+    #[test]
+    fn crossplane_control_keys_stay_home_but_pause_and_external_name_go_up() {
+        let mut claim = local(json!({"id": "demo"}), json!([]));
+        claim["metadata"]["labels"] = json!({"team": "a", "crossplane.io/claim-name": "someone-else",
+            "crossplane.io/composite": "x-1", "pkg.crossplane.io/revision": "r"});
+        claim["metadata"]["annotations"] = json!({"crossplane.io/paused": "true", EXTERNAL_NAME: "mine",
+            "crossplane.io/composition-resource-name": "db", "notcrossplane.io/x": "kept"});
+        let intent = remote_intent(&claim, &target());
+        let labels: Vec<&String> = intent["metadata"]["labels"].as_object().unwrap().keys().collect();
+        assert!(labels.iter().all(|k| !k.contains("crossplane.io")), "{labels:?}");
+        assert_eq!(
+            intent["metadata"]["annotations"],
+            json!({"crossplane.io/paused": "true", EXTERNAL_NAME: "mine", "notcrossplane.io/x": "kept"})
+        );
+        let cases = [
+            ("crossplane.io/paused", false),
+            ("crossplane.io/external-name", false),
+            ("crossplane.io/claim-namespace", true),
+            ("apiextensions.crossplane.io/x", true),
+            ("crossplane.io.example.org/x", false),
+            ("team", false),
+        ];
+        for (key, want) in cases {
+            assert_eq!(is_crossplane_control_key(key), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn publish_connection_details_is_refused() {
+        let claim = local(
+            json!({"id": "demo", "publishConnectionDetailsTo": {"name": "x"}}),
+            json!([]),
+        );
+        assert_eq!(
+            unsupported_field(&claim).map(|(f, _)| f),
+            Some("spec.publishConnectionDetailsTo")
+        );
+        assert_eq!(unsupported_field(&local(json!({"id": "demo"}), json!([]))), None);
     }
 
     #[test]

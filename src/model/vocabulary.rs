@@ -33,6 +33,13 @@ pub const REPLICATED: &str = "Replicated";
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Crossplane's external-name annotation: the user's if set locally, else Crossplane's.
 pub const EXTERNAL_NAME: &str = "crossplane.io/external-name";
+/// Crossplane's pause annotation: the user's; pausing locally pauses remotely.
+pub const PAUSED: &str = "crossplane.io/paused";
+/// Annotation claimsync puts on a local claim beside its finalizer: which claimsync (by its own namespace in the
+/// app cluster) replicates it, so that only that one ever releases the claim.
+pub const REPLICATED_BY: &str = "claimsync.dev/replicated-by";
+/// Name of the ConfigMap, in claimsync's namespace, that records the cluster id every twin is named after.
+pub const IDENTITY_CONFIGMAP: &str = "claimsync-identity";
 /// The type Crossplane gives connection Secrets.
 pub const CONNECTION_SECRET_TYPE: &str = "connection.crossplane.io/v1alpha1";
 

@@ -1,25 +1,27 @@
 //! Catalog down: the claim CRDs Crossplane generates on the control plane become identical CRDs in the app
 //! cluster (plus a REPLICATED column), and each offered kind gets its claim controller. Never deletes a local CRD.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::ExponentialBackoff;
 use claimsync_state::{CatalogEntry, content_hash};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{error, info, warn};
 
-use crate::context::Context;
+use crate::context::{Context, retry_backoff};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated as ConditionReplicated};
-use crate::model::kind::{ClaimKind, claim_kind, is_claim_crd, is_current, local_crd, served_versions};
+use crate::model::kind::{ClaimKind, claim_kind, group_allowed, is_claim_crd, is_current, local_crd, served_versions};
 use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
 use crate::sync::claims::status::mark_all;
 use crate::sync::link::Link;
@@ -28,7 +30,10 @@ use crate::sync::supervisor::Running;
 /// Outcome of replicating one remote claim CRD.
 enum Replicated {
     Ready(ClaimKind),
+    /// A local CRD of that name is not claimsync's.
     NotOwned,
+    /// The local CRD is being deleted; it is made again once it is gone.
+    Terminating,
 }
 
 /// Makes the local CRD match the remote one and waits until it is established.
@@ -38,10 +43,13 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
     let desired = local_crd(remote);
     let existing = local_crds.get_opt(&name).await.context(Side::App, "get CRD", &name)?;
     let existing = existing.map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
-    if let Some(existing) = &existing
-        && existing["metadata"]["labels"][MANAGED_BY] != "claimsync"
-    {
-        return Ok(Replicated::NotOwned);
+    if let Some(existing) = &existing {
+        if existing["metadata"]["labels"][MANAGED_BY] != "claimsync" {
+            return Ok(Replicated::NotOwned);
+        }
+        if existing["metadata"]["deletionTimestamp"].is_string() {
+            return Ok(Replicated::Terminating);
+        }
     }
     if !existing.as_ref().is_some_and(|e| is_current(e, &desired)) {
         local_crds
@@ -93,13 +101,18 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
     })
 }
 
-/// Watches the control plane's claim CRDs for as long as claimsync runs.
+/// Watches the control plane's claim CRDs (and the local copies, to put back one that is deleted) for as long as
+/// claimsync runs.
 pub async fn run(ctx: Arc<Context>, mut link: UnboundedReceiver<Link>) {
     let remote_crds = Api::<CustomResourceDefinition>::all(ctx.remote.clone());
-    let mut catalog = Catalog::default();
+    let local_crds = Api::<CustomResourceDefinition>::all(ctx.local.clone());
+    let (retry_tx, mut retries) = mpsc::unbounded_channel();
+    let mut catalog = Catalog::new(retry_tx);
     let mut events = watcher(remote_crds, watcher::Config::default())
         .default_backoff()
         .boxed();
+    let ours = watcher::Config::default().labels(&format!("{MANAGED_BY}=claimsync"));
+    let mut local_events = watcher(local_crds, ours).default_backoff().boxed();
     loop {
         tokio::select! {
             event = events.next() => match event {
@@ -110,66 +123,162 @@ pub async fn run(ctx: Arc<Context>, mut link: UnboundedReceiver<Link>) {
                 }
                 None => return,
             },
+            Some(event) = local_events.next() => {
+                if let Ok(watcher::Event::Delete(crd)) = event {
+                    catalog.local_deleted(&ctx, &crd.name_any()).await;
+                }
+            }
+            Some(name) = retries.recv() => catalog.retry(&ctx, &name).await,
             Some(change) = link.recv() => catalog.link_changed(&ctx, change).await,
         }
     }
 }
 
 /// What the catalog task keeps between events.
-#[derive(Default)]
 struct Catalog {
     running: Running,
+    /// The claim CRDs the control plane offers now (allowed by `--claim-groups`), as last seen.
+    offered: BTreeMap<String, Value>,
     /// Claim CRDs seen in the current listing.
     listed: BTreeSet<String>,
+    /// Kinds withdrawn: their controllers run on so that their claims can still be deleted.
+    withdrawn: BTreeSet<String>,
     /// Foreign local CRDs already reported by this process.
     reported: BTreeSet<String>,
+    /// Backoff of each CRD whose replication failed, until it succeeds.
+    failures: HashMap<String, ExponentialBackoff>,
+    retry: UnboundedSender<String>,
 }
 
 impl Catalog {
+    fn new(retry: UnboundedSender<String>) -> Self {
+        Catalog {
+            running: Running::default(),
+            offered: BTreeMap::new(),
+            listed: BTreeSet::new(),
+            withdrawn: BTreeSet::new(),
+            reported: BTreeSet::new(),
+            failures: HashMap::new(),
+            retry,
+        }
+    }
+
     async fn handle(&mut self, ctx: &Arc<Context>, event: watcher::Event<CustomResourceDefinition>) {
         match event {
             watcher::Event::Init => self.listed.clear(),
             watcher::Event::InitApply(crd) | watcher::Event::Apply(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
-                if !is_claim_crd(&crd) {
+                let group = crd["spec"]["group"].as_str().unwrap_or_default();
+                if !is_claim_crd(&crd) || !group_allowed(group, &ctx.claim_groups) {
                     return;
                 }
                 let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
                 self.listed.insert(name.clone());
                 if crd["metadata"]["deletionTimestamp"].is_string() {
-                    withdraw(ctx, &mut self.running, &name).await;
+                    self.withdraw(ctx, &name).await;
                     return;
                 }
-                match replicate(ctx, &crd).await {
-                    Ok(Replicated::Ready(kind)) => self.running.ensure(ctx, kind).await,
-                    Ok(Replicated::NotOwned) => {
-                        if self.reported.insert(name.clone()) {
-                            report_foreign(ctx, &name).await;
-                        }
-                    }
-                    Err(e) => error!(crd = %name, error = %e, "could not replicate claim CRD"),
-                }
+                self.withdrawn.remove(&name);
+                self.offered.insert(name.clone(), crd);
+                self.replicate(ctx, &name).await;
             }
             watcher::Event::InitDone => {
-                // Kinds withdrawn while claimsync was not watching.
                 for entry in ctx.journal.catalog().unwrap_or_default() {
-                    if !self.listed.contains(&entry.crd_name) && !entry.withdrawn {
-                        withdraw(ctx, &mut self.running, &entry.crd_name).await;
+                    if self.listed.contains(&entry.crd_name) || !group_allowed(&entry.group, &ctx.claim_groups) {
+                        continue;
                     }
+                    // Withdrawn while claimsync was not watching, or before: its claims must stay deletable.
+                    self.withdraw(ctx, &entry.crd_name).await;
                 }
                 ctx.sync.set_catalog_ready(true);
             }
             watcher::Event::Delete(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
                 if is_claim_crd(&crd) {
-                    withdraw(
-                        ctx,
-                        &mut self.running,
-                        crd["metadata"]["name"].as_str().unwrap_or_default(),
-                    )
-                    .await;
+                    self.withdraw(ctx, crd["metadata"]["name"].as_str().unwrap_or_default())
+                        .await;
                 }
             }
+        }
+    }
+
+    /// Replicates an offered claim CRD and runs its controller; on failure, tries again after a backoff.
+    async fn replicate(&mut self, ctx: &Arc<Context>, name: &str) {
+        let Some(remote) = self.offered.get(name) else { return };
+        match replicate(ctx, remote).await {
+            Ok(Replicated::Ready(kind)) => {
+                self.failures.remove(name);
+                self.running.ensure(ctx, kind).await;
+            }
+            Ok(Replicated::NotOwned) => {
+                self.failures.remove(name);
+                if self.reported.insert(name.to_string()) {
+                    report_foreign(ctx, name).await;
+                }
+            }
+            // Put back once the API server has removed it (a local Delete event).
+            Ok(Replicated::Terminating) => {
+                info!(crd = %name, "the local CRD is being deleted; it is made again once gone")
+            }
+            Err(e) => {
+                let delay = self
+                    .failures
+                    .entry(name.to_string())
+                    .or_insert_with(retry_backoff)
+                    .next()
+                    .unwrap_or(Duration::from_secs(60));
+                error!(crd = %name, error = %e, retry_in = ?delay, "could not replicate claim CRD");
+                let (retry, name) = (self.retry.clone(), name.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = retry.send(name);
+                });
+            }
+        }
+    }
+
+    /// A failed CRD's backoff ran out: try it again if it is still offered.
+    async fn retry(&mut self, ctx: &Arc<Context>, name: &str) {
+        if self.failures.contains_key(name) {
+            self.replicate(ctx, name).await;
+        }
+    }
+
+    /// A local CRD of claimsync's was deleted (by someone, with its claims): put it back if the kind is offered.
+    async fn local_deleted(&mut self, ctx: &Arc<Context>, name: &str) {
+        if self.offered.contains_key(name) {
+            warn!(crd = %name, "the local claim CRD was deleted; putting it back (its twins stayed on the control plane)");
+            self.replicate(ctx, name).await;
+        }
+    }
+
+    /// A kind the control plane no longer offers: its local CRD and claims stay, marked `KindWithdrawn`, and its
+    /// controller keeps running so that those claims can still be deleted.
+    async fn withdraw(&mut self, ctx: &Arc<Context>, crd_name: &str) {
+        self.offered.remove(crd_name);
+        self.failures.remove(crd_name);
+        if !self.withdrawn.insert(crd_name.to_string()) {
+            return;
+        }
+        let Ok(Some(mut entry)) = ctx.journal.catalog_entry(crd_name) else {
+            return;
+        };
+        let Some(kind) = claim_kind(&entry.crd) else { return };
+        if !entry.withdrawn {
+            warn!(crd = %crd_name, "the control plane withdrew this claim kind; its local claims stay, marked KindWithdrawn");
+            entry.withdrawn = true;
+            if let Err(e) = ctx.journal.put_catalog_entry(&entry) {
+                warn!(crd = %crd_name, error = %e, "could not record the withdrawal in the journal");
+            }
+        }
+        self.running.ensure(ctx, kind.clone()).await;
+        let message = format!(
+            "the control plane no longer offers {}; the claim is kept but not replicated",
+            kind.kind
+        );
+        let cond = ConditionReplicated::new(Reason::KindWithdrawn, message);
+        if let Err(e) = mark_all(ctx, &kind, &cond).await {
+            error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
         }
     }
 
@@ -183,6 +292,9 @@ impl Catalog {
                     format!("the control plane is unreachable ({reason}); showing the last known status"),
                 );
                 for kind in self.running.kinds() {
+                    if self.withdrawn.contains(&kind.crd_name) {
+                        continue;
+                    }
                     if let Err(e) = mark_all(ctx, &kind, &cond).await {
                         warn!(kind = %kind.kind, error = %e, "could not mark claims as unreachable");
                     }
@@ -224,29 +336,5 @@ async fn report_foreign(ctx: &Context, name: &str) {
     }
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         warn!(crd = %name, error = %e, "could not publish an Event");
-    }
-}
-
-/// A kind the control plane no longer offers: its local CRD and claims stay, marked `KindWithdrawn`.
-async fn withdraw(ctx: &Arc<Context>, running: &mut Running, crd_name: &str) {
-    warn!(crd = %crd_name, "the control plane withdrew this claim kind; its local claims stay, marked KindWithdrawn");
-    running.stop(crd_name);
-    let entry = match ctx.journal.catalog_entry(crd_name) {
-        Ok(Some(mut entry)) => {
-            entry.withdrawn = true;
-            let _ = ctx.journal.put_catalog_entry(&entry);
-            entry
-        }
-        _ => return,
-    };
-    if let Some(kind) = claim_kind(&entry.crd) {
-        let message = format!(
-            "the control plane no longer offers {}; the claim is kept but not replicated",
-            kind.kind
-        );
-        let cond = ConditionReplicated::new(Reason::KindWithdrawn, message);
-        if let Err(e) = mark_all(ctx, &kind, &cond).await {
-            error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
-        }
     }
 }

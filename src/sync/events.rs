@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side};
-use crate::model::naming::origin_of;
+use crate::model::naming::{origin_of, remote_claim_name};
 use crate::model::notes::mirrored_note;
 
 /// Marks of mirrored Events are kept this long.
@@ -92,10 +92,19 @@ async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
     else {
         return Ok(());
     };
+    // The Event must be about the twin as it is now (same uid), and the twin must bear the name claimsync computes
+    // for the local claim its labels name: labels and Events are written by anyone on the control plane.
+    if involved.uid.is_some() && involved.uid != remote_claim.metadata.uid {
+        return Ok(());
+    }
     let labels = serde_json::to_value(remote_claim.labels()).unwrap_or_default();
     let Some((namespace, local_name)) = origin_of(&labels, &ctx.cluster_id) else {
         return Ok(());
     };
+    if remote_claim_name(&local_name, &namespace, &ctx.cluster_id) != *name {
+        debug!(remote = %object, "labels name a local claim whose twin has another name; not mirrored");
+        return Ok(());
+    }
     if !ctx.namespace_selected(&namespace) {
         return Ok(());
     }

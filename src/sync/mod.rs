@@ -5,6 +5,8 @@
 pub mod catalog;
 pub mod claims;
 pub mod events;
+pub mod identity;
 pub mod link;
+pub mod namespaces;
 pub mod offer;
 pub mod supervisor;

@@ -115,6 +115,7 @@ mod tests {
             spec_hash_up: Some("s".into()),
             status_hash_down: Some("t".into()),
             secret_hash_down: Some("u".into()),
+            secret_name_down: Some("db-conn".into()),
             last_status: Some(json!({"conditions": [{"type": "Ready", "status": "True"}]})),
             updated_unix: 1_700_000_000,
         };

@@ -29,8 +29,8 @@ pub(crate) const EVENTS: &str = "events";
 /// Handle on the journal database; cheap to clone, clones share the same database.
 #[derive(Clone, Debug)]
 pub struct Journal {
-    /// The sled database (default tree holds the format version).
-    db: sled::Db,
+    /// The sled database (default tree holds the format version and the cluster id).
+    pub(crate) db: sled::Db,
     /// Claim records.
     pub(crate) claims: sled::Tree,
     /// Catalog entries.

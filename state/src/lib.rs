@@ -12,6 +12,7 @@ mod events;
 mod hash;
 mod journal;
 mod keys;
+mod meta;
 mod records;
 
 pub use error::JournalError;

@@ -59,6 +59,8 @@ pub struct ClaimRecord {
     pub status_hash_down: Option<String>,
     /// Hash of the connection secret data last written down.
     pub secret_hash_down: Option<String>,
+    /// Name of the local connection Secret last written down (the claim's `writeConnectionSecretToRef.name`).
+    pub secret_name_down: Option<String>,
     /// Last known remote status, kept for outages.
     pub last_status: Option<serde_json::Value>,
     /// Unix time (seconds) this record was last updated, set by the caller.

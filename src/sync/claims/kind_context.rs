@@ -41,8 +41,14 @@ impl KindContext {
         Api::namespaced_with(self.ctx.local.clone(), namespace, &self.resource)
     }
 
+    /// The journal's key of a claim of this kind; it is also the key of its retries and of the in-sync tracker,
+    /// so the same name in two kinds is two claims.
     pub fn key(&self, namespace: &str, name: &str) -> ClaimKey {
         ClaimKey::new(&self.kind.group, &self.kind.kind, namespace, name)
+    }
+
+    pub fn key_of(&self, claim: &DynamicObject) -> ClaimKey {
+        self.key(&claim.namespace().unwrap_or_default(), &claim.name_any())
     }
 }
 

@@ -10,27 +10,31 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use self::kind_context::{KindContext, api_resource, claim_key};
+use self::kind_context::KindContext;
 use crate::context::Context;
 use crate::error::Error;
+use crate::model::conditions::Reason;
 use crate::model::kind::ClaimKind;
-use crate::model::naming::origin_of;
+use crate::model::naming::{origin_of, remote_claim_name};
 use crate::model::vocabulary::ORIGIN_CLUSTER;
 
 /// Starts the controller of one claim kind; it runs until the returned task is aborted.
 pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
-    let resource = api_resource(&kind);
+    let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone()));
+    let resource = kctx.resource.clone();
     let local_all = Api::<DynamicObject>::all_with(ctx.local.clone(), &resource);
     let existing = local_all
         .list(&ListParams::default())
@@ -40,8 +44,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
     let selected = existing
         .iter()
         .filter(|c| ctx.namespace_selected(&c.namespace().unwrap_or_default()));
-    ctx.sync.expect(selected.map(claim_key));
-    let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone()));
+    ctx.sync.expect(selected.map(|c| kctx.key_of(c).to_string()));
     let remote = kctx.remote.clone();
 
     // A change of a remote claim (or of its Secret, which bears the remote claim's name) reconciles the local
@@ -62,8 +65,28 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
     let secret_mapper = move |secret: Secret| origins.lock().expect("origin index").get(&secret.name_any()).cloned();
 
     let config = controller::Config::default().concurrency(ctx.concurrency);
-    let controller = Controller::new_with(local_all, watcher::Config::default(), resource.clone())
-        .with_config(config)
+    let controller = Controller::new_with(local_all, watcher::Config::default(), resource.clone()).with_config(config);
+    // A namespace that joins or leaves the selection has its claims looked at now, not at their next change.
+    let (claims, claims_resource) = (controller.store(), resource.clone());
+    let joined_or_left = futures::stream::unfold(ctx.namespace_changes.subscribe(), |mut changes| async move {
+        loop {
+            match changes.recv().await {
+                Ok(namespace) => return Some((namespace, changes)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |namespace| {
+        let refs: Vec<ObjectRef<DynamicObject>> = claims
+            .state()
+            .iter()
+            .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+            .map(|c| ObjectRef::from_obj_with(c.as_ref(), claims_resource.clone()))
+            .collect();
+        futures::stream::iter(refs)
+    });
+    let controller = controller
         .watches_with(
             remote,
             resource,
@@ -75,6 +98,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
             watcher::Config::default(),
             secret_mapper,
         )
+        .reconcile_on(joined_or_left)
         .run(reconcile, error_policy, kctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -85,31 +109,39 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
     tokio::spawn(controller)
 }
 
-fn local_ref(
-    remote: &DynamicObject,
-    cluster_id: &str,
-    ar: &kube::api::ApiResource,
-) -> Option<ObjectRef<DynamicObject>> {
+/// The local claim a remote claim stands for: named by its origin labels, and only if the remote claim bears the
+/// name claimsync computes for that local claim (labels are hints anyone on the control plane can write).
+fn local_ref(remote: &DynamicObject, cluster_id: &str, ar: &ApiResource) -> Option<ObjectRef<DynamicObject>> {
     let labels = serde_json::to_value(remote.labels()).ok()?;
     let (namespace, name) = origin_of(&labels, cluster_id)?;
-    Some(ObjectRef::new_with(&name, ar.clone()).within(&namespace))
+    (remote_claim_name(&name, &namespace, cluster_id) == remote.name_any())
+        .then(|| ObjectRef::new_with(&name, ar.clone()).within(&namespace))
 }
 
 fn error_policy(claim: Arc<DynamicObject>, error: &Error, kctx: Arc<KindContext>) -> Action {
-    let key = claim_key(&claim);
+    let key = kctx.key_of(&claim).to_string();
     let delay = kctx.ctx.next_retry(&key);
-    warn!(kind = %kctx.kind.kind, claim = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    warn!(claim = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
+/// How soon a claim that changed under a write is looked at again (its new version is on its way anyway).
+const AFTER_CONFLICT: Duration = Duration::from_millis(500);
+
 async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<Action, Error> {
     let namespace = claim.namespace().unwrap_or_default();
-    let name = claim.name_any();
-    let key = format!("{namespace}/{name}");
-    let span = info_span!("claim", kind = %kctx.kind.kind, key = %key);
+    let key = kctx.key_of(&claim).to_string();
+    let span = info_span!("claim", key = %key);
     let result = async {
-        // Namespaces outside the selector are another instance's business, deletions included.
         if !kctx.ctx.namespace_selected(&namespace) {
+            // Another claimsync's business, unless this one held it: then its namespace left the selection.
+            if cleanup::held_by_us(&kctx, &claim) {
+                let message = format!(
+                    "namespace {namespace} no longer matches this claimsync's --namespace-selector: the claim is \
+                     released and no longer replicated; its twin stays on the control plane"
+                );
+                return cleanup::release(&kctx, &claim, "NotSelected", Reason::NotSelected, message).await;
+            }
             return Ok(Action::await_change());
         }
         if claim.meta().deletion_timestamp.is_some() {
@@ -119,6 +151,14 @@ async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<
     }
     .instrument(span)
     .await;
+    let result = match result {
+        // The claim changed under a write: nothing was undone; look again at its new version.
+        Err(e) if e.is_conflict() => {
+            debug!(claim = %key, error = %e, "the claim changed meanwhile; looking again");
+            Ok(Action::requeue(AFTER_CONFLICT))
+        }
+        other => other,
+    };
     if result.is_ok() {
         kctx.ctx.succeeded(&key);
         kctx.ctx.sync.done(&key);

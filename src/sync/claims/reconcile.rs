@@ -13,9 +13,9 @@ use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::cleanup::set_finalizer;
+use super::cleanup::{self, set_finalizer};
 use super::kind_context::{KindContext, now, unix_now};
-use super::secret;
+use super::secret::{self, SecretCopy};
 use super::status::{event, show, told_if_unreachable, write_down};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated, replicated_of};
@@ -23,8 +23,8 @@ use crate::model::downward::{is_shown, local_down};
 use crate::model::fields::{field_set, is_subset, owned_fields, same_fields};
 use crate::model::naming::{is_twin, remote_claim_name};
 use crate::model::secret::{Owner, SecretOutcome};
-use crate::model::upward::{RemoteTarget, remote_intent};
-use crate::model::vocabulary::{FINALIZER, MANAGER_UP};
+use crate::model::upward::{RemoteTarget, remote_intent, unsupported_field};
+use crate::model::vocabulary::MANAGER_UP;
 use crate::sync::offer::kind_withdrawing;
 
 /// How often an in-sync claim is looked at again even without a change on either side.
@@ -36,14 +36,16 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
     let namespace = claim.namespace().unwrap_or_default();
     let name = claim.name_any();
     let object = format!("{} {namespace}/{name}", kctx.resource.kind);
+    // Every later write back into the claim is conditional on the version held here.
+    let mut claim = claim.clone();
+    if !cleanup::held_by_us(kctx, &claim) {
+        claim = set_finalizer(kctx, &claim, true).await?;
+    }
+    let claim = &claim;
     let local = serde_json::to_value(claim).map_err(|e| Error::Invalid {
         object: object.clone(),
         message: e.to_string(),
     })?;
-    let local_api = kctx.local(&namespace);
-    if !claim.finalizers().iter().any(|f| f == FINALIZER) {
-        set_finalizer(&local_api, claim, true).await?;
-    }
 
     let remote_name = remote_claim_name(&name, &namespace, &ctx.cluster_id);
     let remote_object = format!("{}/{remote_name}", ctx.claim_namespace);
@@ -52,6 +54,15 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         warn!(error = %e, "journal unreadable for this claim; resyncing from the clusters");
         None
     });
+
+    if let Some((field, why)) = unsupported_field(&local) {
+        let message = format!("{field} is not replicated: {why}; the claim is not sent to the control plane");
+        if replicated_of(&local).map(|(_, r)| r) != Some(Reason::Unsupported.as_str().into()) {
+            event(kctx, claim, EventType::Warning, Reason::Unsupported.as_str(), &message).await;
+        }
+        show(kctx, claim, &local, Replicated::new(Reason::Unsupported, message)).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
 
     let remote = match kctx
         .remote
@@ -112,15 +123,19 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
                 .context(Side::ControlPlane, "apply claim", &remote_object);
             let applied = match applied {
                 Ok(applied) => applied,
-                Err(e)
-                    if e.status_code()
-                        .is_some_and(|c| (400..500).contains(&c) && c != 409 && c != 429) =>
-                {
-                    // The control plane refused the claim: retrying the same content would not help.
+                Err(e) if e.status_code().is_some_and(refused_for_good) => {
+                    // The control plane refused the claim itself: retrying the same content would not help.
                     let message = format!("the control plane refused the claim: {e}");
                     event(kctx, claim, EventType::Warning, "RemoteRejected", &message).await;
                     show(kctx, claim, &local, Replicated::new(Reason::Error, message)).await?;
                     return Ok(Action::requeue(RESYNC));
+                }
+                Err(e) if e.status_code().is_some() => {
+                    // Not allowed (401/403), not found (404, e.g. a namespace or CRD on its way), throttled: shown,
+                    // and retried with backoff; these pass.
+                    let message = format!("the control plane did not take the claim, retrying: {e}");
+                    show(kctx, claim, &local, Replicated::new(Reason::Error, message)).await?;
+                    return Err(e);
                 }
                 Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
             };
@@ -140,23 +155,29 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
     };
 
     let uid = claim.uid().unwrap_or_default();
-    let owner = Owner {
-        api_version: &kctx.resource.api_version,
-        kind: &kctx.resource.kind,
-        name: &name,
-        uid: &uid,
-    };
+    let twin_uid = remote.uid().unwrap_or_default();
     let secret_name = local["spec"]["writeConnectionSecretToRef"]["name"].as_str();
+    let copy = SecretCopy {
+        remote_name: &remote_name,
+        twin_uid: &twin_uid,
+        local_name: secret_name,
+        namespace: &namespace,
+        owner: Owner {
+            api_version: &kctx.resource.api_version,
+            kind: &kctx.resource.kind,
+            name: &name,
+            uid: &uid,
+        },
+    };
     let local_secrets = Api::<Secret>::namespaced(ctx.local.clone(), &namespace);
-    let outcome = secret::sync(
-        &kctx.remote_secrets,
-        &local_secrets,
-        &remote_name,
-        secret_name,
-        &namespace,
-        &owner,
-    )
-    .await?;
+    // A Secret the claim asked for under another name before (or no longer asks for) goes; only looked for when
+    // the name differs from the journal's (and so once after the journal was lost).
+    if record.as_ref().and_then(|r| r.secret_name_down.as_deref()) != secret_name {
+        for stale in secret::remove_stale(&local_secrets, &copy).await? {
+            info!(secret = %stale, "removed a connection Secret the claim no longer asks for");
+        }
+    }
+    let outcome = secret::sync(&kctx.remote_secrets, &local_secrets, &copy).await?;
     let condition = match &outcome {
         SecretOutcome::Conflict { name: secret } => {
             let message = format!(
@@ -167,6 +188,24 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             }
             Replicated::new(Reason::SecretConflict, message)
         }
+        SecretOutcome::RemoteNotOwned { name: secret } => {
+            let message = format!(
+                "Secret {}/{secret} on the control plane was not written by Crossplane for this claim's twin (its \
+                 controller is not the twin); it is not copied",
+                ctx.claim_namespace
+            );
+            if replicated_of(&local).map(|(_, r)| r) != Some(Reason::RemoteSecretConflict.as_str().into()) {
+                event(
+                    kctx,
+                    claim,
+                    EventType::Warning,
+                    Reason::RemoteSecretConflict.as_str(),
+                    &message,
+                )
+                .await;
+            }
+            Replicated::new(Reason::RemoteSecretConflict, message)
+        }
         _ => Replicated::new(
             Reason::Synced,
             format!("replicated to {remote_object} on the control plane"),
@@ -176,7 +215,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
     let remote_json = serde_json::to_value(&remote).unwrap_or(Value::Null);
     let down = local_down(&local, &remote_json, &condition, &now());
     if !is_shown(&local, &down) {
-        write_down(&local_api, claim, &local, &down).await?;
+        write_down(&kctx.local(&namespace), claim, &local, &down).await?;
     }
 
     let secret_hash = match outcome {
@@ -187,7 +226,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
     ctx.journal.put_claim(
         &key,
         &ClaimRecord {
-            local_uid: claim.uid().unwrap_or_default(),
+            local_uid: uid.clone(),
             local_resource_version: claim.resource_version().unwrap_or_default(),
             remote_name: remote_name.clone(),
             remote_uid: remote.uid(),
@@ -195,11 +234,19 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             spec_hash_up: Some(intent_hash),
             status_hash_down: Some(status_hash),
             secret_hash_down: secret_hash,
+            secret_name_down: secret_name.map(str::to_string),
             last_status: Some(down.status),
             updated_unix: unix_now(),
         },
     )?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the control plane's answer to an apply refuses the claim's content, so that the same content would be
+/// refused again: 4xx, but not 401/403 (credentials, RBAC on its way), 404 (a namespace or CRD on its way), 409 or
+/// 429.
+fn refused_for_good(code: u16) -> bool {
+    (400..500).contains(&code) && !matches!(code, 401 | 403 | 404 | 409 | 429)
 }
 
 /// Whether the remote claim already carries the intent: known from the journal when its version is the one

@@ -19,48 +19,63 @@ use crate::model::notes::bounded_note;
 use crate::model::vocabulary::MANAGER_DOWN;
 
 /// Writes the down-state into the local claim (`local` is `claim` as JSON): Crossplane's spec fields and
-/// annotations, then the status.
-pub(super) async fn write_down(
+/// annotations, then the status. Each write holds only while the claim is still at the version it was read at,
+/// so nothing computed from an older read replaces a user's newer change or a newer status (409 instead).
+pub async fn write_down(
     local_api: &Api<DynamicObject>,
     claim: &DynamicObject,
     local: &Value,
     down: &LocalDown,
 ) -> Result<(), Error> {
     let name = claim.name_any();
+    let mut current = None;
     if !spec_shown(local, down) {
         let types = claim.types.clone().unwrap_or_default();
-        let mut patch =
-            json!({"apiVersion": types.api_version, "kind": types.kind, "metadata": {"name": name}, "spec": down.spec});
+        let mut patch = json!({
+            "apiVersion": types.api_version, "kind": types.kind,
+            "metadata": {"name": name, "resourceVersion": claim.resource_version()},
+            "spec": down.spec,
+        });
         if !down.annotations.is_empty() {
             patch["metadata"]["annotations"] = Value::Object(down.annotations.clone());
         }
-        local_api
+        let written = local_api
             .patch(&name, &PatchParams::apply(MANAGER_DOWN).force(), &Patch::Apply(&patch))
             .await
             .context(Side::App, "apply Crossplane's spec fields to claim", claim_key(claim))?;
+        current = Some(written);
     }
     if local["status"] != down.status {
-        apply_status(local_api, claim, &down.status, "apply status to claim").await?;
+        apply_status(
+            local_api,
+            current.as_ref().unwrap_or(claim),
+            &down.status,
+            "apply status to claim",
+        )
+        .await?;
     }
     Ok(())
 }
 
-/// Server-side applies a local claim's whole status as claimsync's down manager.
-async fn apply_status(
+/// Server-side applies a local claim's whole status as claimsync's down manager, only while the claim is still at
+/// `claim`'s resource version (else 409: the caller read something older than what is there now).
+pub async fn apply_status(
     local_api: &Api<DynamicObject>,
     claim: &DynamicObject,
     status: &Value,
     action: &'static str,
-) -> Result<(), Error> {
+) -> Result<DynamicObject, Error> {
     let types = claim.types.clone().unwrap_or_default();
     let name = claim.name_any();
-    let patch =
-        json!({"apiVersion": types.api_version, "kind": types.kind, "metadata": {"name": name}, "status": status});
+    let patch = json!({
+        "apiVersion": types.api_version, "kind": types.kind,
+        "metadata": {"name": name, "resourceVersion": claim.resource_version()},
+        "status": status,
+    });
     local_api
         .patch_status(&name, &PatchParams::apply(MANAGER_DOWN).force(), &Patch::Apply(&patch))
         .await
-        .context(Side::App, action, claim_key(claim))?;
-    Ok(())
+        .context(Side::App, action, claim_key(claim))
 }
 
 /// Shows `ControlPlaneUnreachable` on the claim when `error` is the control plane not answering, keeping the
@@ -88,19 +103,68 @@ pub(super) async fn told_if_unreachable(
     }
 }
 
-/// Sets only the `Replicated` condition, keeping the rest of the status (the last known remote status).
+/// Sets only the `Replicated` condition, keeping the rest of the status (the last known remote status); fails
+/// with 409 if the claim changed since `claim` was read.
 pub(super) async fn show(
     kctx: &KindContext,
     claim: &DynamicObject,
     local: &Value,
     cond: Replicated,
 ) -> Result<(), Error> {
-    let status = with_replicated(&local["status"], &cond, &now());
+    let local_api = kctx.local(&claim.namespace().unwrap_or_default());
+    show_on(&local_api, claim, local, &cond).await
+}
+
+async fn show_on(
+    local_api: &Api<DynamicObject>,
+    claim: &DynamicObject,
+    local: &Value,
+    cond: &Replicated,
+) -> Result<(), Error> {
+    let status = with_replicated(&local["status"], cond, &now());
     if status == local["status"] {
         return Ok(());
     }
-    let local_api = kctx.local(&claim.namespace().unwrap_or_default());
-    apply_status(&local_api, claim, &status, "set Replicated condition on claim").await
+    apply_status(local_api, claim, &status, "set Replicated condition on claim").await?;
+    Ok(())
+}
+
+/// How often a condition set outside a reconcile reads the claim again after a conflict before giving up.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Sets `cond` as the `Replicated` condition of a claim read earlier (`claim`, e.g. from a list), keeping the rest
+/// of its status as it is now: on a conflict the claim is read again, so an older read never undoes a newer status.
+pub async fn set_replicated(
+    local_api: &Api<DynamicObject>,
+    claim: DynamicObject,
+    cond: &Replicated,
+) -> Result<(), Error> {
+    let types = claim.types.clone();
+    let mut claim = claim;
+    for _ in 0..CONFLICT_RETRIES {
+        let local = serde_json::to_value(&claim).unwrap_or(Value::Null);
+        match show_on(local_api, &claim, &local, cond).await {
+            Err(e) if e.is_conflict() => {
+                let Some(mut fresh) =
+                    local_api
+                        .get_opt(&claim.name_any())
+                        .await
+                        .context(Side::App, "get claim", claim_key(&claim))?
+                else {
+                    return Ok(());
+                };
+                fresh.types = fresh.types.or_else(|| types.clone());
+                claim = fresh;
+            }
+            other => return other,
+        }
+    }
+    Err(Error::Invalid {
+        object: claim_key(&claim),
+        message: format!(
+            "the claim kept changing; the Replicated condition was not set after {CONFLICT_RETRIES} tries"
+        ),
+    })
 }
 
 /// Sets `cond` as the `Replicated` condition of every local claim of a kind (in the selected namespaces),
@@ -124,8 +188,8 @@ pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -
             api_version: kctx.resource.api_version.clone(),
             kind: kctx.resource.kind.clone(),
         });
-        let local = serde_json::to_value(&claim).unwrap_or(Value::Null);
-        show(&kctx, &claim, &local, cond.clone()).await?;
+        let local_api = kctx.local(&claim.namespace().unwrap_or_default());
+        set_replicated(&local_api, claim, cond).await?;
     }
     Ok(())
 }

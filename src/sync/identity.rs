@@ -1,0 +1,92 @@
+//! Reads and records the cluster id in the app cluster (ConfigMap `claimsync-identity` in claimsync's own
+//! namespace, which outlives the journal) and in the journal, and refuses an id that differs from the record.
+
+use std::collections::BTreeMap;
+
+use claimsync_state::Journal;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tracing::info;
+
+use crate::error::{Error, KubeContext, Side};
+use crate::model::identity::{IdSource, Pinning, pin};
+use crate::model::vocabulary::{IDENTITY_CONFIGMAP, MANAGED_BY};
+
+const KEY: &str = "clusterID";
+
+/// Checks `effective` against the records and records it where it is missing; an error says which ids differ,
+/// where each came from, and what to do.
+pub async fn pin_cluster_id(
+    local: &Client,
+    namespace: &str,
+    journal: &Journal,
+    effective: &str,
+    source: IdSource,
+) -> Result<(), Error> {
+    let namespaces = Api::<Namespace>::all(local.clone());
+    if namespaces
+        .get_opt(namespace)
+        .await
+        .context(Side::App, "get namespace", namespace)?
+        .is_none()
+    {
+        return Err(Error::Config(format!(
+            "claimsync's own namespace {namespace:?} does not exist in the app cluster (--namespace, \
+             CLAIMSYNC_NAMESPACE or POD_NAMESPACE); create it first (kubectl create namespace {namespace})"
+        )));
+    }
+    let config_maps = Api::<ConfigMap>::namespaced(local.clone(), namespace);
+    let object = format!("ConfigMap {namespace}/{IDENTITY_CONFIGMAP}");
+    let record = config_maps
+        .get_opt(IDENTITY_CONFIGMAP)
+        .await
+        .context(Side::App, "get", &object)?;
+    let in_cluster = record
+        .as_ref()
+        .and_then(|cm| cm.data.as_ref())
+        .and_then(|d| d.get(KEY).cloned());
+    let in_journal = journal.cluster_id()?;
+    match pin(in_cluster.as_deref(), in_journal.as_deref(), effective) {
+        Pinning::Refuse { recorded, recorded_in } => Err(Error::Config(format!(
+            "cluster id {effective:?} (from {}) differs from {recorded:?}, recorded in {recorded_in} ({}): every \
+             twin on the control plane is named after {recorded:?}, so {effective:?} would replicate every claim a \
+             second time and duplicate its infrastructure. Start with --cluster-id {recorded}; only if this really \
+             is another app cluster, delete {object} and the journal in the state dir first",
+            source.describe(),
+            if recorded_in == "the journal" {
+                "the state dir".to_string()
+            } else {
+                object.clone()
+            },
+        ))),
+        Pinning::Use {
+            record_in_cluster,
+            record_in_journal,
+        } => {
+            if record_in_cluster {
+                let cm = ConfigMap {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(IDENTITY_CONFIGMAP.to_string()),
+                        labels: Some(BTreeMap::from([(MANAGED_BY.to_string(), "claimsync".to_string())])),
+                        ..Default::default()
+                    },
+                    data: Some(BTreeMap::from([(KEY.to_string(), effective.to_string())])),
+                    ..Default::default()
+                };
+                match config_maps.create(&PostParams::default(), &cm).await {
+                    Ok(_) => info!(cluster_id = %effective, record = %object, "recorded the cluster id"),
+                    // Another claimsync of this namespace recorded one at the same moment: check against it.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        return Box::pin(pin_cluster_id(local, namespace, journal, effective, source)).await;
+                    }
+                    Err(e) => return Err(e).context(Side::App, "create", &object),
+                }
+            }
+            if record_in_journal {
+                journal.set_cluster_id(effective)?;
+            }
+            Ok(())
+        }
+    }
+}
