@@ -70,6 +70,16 @@ impl Error {
     }
 }
 
+/// A read that found nothing: `None` for any 404, including the bare "404 page not found" an API server answers
+/// for a resource it does not serve (a claim kind whose CRD is gone), which `Api::get_opt` reports as an error.
+pub fn absent_if_not_found<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Attaches the cluster, action and object to a kube result.
 pub trait KubeContext<T> {
     fn context(self, side: Side, action: &'static str, object: impl fmt::Display) -> Result<T, Error>;

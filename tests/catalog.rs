@@ -9,96 +9,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::instance::{Instance, tail};
+use crate::platform_support::{apply, composition, composition_resource, local_crd, xrd, xrd_resource};
 use crate::support::{self, wait_for};
-
-fn xrd_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "CompositeResourceDefinition"),
-        "compositeresourcedefinitions",
-    )
-}
-
-fn composition_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "Composition"),
-        "compositions",
-    )
-}
-
-/// An XRD offering claim kind `kind` in `group`, with `spec.size` and optionally more spec properties and a
-/// second served (not referenceable) version.
-fn xrd(group: &str, kind: &str, extra: Value, second_version: bool) -> Value {
-    let lower = kind.to_lowercase();
-    let mut properties = json!({"size": {"type": "integer"}});
-    if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
-        p.extend(e.clone());
-    }
-    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "properties": properties}}}});
-    let mut versions = vec![json!({"name": "v1alpha1", "served": true, "referenceable": true, "schema": schema})];
-    if second_version {
-        versions.push(json!({"name": "v1beta1", "served": true, "referenceable": false, "schema": schema}));
-    }
-    json!({
-        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "CompositeResourceDefinition",
-        "metadata": {"name": format!("x{lower}s.{group}")},
-        "spec": {
-            "group": group,
-            "names": {"kind": format!("X{kind}"), "plural": format!("x{lower}s")},
-            "claimNames": {"kind": kind, "plural": format!("{lower}s")},
-            "defaultCompositionRef": {"name": format!("x{lower}s.{group}")},
-            "versions": versions,
-        }
-    })
-}
-
-/// A Composition that composes one Namespace named after the composite's uid.
-fn composition(group: &str, kind: &str) -> Value {
-    let lower = kind.to_lowercase();
-    json!({
-        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "Composition",
-        "metadata": {"name": format!("x{lower}s.{group}")},
-        "spec": {
-            "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": format!("X{kind}")},
-            "mode": "Resources",
-            "resources": [{
-                "base": {"apiVersion": "v1", "kind": "Namespace"},
-                "patches": [{"type": "FromCompositeFieldPath", "fromFieldPath": "metadata.uid",
-                             "toFieldPath": "metadata.name",
-                             "transforms": [{"type": "string", "string": {"type": "Format", "fmt": "gd-%s"}}]}],
-                "readinessChecks": [{"type": "None"}]
-            }]
-        }
-    })
-}
-
-async fn apply(client: &Client, resource: &ApiResource, object: &Value) {
-    let name = object["metadata"]["name"].as_str().unwrap();
-    Api::<DynamicObject>::all_with(client.clone(), resource)
-        .patch(
-            name,
-            &PatchParams::apply("claimsync-test").force(),
-            &Patch::Apply(object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-async fn local_crd(client: &Client, name: &str) -> Result<Value, String> {
-    let crd = Api::<CustomResourceDefinition>::all(client.clone())
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(serde_json::to_value(crd).unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_kinds_arrive_change_and_withdraw_without_restart() {

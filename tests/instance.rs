@@ -58,7 +58,12 @@ impl Instance {
 
     /// Starts claimsync and waits until it says it is in sync.
     pub async fn start(&mut self) {
-        self.start_with(&[]).await;
+        self.start_in_sync(&[]).await;
+    }
+
+    /// Starts claimsync with extra arguments and waits until it says it is in sync.
+    pub async fn start_in_sync(&mut self, extra: &[&str]) {
+        self.start_with(extra).await;
         let starts = self.starts;
         let log = self.log.clone();
         wait_for("claimsync to report it is in sync", Duration::from_secs(90), || {
@@ -75,14 +80,9 @@ impl Instance {
         .await;
     }
 
-    /// Starts claimsync with extra arguments, without waiting.
-    pub async fn start_with(&mut self, extra: &[&str]) {
-        assert!(self.child.is_none(), "instance {} already runs", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+    /// The `claimsync run` command of this instance: its kubeconfigs, claim namespace, own namespace, namespace
+    /// selector, journal and cluster id (unless `extra` names one), then `extra`.
+    fn command(&self, extra: &[&str]) -> Command {
         let selector = format!("{INSTANCE_LABEL}={}", self.id);
         let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
         command.arg("run").arg("--app-kubeconfig").arg(&env().app_kubeconfig);
@@ -92,22 +92,57 @@ impl Instance {
                 .arg("--control-plane-kubeconfig")
                 .arg(&env().control_plane_kubeconfig),
         };
-        let child = command
-            .args(["--claim-namespace", &self.claim_namespace, "--cluster-id", &self.id])
+        command
+            .args(["--claim-namespace", &self.claim_namespace])
             .args(["--namespace", &self.own_namespace])
             .args(["--namespace-selector", &selector])
             .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(extra)
+            .arg(&self.state_dir);
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--cluster-id") || *a == "--no-cluster-id")
+        {
+            command.args(["--cluster-id", &self.id]);
+        }
+        command
+            .args(extra.iter().filter(|a| **a != "--no-cluster-id"))
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Starts claimsync with extra arguments, without waiting. `--no-cluster-id` leaves the cluster id to its
+    /// default (the kube-system uid).
+    pub async fn start_with(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "instance {} already runs", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = self
+            .command(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .expect("start claimsync");
         self.child = Some(child);
         self.starts += 1;
+    }
+
+    /// Runs claimsync with extra arguments as this instance would, expecting it to stop by itself within a
+    /// minute (bad input); returns its exit code and standard error.
+    pub async fn run_to_exit(&self, extra: &[&str]) -> (i32, String) {
+        let run = self.command(extra).output();
+        let out = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap_or_else(|_| panic!("claimsync {extra:?} did not stop within a minute"))
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Stops claimsync (SIGKILL: a crash is the harder case for a restart).

@@ -4,6 +4,7 @@
 
 mod claim_support;
 mod instance;
+mod platform_support;
 mod support;
 
 mod catalog;
@@ -11,6 +12,8 @@ mod claims;
 mod cli;
 mod journal;
 mod offline;
+mod safety;
+mod trust;
 
 mod testenv_aggregation;
 mod testenv_app_cluster;

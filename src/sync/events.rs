@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::context::Context;
-use crate::error::{Error, KubeContext, Side};
+use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::naming::{origin_of, remote_claim_name};
 use crate::model::notes::mirrored_note;
 
@@ -85,10 +85,8 @@ async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
     };
     let remote_claims = Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
     let object = format!("{}/{name}", ctx.claim_namespace);
-    let Some(remote_claim) = remote_claims
-        .get_opt(name)
-        .await
-        .context(Side::ControlPlane, "get claim", &object)?
+    let Some(remote_claim) =
+        absent_if_not_found(remote_claims.get(name).await).context(Side::ControlPlane, "get claim", &object)?
     else {
         return Ok(());
     };

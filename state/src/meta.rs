@@ -17,12 +17,13 @@ impl Journal {
         Ok(raw.map(|raw| String::from_utf8_lossy(&raw).into_owned()))
     }
 
-    /// Records the cluster id the journal's records are made under, replacing any previous one.
+    /// Records the cluster id the journal's records are made under, replacing any previous one, and flushes it:
+    /// unlike the other records it guards against a mistake, so it must survive a kill -9 right after start.
     pub fn set_cluster_id(&self, cluster_id: &str) -> Result<(), JournalError> {
         self.db
             .insert(CLUSTER_ID_KEY, cluster_id.as_bytes())
-            .map(drop)
-            .map_err(storage(|| "writing the cluster id".to_string()))
+            .map_err(storage(|| "writing the cluster id".to_string()))?;
+        self.flush()
     }
 }
 

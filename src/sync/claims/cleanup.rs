@@ -115,12 +115,7 @@ pub(super) async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result
         info!(remote = %remote_object, "deletion policy Orphan: the remote claim stays");
         return finish(kctx, claim).await;
     }
-    let remote = match kctx
-        .remote
-        .get_opt(&remote_name)
-        .await
-        .context(Side::ControlPlane, "get claim", &remote_object)
-    {
+    let remote = match kctx.get_remote(&remote_name).await {
         Ok(remote) => remote,
         Err(e) => {
             let local = serde_json::to_value(claim).unwrap_or(Value::Null);

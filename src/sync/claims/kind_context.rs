@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject};
 
 use crate::context::Context;
+use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::kind::ClaimKind;
 
 /// What every reconcile of one kind shares: the context, the kind, and the remote APIs of the claim namespace.
@@ -35,6 +36,12 @@ impl KindContext {
             remote,
             remote_secrets,
         }
+    }
+
+    /// The remote claim at `name` in the claim namespace, if any; also `None` while the kind is not served there.
+    pub async fn get_remote(&self, name: &str) -> Result<Option<DynamicObject>, Error> {
+        let object = format!("{}/{name}", self.ctx.claim_namespace);
+        absent_if_not_found(self.remote.get(name).await).context(Side::ControlPlane, "get claim", object)
     }
 
     pub fn local(&self, namespace: &str) -> Api<DynamicObject> {

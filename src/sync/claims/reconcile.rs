@@ -64,12 +64,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         return Ok(Action::requeue(RESYNC));
     }
 
-    let remote = match kctx
-        .remote
-        .get_opt(&remote_name)
-        .await
-        .context(Side::ControlPlane, "get claim", &remote_object)
-    {
+    let remote = match kctx.get_remote(&remote_name).await {
         Ok(remote) => remote,
         Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
     };

@@ -1,0 +1,176 @@
+//! Claim kinds of a test's own: an XRD (with a Composition that composes one Namespace) in a group no other test
+//! uses, offered on the control plane and awaited in the app cluster, so a test may withdraw or break its kind
+//! without touching anyone else's.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::support::{self, wait_for};
+
+pub(crate) fn xrd_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "CompositeResourceDefinition"),
+        "compositeresourcedefinitions",
+    )
+}
+
+pub(crate) fn composition_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "Composition"),
+        "compositions",
+    )
+}
+
+/// An XRD offering claim kind `kind` in `group`, with `spec.size` and optionally more spec properties and a
+/// second served (not referenceable) version.
+pub(crate) fn xrd(group: &str, kind: &str, extra: Value, second_version: bool) -> Value {
+    let lower = kind.to_lowercase();
+    let mut properties = json!({"size": {"type": "integer"}});
+    if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": properties}}}});
+    let mut versions = vec![json!({"name": "v1alpha1", "served": true, "referenceable": true, "schema": schema})];
+    if second_version {
+        versions.push(json!({"name": "v1beta1", "served": true, "referenceable": false, "schema": schema}));
+    }
+    json!({
+        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "CompositeResourceDefinition",
+        "metadata": {"name": format!("x{lower}s.{group}")},
+        "spec": {
+            "group": group,
+            "names": {"kind": format!("X{kind}"), "plural": format!("x{lower}s")},
+            "claimNames": {"kind": kind, "plural": format!("{lower}s")},
+            "defaultCompositionRef": {"name": format!("x{lower}s.{group}")},
+            "versions": versions,
+        }
+    })
+}
+
+/// A Composition that composes one Namespace named after the composite's uid.
+pub(crate) fn composition(group: &str, kind: &str) -> Value {
+    let lower = kind.to_lowercase();
+    json!({
+        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "Composition",
+        "metadata": {"name": format!("x{lower}s.{group}")},
+        "spec": {
+            "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": format!("X{kind}")},
+            "mode": "Resources",
+            "resources": [{
+                "base": {"apiVersion": "v1", "kind": "Namespace"},
+                "patches": [{"type": "FromCompositeFieldPath", "fromFieldPath": "metadata.uid",
+                             "toFieldPath": "metadata.name",
+                             "transforms": [{"type": "string", "string": {"type": "Format", "fmt": "gd-%s"}}]}],
+                "readinessChecks": [{"type": "None"}]
+            }]
+        }
+    })
+}
+
+pub(crate) async fn apply(client: &Client, resource: &ApiResource, object: &Value) {
+    let name = object["metadata"]["name"].as_str().unwrap();
+    Api::<DynamicObject>::all_with(client.clone(), resource)
+        .patch(
+            name,
+            &PatchParams::apply("claimsync-test").force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+pub(crate) async fn local_crd(client: &Client, name: &str) -> Result<Value, String> {
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::to_value(crd).unwrap())
+}
+
+/// A claim kind of one test: `<Kind>` in group `<unique>.test.starter.org`, at version v1alpha1.
+pub(crate) struct TestKind {
+    pub group: String,
+    pub kind: String,
+    pub crd_name: String,
+    pub resource: ApiResource,
+}
+
+impl TestKind {
+    /// Offers `kind` (with `extra` spec properties) on the control plane, in a group of its own.
+    pub(crate) async fn offer(control_plane: &Client, prefix: &str, kind: &str, extra: Value) -> TestKind {
+        let group = format!("{}.test.starter.org", support::unique(prefix));
+        Self::offer_in(control_plane, &group, kind, extra).await
+    }
+
+    /// Offers `kind` (with `extra` spec properties) in `group` on the control plane.
+    pub(crate) async fn offer_in(control_plane: &Client, group: &str, kind: &str, extra: Value) -> TestKind {
+        let group = group.to_string();
+        let lower = kind.to_lowercase();
+        apply(control_plane, &composition_resource(), &composition(&group, kind)).await;
+        apply(control_plane, &xrd_resource(), &xrd(&group, kind, extra, false)).await;
+        TestKind {
+            crd_name: format!("{lower}s.{group}"),
+            resource: ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(&group, "v1alpha1", kind),
+                &format!("{lower}s"),
+            ),
+            kind: kind.to_string(),
+            group,
+        }
+    }
+
+    /// Waits until the kind's CRD is established in the app cluster; returns it.
+    pub(crate) async fn wait_local(&self, app: &Client) -> Value {
+        wait_for(
+            &format!("claim kind {} to be established in the app cluster", self.kind),
+            Duration::from_secs(90),
+            || async {
+                let crd = local_crd(app, &self.crd_name).await?;
+                let established = crd["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True");
+                established.then_some(crd).ok_or_else(|| "not established".to_string())
+            },
+        )
+        .await
+    }
+
+    /// Withdraws the kind: deletes its XRD on the control plane.
+    pub(crate) async fn withdraw(&self, control_plane: &Client) {
+        let lower = self.kind.to_lowercase();
+        Api::<DynamicObject>::all_with(control_plane.clone(), &xrd_resource())
+            .delete(&format!("x{lower}s.{}", self.group), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// The local claims of this kind in `namespace`.
+    pub(crate) fn claims(&self, client: &Client, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), namespace, &self.resource)
+    }
+
+    /// The kind's composite resources on the control plane.
+    pub(crate) fn composites(&self, control_plane: &Client) -> Api<DynamicObject> {
+        let lower = self.kind.to_lowercase();
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(&self.group, "v1alpha1", &format!("X{}", self.kind)),
+            &format!("x{lower}s"),
+        );
+        Api::all_with(control_plane.clone(), &resource)
+    }
+
+    /// The local CRD of this kind, if any.
+    pub(crate) async fn local_crd(&self, app: &Client) -> Option<CustomResourceDefinition> {
+        Api::<CustomResourceDefinition>::all(app.clone())
+            .get_opt(&self.crd_name)
+            .await
+            .unwrap()
+    }
+}
