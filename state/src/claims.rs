@@ -117,6 +117,8 @@ mod tests {
             secret_hash_down: Some("u".into()),
             secret_name_down: Some("db-conn".into()),
             last_status: Some(json!({"conditions": [{"type": "Ready", "status": "True"}]})),
+            pending_patch: Some(json!([{"op": "replace", "path": "/spec/parameters/size", "value": 3}])),
+            last_error: Some("control plane: unreachable".into()),
             updated_unix: 1_700_000_000,
         };
         let cases = [

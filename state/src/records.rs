@@ -63,6 +63,10 @@ pub struct ClaimRecord {
     pub secret_name_down: Option<String>,
     /// Last known remote status, kept for outages.
     pub last_status: Option<serde_json::Value>,
+    /// What would go up but has not yet (offline, or failing): an RFC 6902 JSON Patch against the last remote state.
+    pub pending_patch: Option<serde_json::Value>,
+    /// The last error replicating this claim, if its last attempt failed.
+    pub last_error: Option<String>,
     /// Unix time (seconds) this record was last updated, set by the caller.
     pub updated_unix: u64,
 }

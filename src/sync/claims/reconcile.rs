@@ -231,6 +231,8 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             secret_hash_down: secret_hash,
             secret_name_down: secret_name.map(str::to_string),
             last_status: Some(down.status),
+            pending_patch: None,
+            last_error: None,
             updated_unix: unix_now(),
         },
     )?;
