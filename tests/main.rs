@@ -13,4 +13,5 @@ mod testenv_aggregation;
 mod testenv_app_cluster;
 mod testenv_control_plane;
 mod testenv_garbage;
+mod testenv_link;
 mod testenv_outage;

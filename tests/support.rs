@@ -18,6 +18,8 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub struct Env {
     pub app_kubeconfig: PathBuf,
     pub control_plane_kubeconfig: PathBuf,
+    /// The control plane through the env's `default` link (see `link`).
+    pub control_plane_link_kubeconfig: PathBuf,
     pub dir: PathBuf,
 }
 
@@ -42,9 +44,12 @@ pub fn env() -> &'static Env {
             let dir = std::env::var("CLAIMSYNC_ENV_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| app.parent().and_then(Path::parent).unwrap().to_path_buf());
+            // An env started by an older e2e/env does not export it; its layout names it all the same.
+            let or_in_dir = |name: &str, path: &str| std::env::var(name).map(PathBuf::from).unwrap_or(dir.join(path));
             return Env {
                 app_kubeconfig: app,
                 control_plane_kubeconfig: PathBuf::from(control_plane),
+                control_plane_link_kubeconfig: or_in_dir("CONTROLPLANE_LINK_KUBECONFIG", "links/default/kubeconfig"),
                 dir,
             };
         }
@@ -62,6 +67,7 @@ pub fn env() -> &'static Env {
         Env {
             app_kubeconfig: var("APP_KUBECONFIG"),
             control_plane_kubeconfig: var("CONTROLPLANE_KUBECONFIG"),
+            control_plane_link_kubeconfig: var("CONTROLPLANE_LINK_KUBECONFIG"),
             dir,
         }
     })
@@ -86,9 +92,12 @@ fn run_env_script(dir: &Path, args: &[&str]) -> Result<String, String> {
 impl Env {
     /// Runs `e2e/env <args>` against this env (e.g. `stop controlplane`).
     pub fn script(&self, args: &[&str]) {
-        if let Err(e) = run_env_script(&self.dir, args) {
-            panic!("{e}\n{}", self.diagnose());
-        }
+        self.script_output(args);
+    }
+
+    /// Runs `e2e/env <args>` against this env and returns what it printed (e.g. `link add NAME`).
+    pub fn script_output(&self, args: &[&str]) -> String {
+        run_env_script(&self.dir, args).unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()))
     }
 
     /// Which of the env's processes are dead, with the last lines of their logs.
@@ -156,6 +165,31 @@ pub async fn app() -> Client {
 /// A client of the control plane, for this test's runtime.
 pub async fn control_plane() -> Client {
     client_for(&env().control_plane_kubeconfig).await
+}
+
+/// A link of this test's own to the control plane (`e2e/env link add`), removed when dropped.
+pub struct Link {
+    /// For `e2e/env link cut NAME` and the like.
+    pub name: String,
+    /// Reaches the control plane through the link.
+    pub kubeconfig: PathBuf,
+}
+
+pub fn link(prefix: &str) -> Link {
+    let name = unique(prefix);
+    let out = env().script_output(&["link", "add", &name]);
+    Link {
+        name,
+        kubeconfig: PathBuf::from(out.trim()),
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Err(e) = run_env_script(&env().dir, &["link", "remove", &self.name]) {
+            eprintln!("{e}");
+        }
+    }
 }
 
 /// Held by every test that needs the control plane up.

@@ -145,10 +145,25 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// recordedPorts is every port the env has recorded for its clusters, Crossplane and links.
+func (e *environment) recordedPorts() map[int]bool {
+	taken := map[int]bool{e.cfg.CrossplaneHealth: true, e.cfg.CrossplaneMetric: true}
+	for _, p := range e.cfg.Clusters {
+		taken[p.APIServer], taken[p.EtcdClient], taken[p.EtcdPeer] = true, true, true
+	}
+	for _, name := range e.links() {
+		if info, err := e.readLink(name); err == nil {
+			taken[info.Port], taken[info.ControlPort] = true, true
+		}
+	}
+	return taken
+}
+
 func (e *environment) printShell() {
 	for _, name := range clusterNames {
 		fmt.Printf("export %s=%s\n", envVarName(name), shellQuote(e.kubeconfig(name)))
 	}
+	fmt.Printf("export CONTROLPLANE_LINK_KUBECONFIG=%s\n", shellQuote(e.linkKubeconfig(defaultLink)))
 	fmt.Printf("export CLAIMSYNC_ENV_DIR=%s\n", shellQuote(e.dir))
 	fmt.Printf("# front-proxy CA of the app cluster (aggregated API servers trust it): %s\n",
 		filepath.Join(e.clusterDir("app"), "pki", "front-proxy-ca.crt"))

@@ -44,6 +44,9 @@ func (e *environment) up(ownerPID int) error {
 	if err := eachCluster(e.startCluster); err != nil {
 		return err
 	}
+	if err := e.startLinks(); err != nil {
+		return err
+	}
 	if ownerPID > 0 {
 		pidPath := filepath.Join(e.dir, ownerWatchProcess+".pid")
 		if _, alive := running(pidPath); !alive {
@@ -123,7 +126,7 @@ func down(dir string, purge bool) error {
 		}
 		return err
 	}
-	if err := eachCluster(env.stopCluster); err != nil {
+	if err := errors.Join(eachCluster(env.stopCluster), env.stopLinks()); err != nil {
 		return err
 	}
 	// Last, since down may be running inside the owner watch itself.
@@ -152,19 +155,29 @@ func (e *environment) printStatus() {
 			fmt.Printf("%-13s %-19s %s\n", name, process, state)
 		}
 	}
+	e.printLinks()
 }
 
 func (e *environment) writeKubeconfig(name string, ports clusterPorts) error {
-	dir := e.clusterDir(name)
-	ca, err := os.ReadFile(filepath.Join(pkiDir(dir), "ca.crt"))
+	kubeconfig, err := e.kubeconfigText(name, ports.APIServer, name)
 	if err != nil {
 		return err
+	}
+	return os.WriteFile(e.kubeconfig(name), kubeconfig, 0o600)
+}
+
+// kubeconfigText is an admin kubeconfig of a cluster that reaches it on port (its own, or a link's).
+func (e *environment) kubeconfigText(cluster string, port int, context string) ([]byte, error) {
+	dir := e.clusterDir(cluster)
+	ca, err := os.ReadFile(filepath.Join(pkiDir(dir), "ca.crt"))
+	if err != nil {
+		return nil, err
 	}
 	token, err := readToken(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
+	return fmt.Appendf(nil, `apiVersion: v1
 kind: Config
 clusters:
 - name: %[1]s
@@ -182,8 +195,7 @@ contexts:
     user: %[1]s-admin
     namespace: default
 current-context: %[1]s
-`, name, ports.APIServer, base64(ca), token)
-	return os.WriteFile(e.kubeconfig(name), []byte(kubeconfig), 0o600)
+`, context, port, base64(ca), token), nil
 }
 
 // httpClient trusts the cluster's CA and returns the admin token.

@@ -19,10 +19,13 @@ commands for people and tests:
   start <cluster>           start a stopped cluster again on the same ports, with its data intact
   status                    print each process of the env and whether it runs
   env                       print the shell lines that name the kubeconfigs
+  link add|cut|reset|restore|remove NAME, link delay MS NAME, link status
+                            a named, breakable path to the control plane (testenv link, for more)
 
 internal (started by up):
   serve-apiserver --cluster NAME
   serve-controller-manager --cluster NAME
+  serve-link --name NAME
   watch-owner --pid PID
 
 every command takes --dir DIR (default $CLAIMSYNC_ENV_DIR, else ./.env)
@@ -34,10 +37,10 @@ func main() {
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
-	// `stop controlplane --dir X`: a leading positional argument names the cluster.
-	positional := ""
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		positional, args = args[0], args[1:]
+	// `stop controlplane --dir X`, `link delay 200 NAME`: positional arguments come before the flags.
+	var positional []string
+	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		positional, args = append(positional, args[0]), args[1:]
 	}
 	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 	defaultDir := os.Getenv("CLAIMSYNC_ENV_DIR")
@@ -52,6 +55,7 @@ func main() {
 	crossplaneCRDs := fs.String("crossplane-crds", os.Getenv("CLAIMSYNC_CROSSPLANE_CRDS"), "folder of Crossplane's CRDs")
 	platformDir := fs.String("platform", os.Getenv("CLAIMSYNC_PLATFORM_DIR"), "folder of the example platform (XRDs, Compositions)")
 	pid := fs.Int("pid", 0, "the owner process (watch-owner)")
+	linkName := fs.String("name", "", "the link (serve-link)")
 	if err := fs.Parse(args); err != nil {
 		os.Exit(2)
 	}
@@ -69,8 +73,8 @@ func main() {
 		err = down(*dir, *purge)
 	case "stop", "start":
 		name := *cluster
-		if name == "" {
-			name = positional
+		if name == "" && len(positional) == 1 {
+			name = positional[0]
 		}
 		env, lerr := load(*dir)
 		if lerr != nil {
@@ -92,6 +96,10 @@ func main() {
 		if env, err = load(*dir); err == nil {
 			env.printShell()
 		}
+	case "link":
+		err = runLink(*dir, positional)
+	case "serve-link":
+		err = serveLink(*dir, *linkName)
 	case "serve-apiserver":
 		err = serveAPIServer(*dir, *cluster)
 	case "serve-controller-manager":
