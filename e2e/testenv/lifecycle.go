@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -118,6 +119,7 @@ func (e *environment) stopCluster(name string) error {
 	return nil
 }
 
+// down stops every process of the env and returns once all have exited and their ports are free.
 func down(dir string, purge bool) error {
 	env, err := load(dir)
 	if err != nil {
@@ -126,19 +128,45 @@ func down(dir string, purge bool) error {
 		}
 		return err
 	}
+	// First the owner watch, unless this is it: a watch whose owner has gone may be running a down of its own,
+	// and two downs at once must not leave the env half-stopped.
+	watchPid := filepath.Join(env.dir, ownerWatchProcess+".pid")
+	if pid, _, ok := readPid(watchPid); !ok || pid != os.Getpid() {
+		if err := stop(watchPid, 5*time.Second); err != nil {
+			return err
+		}
+	}
+	unlock, err := lockLifecycle(env.dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := errors.Join(eachCluster(env.stopCluster), env.stopLinks()); err != nil {
 		return err
 	}
-	// Last, since down may be running inside the owner watch itself.
-	watchPid := filepath.Join(env.dir, ownerWatchProcess+".pid")
-	if pid, alive := running(watchPid); alive && pid != os.Getpid() {
-		_ = stop(watchPid, 5*time.Second)
+	var ports []int
+	for port := range env.recordedPorts() {
+		if port > 0 {
+			ports = append(ports, port)
+		}
 	}
-	_ = os.Remove(watchPid)
+	sort.Ints(ports)
+	if err := waitPortsFree(ports, 30*time.Second); err != nil {
+		return err
+	}
+	_ = removePid(watchPid)
 	if purge {
 		return os.RemoveAll(env.dir)
 	}
 	return nil
+}
+
+// lockLifecycle serializes up, down, start and stop of one env (e.g. a user's down and the owner watch's).
+func lockLifecycle(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return lockFile(filepath.Join(dir, "lifecycle.lock"))
 }
 
 func (e *environment) printStatus() {

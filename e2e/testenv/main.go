@@ -62,6 +62,16 @@ func main() {
 
 	var err error
 	switch cmd {
+	case "up", "stop", "start":
+		// down takes the lock itself, since the owner watch calls it too.
+		unlock, lerr := lockLifecycle(*dir)
+		if lerr != nil {
+			fmt.Fprintf(os.Stderr, "testenv %s: %v\n", cmd, lerr)
+			os.Exit(1)
+		}
+		defer unlock()
+	}
+	switch cmd {
 	case "up":
 		env, lerr := prepare(*dir, setup{crossplaneBin: *crossplaneBin, crossplaneCRDs: *crossplaneCRDs, platformDir: *platformDir})
 		if lerr != nil {
