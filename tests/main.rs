@@ -15,3 +15,4 @@ mod testenv_control_plane;
 mod testenv_garbage;
 mod testenv_link;
 mod testenv_outage;
+mod testenv_second_app;

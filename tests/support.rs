@@ -1,5 +1,5 @@
-//! Test support: finds or starts the two-cluster env, hands out clients and namespaces of their own to tests,
-//! waits for conditions with deadlines, and explains failures with the env's state and log tails.
+//! Test support: finds or starts the env (app clusters and control plane), hands out clients and namespaces of
+//! their own to tests, waits for conditions with deadlines, and explains failures with the env's state and logs.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// The running env: its kubeconfigs and folder.
 pub struct Env {
     pub app_kubeconfig: PathBuf,
+    /// The second app cluster, independent of the first.
+    pub app2_kubeconfig: PathBuf,
     pub control_plane_kubeconfig: PathBuf,
     /// The control plane through the env's `default` link (see `link`).
     pub control_plane_link_kubeconfig: PathBuf,
@@ -44,10 +46,11 @@ pub fn env() -> &'static Env {
             let dir = std::env::var("CLAIMSYNC_ENV_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| app.parent().and_then(Path::parent).unwrap().to_path_buf());
-            // An env started by an older e2e/env does not export it; its layout names it all the same.
+            // An env started by an older e2e/env does not export these; its layout names them all the same.
             let or_in_dir = |name: &str, path: &str| std::env::var(name).map(PathBuf::from).unwrap_or(dir.join(path));
             return Env {
                 app_kubeconfig: app,
+                app2_kubeconfig: or_in_dir("APP2_KUBECONFIG", "app2/kubeconfig"),
                 control_plane_kubeconfig: PathBuf::from(control_plane),
                 control_plane_link_kubeconfig: or_in_dir("CONTROLPLANE_LINK_KUBECONFIG", "links/default/kubeconfig"),
                 dir,
@@ -66,6 +69,7 @@ pub fn env() -> &'static Env {
         };
         Env {
             app_kubeconfig: var("APP_KUBECONFIG"),
+            app2_kubeconfig: var("APP2_KUBECONFIG"),
             control_plane_kubeconfig: var("CONTROLPLANE_KUBECONFIG"),
             control_plane_link_kubeconfig: var("CONTROLPLANE_LINK_KUBECONFIG"),
             dir,
@@ -103,7 +107,7 @@ impl Env {
     /// Which of the env's processes are dead, with the last lines of their logs.
     pub fn diagnose(&self) -> String {
         let mut report = String::new();
-        for cluster in ["app", "controlplane"] {
+        for cluster in ["app", "app2", "controlplane"] {
             for process in ["apiserver", "controller-manager", "crossplane"] {
                 let pid_file = self.dir.join(cluster).join(format!("{process}.pid"));
                 let Ok(pid) = std::fs::read_to_string(&pid_file) else {
@@ -160,6 +164,11 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
 /// A client of the app cluster, for this test's runtime.
 pub async fn app() -> Client {
     client_for(&env().app_kubeconfig).await
+}
+
+/// A client of the second app cluster, for this test's runtime.
+pub async fn app2() -> Client {
+    client_for(&env().app2_kubeconfig).await
 }
 
 /// A client of the control plane, for this test's runtime.

@@ -25,7 +25,7 @@ const (
 	ownerWatchProcess = "owner-watch"
 )
 
-// eachCluster runs f for both clusters at once and returns the first error.
+// eachCluster runs f for every cluster at once and returns their errors.
 func eachCluster(f func(name string) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(clusterNames))

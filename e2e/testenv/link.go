@@ -185,17 +185,11 @@ func (e *environment) removeLink(name string) error {
 
 // newLinkPorts picks two free ports that no cluster or other link of the env has recorded.
 func (e *environment) newLinkPorts() (linkInfo, error) {
-	taken := e.recordedPorts()
-	for range 20 {
-		ports, err := freePorts(2)
-		if err != nil {
-			return linkInfo{}, err
-		}
-		if !taken[ports[0]] && !taken[ports[1]] {
-			return linkInfo{Port: ports[0], ControlPort: ports[1]}, nil
-		}
+	ports, err := e.newPorts(2)
+	if err != nil {
+		return linkInfo{}, err
 	}
-	return linkInfo{}, errors.New("no free ports for a link")
+	return linkInfo{Port: ports[0], ControlPort: ports[1]}, nil
 }
 
 // linkControl sends one command to a link's proxy and returns the state it answered with.

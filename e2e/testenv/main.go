@@ -1,5 +1,5 @@
-// Command testenv runs the two-cluster test environment of claimsync: an app cluster and a control plane, each a
-// real kube-apiserver (with an embedded etcd) plus a kube-controller-manager, and Crossplane core on the control
+// Command testenv runs the test environment of claimsync: two app clusters and a control plane, each a real
+// kube-apiserver (with an embedded etcd) plus a kube-controller-manager, and Crossplane core on the control
 // plane. People use it through e2e/env; the Rust integration tests call the same script.
 package main
 
@@ -13,9 +13,9 @@ import (
 const usage = `usage: testenv <command> [flags]
 
 commands for people and tests:
-  up [--owner-pid PID]      start both clusters and Crossplane (reusing what already runs); print the kubeconfig paths
+  up [--owner-pid PID]      start every cluster and Crossplane (reusing what already runs); print the kubeconfig paths
   down [--purge]            stop every process of the env; --purge also removes its folder
-  stop <cluster>            stop one cluster (app or controlplane) with everything that runs against it, keeping its data
+  stop <cluster>            stop one cluster (app, app2 or controlplane) and what runs against it, keeping its data
   start <cluster>           start a stopped cluster again on the same ports, with its data intact
   status                    print each process of the env and whether it runs
   env                       print the shell lines that name the kubeconfigs
@@ -48,7 +48,7 @@ func main() {
 		defaultDir = ".env"
 	}
 	dir := fs.String("dir", defaultDir, "the env's folder")
-	cluster := fs.String("cluster", "", "app or controlplane")
+	cluster := fs.String("cluster", "", "app, app2 or controlplane")
 	ownerPID := fs.Int("owner-pid", 0, "stop the env when this process exits")
 	purge := fs.Bool("purge", false, "remove the env's folder after stopping it")
 	crossplaneBin := fs.String("crossplane-bin", os.Getenv("CLAIMSYNC_CROSSPLANE_BIN"), "the crossplane binary")
