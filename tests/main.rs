@@ -11,6 +11,7 @@ mod replication;
 
 mod testenv_aggregation;
 mod testenv_app_cluster;
+mod testenv_audit;
 mod testenv_control_plane;
 mod testenv_garbage;
 mod testenv_link;

@@ -269,3 +269,53 @@ where
     })
     .await
 }
+
+/// One write request from a cluster's audit log (`<env>/<cluster>/audit.log`, which records writes only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// create, update, patch, delete or deletecollection.
+    pub verb: String,
+    /// The resource, with `/<subresource>` if any, e.g. `configmaps` or `claims/status`.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// The authenticated user; the identity the write is attributed to may be an impersonated one.
+    pub user: String,
+    pub code: Option<u16>,
+}
+
+/// The writes that `username` made on `cluster` (app, app2 or controlplane): requests authenticated as that
+/// user, or made by someone impersonating it. Only the current log file is read, not a rotated backup.
+pub fn audit_writes(cluster: &str, username: &str) -> Vec<AuditEntry> {
+    let path = env().dir.join(cluster).join("audit.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let quoted = format!("\"{username}\"");
+    text.lines()
+        .filter(|line| line.contains(&quoted))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| {
+            let identity = event["impersonatedUser"]["username"]
+                .as_str()
+                .or(event["user"]["username"].as_str());
+            identity == Some(username)
+        })
+        .map(|event| {
+            let object = &event["objectRef"];
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            let mut resource = text(&object["resource"]).unwrap_or_default();
+            if let Some(sub) = object["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            AuditEntry {
+                verb: text(&event["verb"]).unwrap_or_default(),
+                resource,
+                namespace: text(&object["namespace"]),
+                name: text(&object["name"]),
+                user: text(&event["user"]["username"]).unwrap_or_default(),
+                code: event["responseStatus"]["code"]
+                    .as_u64()
+                    .and_then(|c| u16::try_from(c).ok()),
+            }
+        })
+        .collect()
+}
