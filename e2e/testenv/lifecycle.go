@@ -106,9 +106,11 @@ func (e *environment) startCluster(name string) error {
 	return nil
 }
 
-// stopCluster stops everything that runs against a cluster, then its API server; the data stays.
+// stopCluster stops everything that runs against a cluster, then its API server; the data stays. It returns
+// once they have exited and the cluster's ports are free, so that `start` can bind them again at once.
 func (e *environment) stopCluster(name string) error {
-	if _, err := e.ports(name); err != nil {
+	ports, err := e.ports(name)
+	if err != nil {
 		return err
 	}
 	for _, process := range []string{crossplaneProcess, controllerProcess, apiserverProcess} {
@@ -116,7 +118,11 @@ func (e *environment) stopCluster(name string) error {
 			return fmt.Errorf("stop %s of %s: %w", process, name, err)
 		}
 	}
-	return nil
+	free := []int{ports.APIServer, ports.EtcdClient, ports.EtcdPeer}
+	if name == controlPlane {
+		free = append(free, e.cfg.CrossplaneHealth, e.cfg.CrossplaneMetric)
+	}
+	return waitPortsFree(free, 30*time.Second)
 }
 
 // down stops every process of the env and returns once all have exited and their ports are free.
