@@ -17,6 +17,9 @@ mod trust;
 
 mod testenv_aggregation;
 mod testenv_app_cluster;
+mod testenv_audit;
 mod testenv_control_plane;
 mod testenv_garbage;
+mod testenv_link;
 mod testenv_outage;
+mod testenv_second_app;

@@ -1,5 +1,5 @@
-//! Test support: finds or starts the two-cluster env, hands out clients and namespaces of their own to tests,
-//! waits for conditions with deadlines, and explains failures with the env's state and log tails.
+//! Test support: finds or starts the env (app clusters and control plane), hands out clients and namespaces of
+//! their own to tests, waits for conditions with deadlines, and explains failures with the env's state and logs.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,11 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// The running env: its kubeconfigs and folder.
 pub struct Env {
     pub app_kubeconfig: PathBuf,
+    /// The second app cluster, independent of the first.
+    pub app2_kubeconfig: PathBuf,
     pub control_plane_kubeconfig: PathBuf,
+    /// The control plane through the env's `default` link (see `link`).
+    pub control_plane_link_kubeconfig: PathBuf,
     pub dir: PathBuf,
 }
 
@@ -43,9 +47,13 @@ pub fn env() -> &'static Env {
             let dir = std::env::var("CLAIMSYNC_ENV_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| app.parent().and_then(Path::parent).unwrap().to_path_buf());
+            // An env started by an older e2e/env does not export these; its layout names them all the same.
+            let or_in_dir = |name: &str, path: &str| std::env::var(name).map(PathBuf::from).unwrap_or(dir.join(path));
             return Env {
                 app_kubeconfig: app,
+                app2_kubeconfig: or_in_dir("APP2_KUBECONFIG", "app2/kubeconfig"),
                 control_plane_kubeconfig: PathBuf::from(control_plane),
+                control_plane_link_kubeconfig: or_in_dir("CONTROLPLANE_LINK_KUBECONFIG", "links/default/kubeconfig"),
                 dir,
             };
         }
@@ -62,7 +70,9 @@ pub fn env() -> &'static Env {
         };
         Env {
             app_kubeconfig: var("APP_KUBECONFIG"),
+            app2_kubeconfig: var("APP2_KUBECONFIG"),
             control_plane_kubeconfig: var("CONTROLPLANE_KUBECONFIG"),
+            control_plane_link_kubeconfig: var("CONTROLPLANE_LINK_KUBECONFIG"),
             dir,
         }
     })
@@ -87,15 +97,18 @@ fn run_env_script(dir: &Path, args: &[&str]) -> Result<String, String> {
 impl Env {
     /// Runs `e2e/env <args>` against this env (e.g. `stop controlplane`).
     pub fn script(&self, args: &[&str]) {
-        if let Err(e) = run_env_script(&self.dir, args) {
-            panic!("{e}\n{}", self.diagnose());
-        }
+        self.script_output(args);
+    }
+
+    /// Runs `e2e/env <args>` against this env and returns what it printed (e.g. `link add NAME`).
+    pub fn script_output(&self, args: &[&str]) -> String {
+        run_env_script(&self.dir, args).unwrap_or_else(|e| panic!("{e}\n{}", self.diagnose()))
     }
 
     /// Which of the env's processes are dead, with the last lines of their logs.
     pub fn diagnose(&self) -> String {
         let mut report = String::new();
-        for cluster in ["app", "controlplane"] {
+        for cluster in ["app", "app2", "controlplane"] {
             for process in ["apiserver", "controller-manager", "crossplane"] {
                 let pid_file = self.dir.join(cluster).join(format!("{process}.pid"));
                 let Ok(pid) = std::fs::read_to_string(&pid_file) else {
@@ -154,9 +167,39 @@ pub async fn app() -> Client {
     client_for(&env().app_kubeconfig).await
 }
 
+/// A client of the second app cluster, for this test's runtime.
+pub async fn app2() -> Client {
+    client_for(&env().app2_kubeconfig).await
+}
+
 /// A client of the control plane, for this test's runtime.
 pub async fn control_plane() -> Client {
     client_for(&env().control_plane_kubeconfig).await
+}
+
+/// A link of this test's own to the control plane (`e2e/env link add`), removed when dropped.
+pub struct Link {
+    /// For `e2e/env link cut NAME` and the like.
+    pub name: String,
+    /// Reaches the control plane through the link.
+    pub kubeconfig: PathBuf,
+}
+
+pub fn link(prefix: &str) -> Link {
+    let name = unique(prefix);
+    let out = env().script_output(&["link", "add", &name]);
+    Link {
+        name,
+        kubeconfig: PathBuf::from(out.trim()),
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Err(e) = run_env_script(&env().dir, &["link", "remove", &self.name]) {
+            eprintln!("{e}");
+        }
+    }
 }
 
 /// Held by every test that uses the env and neither stops a cluster nor counts writes.
@@ -226,4 +269,54 @@ where
         }
     })
     .await
+}
+
+/// One write request from a cluster's audit log (`<env>/<cluster>/audit.log`, which records writes only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// create, update, patch, delete or deletecollection.
+    pub verb: String,
+    /// The resource, with `/<subresource>` if any, e.g. `configmaps` or `claims/status`.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// The authenticated user; the identity the write is attributed to may be an impersonated one.
+    pub user: String,
+    pub code: Option<u16>,
+}
+
+/// The writes that `username` made on `cluster` (app, app2 or controlplane): requests authenticated as that
+/// user, or made by someone impersonating it. Only the current log file is read, not a rotated backup.
+pub fn audit_writes(cluster: &str, username: &str) -> Vec<AuditEntry> {
+    let path = env().dir.join(cluster).join("audit.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let quoted = format!("\"{username}\"");
+    text.lines()
+        .filter(|line| line.contains(&quoted))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| {
+            let identity = event["impersonatedUser"]["username"]
+                .as_str()
+                .or(event["user"]["username"].as_str());
+            identity == Some(username)
+        })
+        .map(|event| {
+            let object = &event["objectRef"];
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            let mut resource = text(&object["resource"]).unwrap_or_default();
+            if let Some(sub) = object["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            AuditEntry {
+                verb: text(&event["verb"]).unwrap_or_default(),
+                resource,
+                namespace: text(&object["namespace"]),
+                name: text(&object["name"]),
+                user: text(&event["user"]["username"]).unwrap_or_default(),
+                code: event["responseStatus"]["code"]
+                    .as_u64()
+                    .and_then(|c| u16::try_from(c).ok()),
+            }
+        })
+        .collect()
 }

@@ -9,10 +9,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 )
 
-// The two clusters, in start order.
-var clusterNames = []string{"app", "controlplane"}
+// The clusters: two app clusters (app2 for tests that need a second, independent one) and the control plane.
+// They start in parallel.
+var clusterNames = []string{"app", "app2", "controlplane"}
 
 const controlPlane = "controlplane"
 
@@ -62,7 +65,8 @@ func load(dir string) (*environment, error) {
 	return env, nil
 }
 
-// prepare loads the env in dir, or lays out a new one: free ports, certificates, tokens.
+// prepare loads the env in dir, or lays out a new one: free ports, certificates, tokens. A cluster that an env
+// made by an older testenv lacks (app2) gets its ports now.
 func prepare(dir string, s setup) (*environment, error) {
 	env, err := load(dir)
 	if err != nil {
@@ -71,15 +75,23 @@ func prepare(dir string, s setup) (*environment, error) {
 			return nil, aerr
 		}
 		env = &environment{dir: abs, cfg: config{Clusters: map[string]clusterPorts{}}}
-		ports, perr := freePorts(2 + 3*len(clusterNames))
+	}
+	for _, name := range clusterNames {
+		if _, ok := env.cfg.Clusters[name]; ok {
+			continue
+		}
+		ports, perr := env.newPorts(3)
 		if perr != nil {
 			return nil, perr
 		}
-		for i, name := range clusterNames {
-			env.cfg.Clusters[name] = clusterPorts{APIServer: ports[3*i], EtcdClient: ports[3*i+1], EtcdPeer: ports[3*i+2]}
+		env.cfg.Clusters[name] = clusterPorts{APIServer: ports[0], EtcdClient: ports[1], EtcdPeer: ports[2]}
+	}
+	if env.cfg.CrossplaneHealth == 0 {
+		ports, perr := env.newPorts(2)
+		if perr != nil {
+			return nil, perr
 		}
-		env.cfg.CrossplaneHealth = ports[len(ports)-2]
-		env.cfg.CrossplaneMetric = ports[len(ports)-1]
+		env.cfg.CrossplaneHealth, env.cfg.CrossplaneMetric = ports[0], ports[1]
 	}
 	// Paths of the tools may change between runs (another checkout, a rebuilt binary): the latest wins.
 	if s.crossplaneBin != "" {
@@ -120,7 +132,7 @@ func (e *environment) pidPath(cluster, process string) string {
 func (e *environment) ports(name string) (clusterPorts, error) {
 	p, ok := e.cfg.Clusters[name]
 	if !ok {
-		return p, fmt.Errorf("unknown cluster %q (want app or controlplane)", name)
+		return p, fmt.Errorf("unknown cluster %q (want one of %s)", name, strings.Join(clusterNames, ", "))
 	}
 	return p, nil
 }
@@ -145,20 +157,49 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// newPorts picks n free ports that no cluster or link of the env has recorded.
+func (e *environment) newPorts(n int) ([]int, error) {
+	taken := e.recordedPorts()
+	for range 20 {
+		ports, err := freePorts(n)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(ports, func(p int) bool { return taken[p] }) {
+			return ports, nil
+		}
+	}
+	return nil, errors.New("no free ports that the env has not recorded already")
+}
+
+// recordedPorts is every port the env has recorded for its clusters, Crossplane and links.
+func (e *environment) recordedPorts() map[int]bool {
+	taken := map[int]bool{e.cfg.CrossplaneHealth: true, e.cfg.CrossplaneMetric: true}
+	for _, p := range e.cfg.Clusters {
+		taken[p.APIServer], taken[p.EtcdClient], taken[p.EtcdPeer] = true, true, true
+	}
+	for _, name := range e.links() {
+		if info, err := e.readLink(name); err == nil {
+			taken[info.Port], taken[info.ControlPort] = true, true
+		}
+	}
+	return taken
+}
+
 func (e *environment) printShell() {
 	for _, name := range clusterNames {
 		fmt.Printf("export %s=%s\n", envVarName(name), shellQuote(e.kubeconfig(name)))
 	}
+	fmt.Printf("export CONTROLPLANE_LINK_KUBECONFIG=%s\n", shellQuote(e.linkKubeconfig(defaultLink)))
 	fmt.Printf("export CLAIMSYNC_ENV_DIR=%s\n", shellQuote(e.dir))
-	fmt.Printf("# front-proxy CA of the app cluster (aggregated API servers trust it): %s\n",
-		filepath.Join(e.clusterDir("app"), "pki", "front-proxy-ca.crt"))
+	fmt.Printf("# front-proxy CAs of the app clusters (aggregated API servers trust them): %s %s\n",
+		filepath.Join(e.clusterDir("app"), "pki", "front-proxy-ca.crt"),
+		filepath.Join(e.clusterDir("app2"), "pki", "front-proxy-ca.crt"))
 }
 
+// envVarName is the variable that names a cluster's kubeconfig: APP_KUBECONFIG, APP2_KUBECONFIG, ...
 func envVarName(cluster string) string {
-	if cluster == controlPlane {
-		return "CONTROLPLANE_KUBECONFIG"
-	}
-	return "APP_KUBECONFIG"
+	return strings.ToUpper(cluster) + "_KUBECONFIG"
 }
 
 func shellQuote(s string) string {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +25,7 @@ const (
 	ownerWatchProcess = "owner-watch"
 )
 
-// eachCluster runs f for both clusters at once and returns the first error.
+// eachCluster runs f for every cluster at once and returns their errors.
 func eachCluster(f func(name string) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(clusterNames))
@@ -42,6 +43,9 @@ func eachCluster(f func(name string) error) error {
 func (e *environment) up(ownerPID int) error {
 	start := time.Now()
 	if err := eachCluster(e.startCluster); err != nil {
+		return err
+	}
+	if err := e.startLinks(); err != nil {
 		return err
 	}
 	if ownerPID > 0 {
@@ -102,9 +106,11 @@ func (e *environment) startCluster(name string) error {
 	return nil
 }
 
-// stopCluster stops everything that runs against a cluster, then its API server; the data stays.
+// stopCluster stops everything that runs against a cluster, then its API server; the data stays. It returns
+// once they have exited and the cluster's ports are free, so that `start` can bind them again at once.
 func (e *environment) stopCluster(name string) error {
-	if _, err := e.ports(name); err != nil {
+	ports, err := e.ports(name)
+	if err != nil {
 		return err
 	}
 	for _, process := range []string{crossplaneProcess, controllerProcess, apiserverProcess} {
@@ -112,9 +118,14 @@ func (e *environment) stopCluster(name string) error {
 			return fmt.Errorf("stop %s of %s: %w", process, name, err)
 		}
 	}
-	return nil
+	free := []int{ports.APIServer, ports.EtcdClient, ports.EtcdPeer}
+	if name == controlPlane {
+		free = append(free, e.cfg.CrossplaneHealth, e.cfg.CrossplaneMetric)
+	}
+	return waitPortsFree(free, 30*time.Second)
 }
 
+// down stops every process of the env and returns once all have exited and their ports are free.
 func down(dir string, purge bool) error {
 	env, err := load(dir)
 	if err != nil {
@@ -123,19 +134,45 @@ func down(dir string, purge bool) error {
 		}
 		return err
 	}
-	if err := eachCluster(env.stopCluster); err != nil {
+	// First the owner watch, unless this is it: a watch whose owner has gone may be running a down of its own,
+	// and two downs at once must not leave the env half-stopped.
+	watchPid := filepath.Join(env.dir, ownerWatchProcess+".pid")
+	if pid, _, ok := readPid(watchPid); !ok || pid != os.Getpid() {
+		if err := stop(watchPid, 5*time.Second); err != nil {
+			return err
+		}
+	}
+	unlock, err := lockLifecycle(env.dir)
+	if err != nil {
 		return err
 	}
-	// Last, since down may be running inside the owner watch itself.
-	watchPid := filepath.Join(env.dir, ownerWatchProcess+".pid")
-	if pid, alive := running(watchPid); alive && pid != os.Getpid() {
-		_ = stop(watchPid, 5*time.Second)
+	defer unlock()
+	if err := errors.Join(eachCluster(env.stopCluster), env.stopLinks()); err != nil {
+		return err
 	}
-	_ = os.Remove(watchPid)
+	var ports []int
+	for port := range env.recordedPorts() {
+		if port > 0 {
+			ports = append(ports, port)
+		}
+	}
+	sort.Ints(ports)
+	if err := waitPortsFree(ports, 30*time.Second); err != nil {
+		return err
+	}
+	_ = removePid(watchPid)
 	if purge {
 		return os.RemoveAll(env.dir)
 	}
 	return nil
+}
+
+// lockLifecycle serializes up, down, start and stop of one env (e.g. a user's down and the owner watch's).
+func lockLifecycle(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return lockFile(filepath.Join(dir, "lifecycle.lock"))
 }
 
 func (e *environment) printStatus() {
@@ -152,19 +189,29 @@ func (e *environment) printStatus() {
 			fmt.Printf("%-13s %-19s %s\n", name, process, state)
 		}
 	}
+	e.printLinks()
 }
 
 func (e *environment) writeKubeconfig(name string, ports clusterPorts) error {
-	dir := e.clusterDir(name)
-	ca, err := os.ReadFile(filepath.Join(pkiDir(dir), "ca.crt"))
+	kubeconfig, err := e.kubeconfigText(name, ports.APIServer, name)
 	if err != nil {
 		return err
+	}
+	return os.WriteFile(e.kubeconfig(name), kubeconfig, 0o600)
+}
+
+// kubeconfigText is an admin kubeconfig of a cluster that reaches it on port (its own, or a link's).
+func (e *environment) kubeconfigText(cluster string, port int, context string) ([]byte, error) {
+	dir := e.clusterDir(cluster)
+	ca, err := os.ReadFile(filepath.Join(pkiDir(dir), "ca.crt"))
+	if err != nil {
+		return nil, err
 	}
 	token, err := readToken(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
+	return fmt.Appendf(nil, `apiVersion: v1
 kind: Config
 clusters:
 - name: %[1]s
@@ -182,8 +229,7 @@ contexts:
     user: %[1]s-admin
     namespace: default
 current-context: %[1]s
-`, name, ports.APIServer, base64(ca), token)
-	return os.WriteFile(e.kubeconfig(name), []byte(kubeconfig), 0o600)
+`, context, port, base64(ca), token), nil
 }
 
 // httpClient trusts the cluster's CA and returns the admin token.

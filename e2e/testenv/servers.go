@@ -1,6 +1,6 @@
 // The two long-running server processes of a cluster: serve-apiserver (an embedded etcd and the real
-// kube-apiserver command, one per process since the API server keeps process-global state) and
-// serve-controller-manager (the real kube-controller-manager with the controllers the env needs).
+// kube-apiserver command with an audit log of writes, one per process since the API server keeps process-global
+// state) and serve-controller-manager (the real kube-controller-manager with the controllers the env needs).
 package main
 
 import (
@@ -30,6 +30,10 @@ func serveAPIServer(dir, cluster string) error {
 	}
 	defer etcd.Close()
 
+	policy, err := writeAuditPolicy(env.clusterDir(cluster))
+	if err != nil {
+		return err
+	}
 	pki := pkiDir(env.clusterDir(cluster))
 	p := func(name string) string { return filepath.Join(pki, name) }
 	args := []string{
@@ -59,12 +63,36 @@ func serveAPIServer(dir, cluster string) error {
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--proxy-client-cert-file=" + p("front-proxy-client.crt"),
 		"--proxy-client-key-file=" + p("front-proxy-client.key"),
+		// Writes only (see auditPolicy), one JSON line per request once answered, in <cluster>/audit.log.
+		"--audit-policy-file=" + policy,
+		"--audit-log-path=" + filepath.Join(env.clusterDir(cluster), "audit.log"),
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
+		"--audit-log-maxsize=100",
+		"--audit-log-maxbackup=1",
 		"--profiling=false",
 		"--v=1",
 	}
 	cmd := apiserver.NewAPIServerCommand()
 	cmd.SetArgs(args)
 	return cmd.Execute()
+}
+
+// auditPolicy records each write request (not reads, watches or health checks) at Metadata level: who (user,
+// impersonated user), what verb on which object, and the response code; only once answered (no RequestReceived
+// stage), so each write is one line.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+`
+
+func writeAuditPolicy(clusterDir string) (string, error) {
+	path := filepath.Join(clusterDir, "audit-policy.yaml")
+	return path, os.WriteFile(path, []byte(auditPolicy), 0o644)
 }
 
 func startEtcd(dataDir string, ports clusterPorts) (*embed.Etcd, error) {
