@@ -8,12 +8,14 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use claimsync_state::Journal;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::info;
 
+use crate::model::link::LinkState;
 use crate::sync::namespaces::Selection;
 
 pub struct Context {
@@ -32,6 +34,10 @@ pub struct Context {
     pub namespaces: Option<Store<Namespace>>,
     /// Names of namespaces that joined or left the selection, sent after `namespaces` changed.
     pub namespace_changes: broadcast::Sender<String>,
+    /// The declared state of the link to the control plane (see sync/link.rs).
+    pub link: watch::Receiver<LinkState>,
+    /// What claimsync's own Events (about itself, not a claim) are about.
+    pub reporting_object: ObjectReference,
     pub concurrency: u16,
     pub sync: SyncTracker,
     failures: Mutex<HashMap<String, ExponentialBackoff>>,
@@ -48,6 +54,8 @@ pub struct Settings {
     pub journal: Journal,
     pub recorder: Recorder,
     pub selection: Option<Selection>,
+    pub link: watch::Receiver<LinkState>,
+    pub reporting_object: ObjectReference,
     pub concurrency: u16,
 }
 
@@ -68,10 +76,17 @@ impl Context {
             recorder: settings.recorder,
             namespaces,
             namespace_changes,
+            link: settings.link,
+            reporting_object: settings.reporting_object,
             concurrency: settings.concurrency.max(1),
             sync: SyncTracker::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The link's declared state now.
+    pub fn link_state(&self) -> LinkState {
+        self.link.borrow().clone()
     }
 
     /// Whether claims in this namespace are replicated.

@@ -95,22 +95,16 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
         instance.id.as_str(),
     ];
 
-    // An unreachable control plane.
-    let dead = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unreachable.kubeconfig");
-    let text = std::fs::read_to_string(&env().control_plane_kubeconfig).unwrap();
-    let server = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
-    std::fs::write(&dead, text.replace(&server, "https://127.0.0.1:1")).unwrap();
+    // A control plane kubeconfig file that is not there: a configuration error (an unreachable control plane is
+    // not one: claimsync then starts offline, see offline.rs).
+    let missing = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such.kubeconfig");
     let (code, stderr) = run_claimsync(
         &[
             &[
                 "--app-kubeconfig",
                 &app,
                 "--control-plane-kubeconfig",
-                dead.to_str().unwrap(),
+                missing.to_str().unwrap(),
                 "--claim-namespace",
                 &instance.claim_namespace,
                 "--state-dir",
@@ -122,7 +116,10 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
     )
     .await;
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("control plane is unreachable"), "{stderr}");
+    assert!(
+        stderr.contains("--control-plane-kubeconfig") && stderr.contains("no-such.kubeconfig"),
+        "{stderr}"
+    );
 
     // A claim namespace that does not exist.
     let (code, stderr) = run_claimsync(

@@ -1,6 +1,7 @@
 //! Client set-up shared by the subcommands: the app cluster's client (a kubeconfig file or in-cluster), the control
 //! plane's (a kubeconfig file or a Secret in the app cluster), and a bounded check that each answers.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -26,56 +27,107 @@ pub async fn app_client(args: &RunArgs) -> Result<Client, Error> {
     Client::try_from(config).map_err(|e| Error::Config(format!("app cluster: {e}")))
 }
 
-pub async fn control_plane_client(args: &RunArgs, local: &Client) -> Result<Client, Error> {
-    let config = match (&args.control_plane_kubeconfig, &args.control_plane_kubeconfig_secret) {
-        (Some(path), _) => from_file(path, "--control-plane-kubeconfig").await?,
-        (None, Some(reference)) => {
-            let (namespace, rest) = reference.split_once('/').ok_or_else(|| {
-                Error::Config(format!(
-                    "--control-plane-kubeconfig-secret {reference:?}: want <namespace>/<name>[:<key>]"
-                ))
-            })?;
-            let (name, key) = rest.split_once(':').unwrap_or((rest, "kubeconfig"));
-            let secret = Api::<Secret>::namespaced(local.clone(), namespace)
-                .get(name)
-                .await
-                .map_err(|e| {
+/// Where the control plane's kubeconfig comes from; it is read again when it changes (a rotated token).
+pub enum RemoteSource {
+    File(PathBuf),
+    Secret {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+}
+
+impl RemoteSource {
+    pub fn from_args(args: &RunArgs) -> Result<Self, Error> {
+        match (&args.control_plane_kubeconfig, &args.control_plane_kubeconfig_secret) {
+            (Some(path), _) => Ok(RemoteSource::File(path.clone())),
+            (None, Some(reference)) => {
+                let (namespace, rest) = reference.split_once('/').ok_or_else(|| {
                     Error::Config(format!(
-                        "control plane kubeconfig: Secret {namespace}/{name} in the app cluster: {e}"
+                        "--control-plane-kubeconfig-secret {reference:?}: want <namespace>/<name>[:<key>]"
                     ))
                 })?;
-            let raw = secret.data.and_then(|d| d.get(key).cloned()).ok_or_else(|| {
-                Error::Config(format!(
-                    "control plane kubeconfig: Secret {namespace}/{name} has no key {key:?}"
-                ))
-            })?;
-            let text = String::from_utf8(raw.0).map_err(|_| {
-                Error::Config(format!(
-                    "control plane kubeconfig: key {key:?} of Secret {namespace}/{name} is not text"
-                ))
-            })?;
-            let kubeconfig = Kubeconfig::from_yaml(&text)
-                .map_err(|e| Error::Config(format!("control plane kubeconfig in Secret {namespace}/{name}: {e}")))?;
+                let (name, key) = rest.split_once(':').unwrap_or((rest, "kubeconfig"));
+                Ok(RemoteSource::Secret {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    key: key.to_string(),
+                })
+            }
+            (None, None) => Err(Error::Config(
+                "the control plane's kubeconfig is missing: set --control-plane-kubeconfig or --control-plane-kubeconfig-secret".into(),
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            RemoteSource::File(path) => format!("--control-plane-kubeconfig {}", path.display()),
+            RemoteSource::Secret { namespace, name, key } => {
+                format!("control plane kubeconfig in Secret {namespace}/{name} (key {key:?})")
+            }
+        }
+    }
+
+    /// The kubeconfig's text as it is now.
+    async fn text(&self, local: &Client) -> Result<String, Error> {
+        match self {
+            RemoteSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", self.describe())))
+            }
+            RemoteSource::Secret { namespace, name, key } => {
+                let secret = Api::<Secret>::namespaced(local.clone(), namespace)
+                    .get(name)
+                    .await
+                    .map_err(|e| Error::Config(format!("{}: reading it from the app cluster: {e}", self.describe())))?;
+                let raw = secret
+                    .data
+                    .and_then(|d| d.get(key).cloned())
+                    .ok_or_else(|| Error::Config(format!("{}: the Secret has no such key", self.describe())))?;
+                String::from_utf8(raw.0).map_err(|_| Error::Config(format!("{}: not text", self.describe())))
+            }
+        }
+    }
+
+    /// Reads and checks the kubeconfig; returns the client configuration and a fingerprint of the text.
+    pub async fn load(&self, local: &Client) -> Result<(Config, String), Error> {
+        let text = self.text(local).await?;
+        let kubeconfig =
+            Kubeconfig::from_yaml(&text).map_err(|e| Error::Config(format!("{}: {e}", self.describe())))?;
+        if let RemoteSource::Secret { .. } = self {
             inline_only(&kubeconfig).map_err(|field| {
                 Error::Config(format!(
-                    "control plane kubeconfig in Secret {namespace}/{name} (key {key:?}): {field} is refused: a \
-                     kubeconfig read from a Secret may carry only inline credentials (token, client certificate and \
-                     key data, CA data), since whoever can write that Secret would otherwise run programs or read \
-                     files in claimsync's pod"
+                    "{}: {field} is refused: a kubeconfig read from a Secret may carry only inline credentials \
+                     (token, client certificate and key data, CA data), since whoever can write that Secret would \
+                     otherwise run programs or read files in claimsync's pod",
+                    self.describe()
                 ))
             })?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Config(format!("control plane kubeconfig in Secret {namespace}/{name}: {e}")))?
         }
-        (None, None) => {
-            return Err(Error::Config(
-                "the control plane's kubeconfig is missing: set --control-plane-kubeconfig or --control-plane-kubeconfig-secret".into(),
-            ));
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Config(format!("{}: {e}", self.describe())))?;
+        Ok((config, claimsync_state::content_hash(&serde_json::Value::String(text))))
+    }
+
+    /// Waits until the kubeconfig differs from `fingerprint` and is usable; returns it. A changed kubeconfig that is
+    /// not usable is logged and waited past: the one in use stays.
+    pub async fn changed(&self, local: &Client, fingerprint: &str) -> (Config, String) {
+        loop {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            match self.load(local).await {
+                Ok((config, seen)) if seen != fingerprint => return (config, seen),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the control plane's kubeconfig changed but cannot be used; keeping the one in use")
+                }
+            }
         }
-    };
-    Client::try_from(config).map_err(|e| Error::Config(format!("control plane: {e}")))
+    }
 }
+
+/// How often the control plane's kubeconfig is read again for a change.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 async fn from_file(path: &std::path::Path, flag: &str) -> Result<Config, Error> {
     let kubeconfig =

@@ -8,14 +8,17 @@ use std::sync::Arc;
 use claimsync_state::Journal;
 use clap::Args;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::clients::{REACH_TIMEOUT, app_client, control_plane_client, reachable};
+use super::clients::{REACH_TIMEOUT, RemoteSource, app_client, reachable};
 use crate::context::{Context, Settings};
 use crate::error::Error;
 use crate::model::identity::IdSource;
+use crate::model::link::{LinkState, Probe};
 use crate::sync::{catalog, events, identity, link, namespaces};
 
 #[derive(Debug, Args)]
@@ -82,26 +85,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     let local = app_client(&args).await?;
     reachable(&local, "app cluster").await?;
-    let remote = control_plane_client(&args, &local).await?;
-    reachable(&remote, "control plane").await?;
-    let claim_namespaces = Api::<Namespace>::all(remote.clone());
-    match tokio::time::timeout(REACH_TIMEOUT, claim_namespaces.get_opt(&args.claim_namespace)).await {
-        Ok(Ok(Some(_))) => {}
-        Ok(Ok(None)) => {
-            return Err(Error::Config(format!(
-                "claim namespace {:?} does not exist on the control plane; create it first (kubectl create namespace {})",
-                args.claim_namespace, args.claim_namespace
-            )));
-        }
-        Ok(Err(e)) => {
-            return Err(Error::Config(format!(
-                "control plane: get namespace {}: {e}",
-                args.claim_namespace
-            )));
-        }
-        Err(_) => return Err(Error::Config("control plane: no answer within 15s".into())),
-    }
-    let (cluster_id, source) = match args.cluster_id.clone().filter(|id| !id.is_empty()) {
+    // Configuration errors stop claimsync here; an unreachable control plane does not (it starts offline).
+    let source = RemoteSource::from_args(&args)?;
+    let (mut remote_config, mut fingerprint) = source.load(&local).await?;
+    let mut first_probe = Some(first_look(&remote_config, &args.claim_namespace).await?);
+    let (cluster_id, id_source) = match args.cluster_id.clone().filter(|id| !id.is_empty()) {
         Some(id) => (id, IdSource::Flag),
         None => (
             Api::<Namespace>::all(local.clone())
@@ -122,42 +110,106 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     if was_reset {
         warn!(dir = %args.state_dir.display(), "the journal was unusable and starts empty; claimsync resyncs from the clusters");
     }
-    identity::pin_cluster_id(&local, &instance, &journal, &cluster_id, source).await?;
-
+    identity::pin_cluster_id(&local, &instance, &journal, &cluster_id, id_source).await?;
     let selection = match &args.namespace_selector {
         None => None,
         Some(selector) => Some(namespaces::select(&local, selector).await?),
     };
-
     let reporter = Reporter {
         controller: "claimsync".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(local.clone(), reporter);
-    info!(claim_namespace = %args.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), "claimsync starting");
-    let ctx = Arc::new(Context::new(Settings {
-        local,
-        remote,
-        claim_namespace: args.claim_namespace.clone(),
-        cluster_id,
-        instance,
-        claim_groups: args.claim_groups.clone(),
-        journal: journal.clone(),
-        recorder,
-        selection,
-        concurrency: args.concurrency,
-    }));
-    let (link_changes, link_events) = tokio::sync::mpsc::unbounded_channel();
-    let link = tokio::spawn(link::watch(ctx.clone(), link_changes));
-    let catalog = tokio::spawn(catalog::run(ctx.clone(), link_events));
-    let events = tokio::spawn(events::run(ctx));
-    shutdown_signal().await;
-    info!("shutting down");
-    catalog.abort();
-    events.abort();
-    link.abort();
-    journal.flush()?;
-    Ok(())
+    let reporting_object = link::reporting_object(&instance);
+
+    // One pass per control plane kubeconfig: a rotated one reconnects every controller without a restart.
+    loop {
+        let remote = control_plane_client(&remote_config)?;
+        let initial = match first_probe.take() {
+            Some(initial) => initial,
+            None => first_look(&remote_config, &args.claim_namespace).await?,
+        };
+        let (link_tx, link_rx) = watch::channel(initial.clone());
+        info!(claim_namespace = %args.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), online = initial.is_up(), "claimsync starting");
+        let ctx = Arc::new(Context::new(Settings {
+            local: local.clone(),
+            remote,
+            claim_namespace: args.claim_namespace.clone(),
+            cluster_id: cluster_id.clone(),
+            instance: instance.clone(),
+            claim_groups: args.claim_groups.clone(),
+            journal: journal.clone(),
+            recorder: recorder.clone(),
+            selection: selection.clone(),
+            link: link_rx,
+            reporting_object: reporting_object.clone(),
+            concurrency: args.concurrency,
+        }));
+        if !initial.is_up() {
+            // Degraded, not dead: the local claims keep working and show it.
+            link::announce(&ctx, &initial).await;
+        }
+        let tasks = [
+            tokio::spawn(link::watch(ctx.clone(), link_tx)),
+            tokio::spawn(catalog::run(ctx.clone())),
+            tokio::spawn(events::run(ctx.clone())),
+        ];
+        let rotated = tokio::select! {
+            _ = shutdown_signal() => None,
+            rotated = source.changed(&local, &fingerprint) => Some(rotated),
+        };
+        for task in &tasks {
+            task.abort();
+        }
+        match rotated {
+            None => {
+                info!("shutting down");
+                journal.flush()?;
+                return Ok(());
+            }
+            Some((config, seen)) => {
+                info!("the control plane's kubeconfig changed; reconnecting with it");
+                (remote_config, fingerprint) = (config, seen);
+            }
+        }
+    }
+}
+
+fn control_plane_client(config: &kube::Config) -> Result<Client, Error> {
+    Client::try_from(config.clone()).map_err(|e| Error::Config(format!("control plane: {e}")))
+}
+
+/// Whether the control plane can be used now (the link's state to start from), after checking that the claim
+/// namespace exists if the control plane answers.
+async fn first_look(config: &kube::Config, claim_namespace: &str) -> Result<LinkState, Error> {
+    let remote = control_plane_client(config)?;
+    match link::probe(&remote).await {
+        Probe::Ok => {
+            claim_namespace_exists(&remote, claim_namespace).await?;
+            Ok(LinkState::Up)
+        }
+        Probe::Failed { why, reason } => Ok(LinkState::Down { why, reason }),
+    }
+}
+
+/// The claim namespace must exist on a control plane that answers: a missing one is a configuration error. One
+/// that cannot be read (claimsync's role may not allow reading namespaces) is only warned about.
+async fn claim_namespace_exists(remote: &Client, claim_namespace: &str) -> Result<(), Error> {
+    let namespaces = Api::<Namespace>::all(remote.clone());
+    match tokio::time::timeout(REACH_TIMEOUT, namespaces.get_opt(claim_namespace)).await {
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Ok(None)) => Err(Error::Config(format!(
+            "claim namespace {claim_namespace:?} does not exist on the control plane; create it first (kubectl create namespace {claim_namespace})"
+        ))),
+        Ok(Err(e)) => {
+            warn!(error = %e, namespace = %claim_namespace, "could not check that the claim namespace exists on the control plane");
+            Ok(())
+        }
+        Err(_) => {
+            warn!(namespace = %claim_namespace, "the control plane did not answer whether the claim namespace exists");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,8 @@ pub enum Reason {
     /// Not written to the control plane yet.
     Pending,
     ControlPlaneUnreachable,
+    /// The control plane rejected claimsync's credentials (401).
+    CredentialsRejected,
     /// A local Secret of the requested name exists and is not the claim's.
     SecretConflict,
     /// The Secret at the twin's name on the control plane was not written by Crossplane for the twin.
@@ -32,6 +34,7 @@ impl Reason {
             Reason::Synced => "Synced",
             Reason::Pending => "Pending",
             Reason::ControlPlaneUnreachable => "ControlPlaneUnreachable",
+            Reason::CredentialsRejected => "CredentialsRejected",
             Reason::SecretConflict => "SecretConflict",
             Reason::RemoteSecretConflict => "RemoteSecretConflict",
             Reason::NameConflict => "NameConflict",

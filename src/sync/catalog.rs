@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, UnboundedSender};
 use tracing::{error, info, warn};
 
 use crate::context::{Context, retry_backoff};
@@ -24,7 +24,6 @@ use crate::model::conditions::{Reason, Replicated as ConditionReplicated};
 use crate::model::kind::{ClaimKind, claim_kind, group_allowed, is_claim_crd, is_current, local_crd, served_versions};
 use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
 use crate::sync::claims::status::mark_all;
-use crate::sync::link::Link;
 use crate::sync::supervisor::Running;
 
 /// Outcome of replicating one remote claim CRD.
@@ -102,12 +101,14 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
 }
 
 /// Watches the control plane's claim CRDs (and the local copies, to put back one that is deleted) for as long as
-/// claimsync runs.
-pub async fn run(ctx: Arc<Context>, mut link: UnboundedReceiver<Link>) {
+/// claimsync runs. Before the control plane has answered (it may be unreachable for hours), the kinds claimsync
+/// knows already run: those of the journal's catalog, else the local CRDs claimsync made.
+pub async fn run(ctx: Arc<Context>) {
     let remote_crds = Api::<CustomResourceDefinition>::all(ctx.remote.clone());
     let local_crds = Api::<CustomResourceDefinition>::all(ctx.local.clone());
     let (retry_tx, mut retries) = mpsc::unbounded_channel();
     let mut catalog = Catalog::new(retry_tx);
+    catalog.resume(&ctx).await;
     let mut events = watcher(remote_crds, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -129,7 +130,6 @@ pub async fn run(ctx: Arc<Context>, mut link: UnboundedReceiver<Link>) {
                 }
             }
             Some(name) = retries.recv() => catalog.retry(&ctx, &name).await,
-            Some(change) = link.recv() => catalog.link_changed(&ctx, change).await,
         }
     }
 }
@@ -160,6 +160,39 @@ impl Catalog {
             reported: BTreeSet::new(),
             failures: HashMap::new(),
             retry,
+        }
+    }
+
+    /// Runs the controllers of the kinds known from before: the journal's catalog, or, when the journal is new, the
+    /// local CRDs claimsync made (the same spec as the remote ones, so the same kind and version).
+    async fn resume(&mut self, ctx: &Arc<Context>) {
+        let mut known: Vec<(ClaimKind, bool)> = ctx
+            .journal
+            .catalog()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| group_allowed(&e.group, &ctx.claim_groups))
+            .filter_map(|e| claim_kind(&e.crd).map(|kind| (kind, e.withdrawn)))
+            .collect();
+        if known.is_empty() {
+            let ours = ListParams::default().labels(&format!("{MANAGED_BY}=claimsync"));
+            match Api::<CustomResourceDefinition>::all(ctx.local.clone())
+                .list(&ours)
+                .await
+            {
+                Ok(crds) => known.extend(crds.items.iter().filter_map(|crd| {
+                    let crd = serde_json::to_value(crd).ok()?;
+                    let kind = claim_kind(&crd)?;
+                    group_allowed(&kind.group, &ctx.claim_groups).then_some((kind, false))
+                })),
+                Err(e) => warn!(error = %e, "could not list the local claim CRDs to resume from"),
+            }
+        }
+        for (kind, withdrawn) in known {
+            if withdrawn {
+                self.withdrawn.insert(kind.crd_name.clone());
+            }
+            self.running.ensure(ctx, kind).await;
         }
     }
 
@@ -279,28 +312,6 @@ impl Catalog {
         let cond = ConditionReplicated::new(Reason::KindWithdrawn, message);
         if let Err(e) = mark_all(ctx, &kind, &cond).await {
             error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
-        }
-    }
-
-    /// The control plane went away: every claim says so and keeps its last known status. It came back: every
-    /// claim controller starts over, so each claim (and what changed locally meanwhile) is reconciled now.
-    async fn link_changed(&mut self, ctx: &Arc<Context>, change: Link) {
-        match change {
-            Link::Lost(reason) => {
-                let cond = ConditionReplicated::new(
-                    Reason::ControlPlaneUnreachable,
-                    format!("the control plane is unreachable ({reason}); showing the last known status"),
-                );
-                for kind in self.running.kinds() {
-                    if self.withdrawn.contains(&kind.crd_name) {
-                        continue;
-                    }
-                    if let Err(e) = mark_all(ctx, &kind, &cond).await {
-                        warn!(kind = %kind.kind, error = %e, "could not mark claims as unreachable");
-                    }
-                }
-            }
-            Link::Restored => self.running.restart_all(ctx).await,
         }
     }
 }

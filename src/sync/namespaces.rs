@@ -16,6 +16,7 @@ use tracing::info;
 use crate::error::Error;
 
 /// The selected namespaces and the signal of changes to the selection.
+#[derive(Clone)]
 pub struct Selection {
     pub store: Store<Namespace>,
     pub changes: broadcast::Sender<String>,

@@ -1,6 +1,6 @@
-//! The per-kind claim controllers and their lifecycle: one running controller per offered claim kind, started,
-//! replaced when the kind changes, restarted together, or stopped when the kind is withdrawn. Which kinds exist is
-//! the catalog's decision, not this file's.
+//! The per-kind claim controllers and their lifecycle: one running controller per claim kind claimsync knows,
+//! started, or replaced when the kind changes (a new storage version). A withdrawn kind keeps its controller so its
+//! claims stay deletable. Which kinds exist is the catalog's decision, not this file's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,20 +31,5 @@ impl Running {
 
     pub fn kinds(&self) -> Vec<ClaimKind> {
         self.kinds.values().map(|(kind, _)| kind.clone()).collect()
-    }
-
-    pub async fn restart_all(&mut self, ctx: &Arc<Context>) {
-        for kind in self.kinds() {
-            if let Some((_, handle)) = self.kinds.remove(&kind.crd_name) {
-                handle.abort();
-            }
-            self.ensure(ctx, kind).await;
-        }
-    }
-
-    pub fn stop(&mut self, crd_name: &str) -> Option<ClaimKind> {
-        let (kind, handle) = self.kinds.remove(crd_name)?;
-        handle.abort();
-        Some(kind)
     }
 }

@@ -113,6 +113,7 @@ mod tests {
             remote_uid: Some("9a9a".into()),
             remote_resource_version: Some("77".into()),
             spec_hash_up: Some("s".into()),
+            last_intent: Some(json!({"spec": {"size": 1}})),
             status_hash_down: Some("t".into()),
             secret_hash_down: Some("u".into()),
             secret_name_down: Some("db-conn".into()),

@@ -55,6 +55,8 @@ pub struct ClaimRecord {
     pub remote_resource_version: Option<String>,
     /// Hash of the remote intent last applied up.
     pub spec_hash_up: Option<String>,
+    /// The remote intent last applied up (what pending changes are measured against).
+    pub last_intent: Option<serde_json::Value>,
     /// Hash of the status and Crossplane-owned fields last written down.
     pub status_hash_down: Option<String>,
     /// Hash of the connection secret data last written down.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::kind_context::{KindContext, claim_key};
-use super::status::{event, show, told_if_unreachable};
+use super::status::{event, show};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated};
 use crate::model::naming::{is_twin, remote_claim_name};
@@ -115,13 +115,11 @@ pub(super) async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result
         info!(remote = %remote_object, "deletion policy Orphan: the remote claim stays");
         return finish(kctx, claim).await;
     }
-    let remote = match kctx.get_remote(&remote_name).await {
-        Ok(remote) => remote,
-        Err(e) => {
-            let local = serde_json::to_value(claim).unwrap_or(Value::Null);
-            return Err(told_if_unreachable(kctx, claim, &local, e).await);
-        }
-    };
+    // Offline, the delete waits (the finalizer holds it); the link's return reconciles the claim again.
+    if !ctx.link_state().is_up() {
+        return Ok(Action::await_change());
+    }
+    let remote = kctx.get_remote(&remote_name).await?;
     if let Some(remote) = remote {
         let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
         if is_twin(&labels, &ctx.cluster_id, &namespace, &name) {

@@ -99,6 +99,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
             secret_mapper,
         )
         .reconcile_on(joined_or_left)
+        .reconcile_all_on(link_changes(&ctx))
         .run(reconcile, error_policy, kctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -107,6 +108,15 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
         });
     info!(kind = %kind.kind, version = %kind.api_version(), "claim controller started");
     tokio::spawn(controller)
+}
+
+/// A signal for each change of the link's declared state: lost, every claim says so (and waits); back, every claim
+/// is looked at again and what waited goes up. The controller keeps its watches and caches either way.
+fn link_changes(ctx: &Context) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(ctx.link.clone(), |mut link| async move {
+        link.changed().await.ok()?;
+        Some(((), link))
+    })
 }
 
 /// The local claim a remote claim stands for: named by its origin labels, and only if the remote claim bears the

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use claimsync_state::{ClaimRecord, content_hash};
+use claimsync_state::{ClaimKey, ClaimRecord, content_hash};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -16,12 +16,14 @@ use tracing::{info, warn};
 use super::cleanup::{self, set_finalizer};
 use super::kind_context::{KindContext, now, unix_now};
 use super::secret::{self, SecretCopy};
-use super::status::{event, show, told_if_unreachable, write_down};
+use super::status::{event, show, write_down};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated, replicated_of};
 use crate::model::downward::{is_shown, local_down};
 use crate::model::fields::{field_set, is_subset, owned_fields, same_fields};
+use crate::model::link::{Down, LinkState};
 use crate::model::naming::{is_twin, remote_claim_name};
+use crate::model::pending::{change_count, describe, pending_patch};
 use crate::model::secret::{Owner, SecretOutcome};
 use crate::model::upward::{RemoteTarget, remote_intent, unsupported_field};
 use crate::model::vocabulary::MANAGER_UP;
@@ -64,10 +66,37 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         return Ok(Action::requeue(RESYNC));
     }
 
-    let remote = match kctx.get_remote(&remote_name).await {
-        Ok(remote) => remote,
-        Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
+    let target = RemoteTarget {
+        api_version: &kctx.resource.api_version,
+        kind: &kctx.resource.kind,
+        remote_name: &remote_name,
+        claim_namespace: &ctx.claim_namespace,
+        cluster_id: &ctx.cluster_id,
     };
+    let intent = remote_intent(&local, &target);
+    let intent_hash = content_hash(&intent);
+
+    // Offline: nothing goes up; what waits is recorded and said, and the last known status stays. The link's return
+    // reconciles every claim again.
+    if let LinkState::Down { why, reason } = ctx.link_state() {
+        let pending = pending_patch(record.as_ref().and_then(|r| r.last_intent.as_ref()), &intent);
+        let waits = describe(&pending).map(|w| format!("; {w}")).unwrap_or_default();
+        remember_pending(kctx, &key, claim, &remote_name, pending, None)?;
+        let (reason_shown, message) = match why {
+            Down::Unreachable => (
+                Reason::ControlPlaneUnreachable,
+                format!("the control plane is unreachable ({reason}); showing the last known status{waits}"),
+            ),
+            Down::CredentialsRejected => (
+                Reason::CredentialsRejected,
+                format!("{reason}; showing the last known status{waits}"),
+            ),
+        };
+        show(kctx, claim, &local, Replicated::new(reason_shown, message)).await?;
+        return Ok(Action::await_change());
+    }
+
+    let remote = kctx.get_remote(&remote_name).await?;
     if let Some(remote) = &remote {
         let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
         if !is_twin(&labels, &ctx.cluster_id, &namespace, &name) {
@@ -82,15 +111,6 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         }
     }
 
-    let target = RemoteTarget {
-        api_version: &kctx.resource.api_version,
-        kind: &kctx.resource.kind,
-        remote_name: &remote_name,
-        claim_namespace: &ctx.claim_namespace,
-        cluster_id: &ctx.cluster_id,
-    };
-    let intent = remote_intent(&local, &target);
-    let intent_hash = content_hash(&intent);
     // Checked on every pass, twin or not: while Crossplane takes a kind away it deletes the claims itself (so a
     // vanished twin must not be recreated), and its claims may hang until the XRD is gone.
     if kind_withdrawing(&kctx.ctx, &kctx.kind).await? {
@@ -121,6 +141,8 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
                 Err(e) if e.status_code().is_some_and(refused_for_good) => {
                     // The control plane refused the claim itself: retrying the same content would not help.
                     let message = format!("the control plane refused the claim: {e}");
+                    let pending = pending_patch(record.as_ref().and_then(|r| r.last_intent.as_ref()), &intent);
+                    remember_pending(kctx, &key, claim, &remote_name, pending, Some(message.clone()))?;
                     event(kctx, claim, EventType::Warning, "RemoteRejected", &message).await;
                     show(kctx, claim, &local, Replicated::new(Reason::Error, message)).await?;
                     return Ok(Action::requeue(RESYNC));
@@ -129,10 +151,13 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
                     // Not allowed (401/403), not found (404, e.g. a namespace or CRD on its way), throttled: shown,
                     // and retried with backoff; these pass.
                     let message = format!("the control plane did not take the claim, retrying: {e}");
+                    let pending = pending_patch(record.as_ref().and_then(|r| r.last_intent.as_ref()), &intent);
+                    remember_pending(kctx, &key, claim, &remote_name, pending, Some(message.clone()))?;
                     show(kctx, claim, &local, Replicated::new(Reason::Error, message)).await?;
                     return Err(e);
                 }
-                Err(e) => return Err(told_if_unreachable(kctx, claim, &local, e).await),
+                // Unreachable: retried with backoff; if it lasts, the link is declared down and every claim says so.
+                Err(e) => return Err(e),
             };
             if drifted {
                 let message =
@@ -227,6 +252,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             remote_uid: remote.uid(),
             remote_resource_version: remote.resource_version(),
             spec_hash_up: Some(intent_hash),
+            last_intent: Some(intent),
             status_hash_down: Some(status_hash),
             secret_hash_down: secret_hash,
             secret_name_down: secret_name.map(str::to_string),
@@ -237,6 +263,31 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         },
     )?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Records in the journal what waits to go up for a claim (and why, when an attempt failed), keeping the rest of
+/// its record; a claim never replicated gets a record of its own.
+fn remember_pending(
+    kctx: &KindContext,
+    key: &ClaimKey,
+    claim: &DynamicObject,
+    remote_name: &str,
+    pending: Value,
+    error: Option<String>,
+) -> Result<(), Error> {
+    kctx.ctx.journal.update_claim(key, |record| {
+        let mut record = record.unwrap_or_else(|| ClaimRecord {
+            local_uid: claim.uid().unwrap_or_default(),
+            remote_name: remote_name.to_string(),
+            ..ClaimRecord::default()
+        });
+        record.local_resource_version = claim.resource_version().unwrap_or_default();
+        record.pending_patch = (change_count(&pending) > 0).then(|| pending.clone());
+        record.last_error = error.clone();
+        record.updated_unix = unix_now();
+        Some(record)
+    })?;
+    Ok(())
 }
 
 /// Whether the control plane's answer to an apply refuses the claim's content, so that the same content would be

@@ -12,7 +12,7 @@ use tracing::warn;
 use super::kind_context::{KindContext, claim_key, now};
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side};
-use crate::model::conditions::{Reason, Replicated, with_replicated};
+use crate::model::conditions::{Replicated, with_replicated};
 use crate::model::downward::{LocalDown, spec_shown};
 use crate::model::kind::ClaimKind;
 use crate::model::notes::bounded_note;
@@ -76,31 +76,6 @@ pub async fn apply_status(
         .patch_status(&name, &PatchParams::apply(MANAGER_DOWN).force(), &Patch::Apply(&patch))
         .await
         .context(Side::App, action, claim_key(claim))
-}
-
-/// Shows `ControlPlaneUnreachable` on the claim when `error` is the control plane not answering, keeping the
-/// last known status; hands back the error to retry on (or the failure to show it).
-pub(super) async fn told_if_unreachable(
-    kctx: &KindContext,
-    claim: &DynamicObject,
-    local: &Value,
-    error: Error,
-) -> Error {
-    if !error.is_unreachable(Side::ControlPlane) {
-        return error;
-    }
-    let message = format!("the control plane is unreachable ({error}); showing the last known status");
-    match show(
-        kctx,
-        claim,
-        local,
-        Replicated::new(Reason::ControlPlaneUnreachable, message),
-    )
-    .await
-    {
-        Ok(()) => error,
-        Err(shown) => shown,
-    }
 }
 
 /// Sets only the `Replicated` condition, keeping the rest of the status (the last known remote status); fails
