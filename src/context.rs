@@ -17,6 +17,7 @@ use tracing::info;
 
 use crate::model::link::LinkState;
 use crate::sync::namespaces::Selection;
+use crate::sync::orphans::Orphans;
 
 pub struct Context {
     pub local: Client,
@@ -40,6 +41,8 @@ pub struct Context {
     pub reporting_object: ObjectReference,
     pub concurrency: u16,
     pub sync: SyncTracker,
+    /// Twins whose local claim is gone unseen, by claim key (see sync/orphans.rs).
+    pub orphans: Mutex<Orphans>,
     failures: Mutex<HashMap<String, ExponentialBackoff>>,
 }
 
@@ -80,6 +83,7 @@ impl Context {
             reporting_object: settings.reporting_object,
             concurrency: settings.concurrency.max(1),
             sync: SyncTracker::default(),
+            orphans: Mutex::default(),
             failures: Mutex::default(),
         }
     }

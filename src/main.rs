@@ -8,19 +8,19 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Run(args)) => *args,
+    let command = match cli.command {
         Some(Command::Version) | None => {
             println!("claimsync {}", env!("CARGO_PKG_VERSION"));
             return;
         }
+        Some(command) => command,
     };
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn")))
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(claimsync::cli::run::run(args)) {
+    if let Err(e) = runtime.block_on(claimsync::cli::execute(command)) {
         eprintln!("claimsync: {e}");
         let mut source = std::error::Error::source(&e);
         while let Some(cause) = source {

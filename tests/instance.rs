@@ -25,6 +25,8 @@ pub struct Instance {
     pub control_plane: Client,
     /// Read the control plane's kubeconfig from this Secret (`<namespace>/<name>`) instead of a file.
     pub control_plane_secret: Option<String>,
+    /// Reach the control plane through this link of the test's own (see `use_link`).
+    pub link: Option<support::Link>,
     log: PathBuf,
     child: Option<Child>,
     starts: usize,
@@ -51,6 +53,7 @@ impl Instance {
             app,
             control_plane,
             control_plane_secret: None,
+            link: None,
             child: None,
             starts: 0,
         }
@@ -86,9 +89,10 @@ impl Instance {
         let selector = format!("{INSTANCE_LABEL}={}", self.id);
         let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
         command.arg("run").arg("--app-kubeconfig").arg(&env().app_kubeconfig);
-        match &self.control_plane_secret {
-            Some(secret) => command.args(["--control-plane-kubeconfig-secret", secret]),
-            None => command
+        match (&self.control_plane_secret, &self.link) {
+            (Some(secret), _) => command.args(["--control-plane-kubeconfig-secret", secret]),
+            (None, Some(link)) => command.arg("--control-plane-kubeconfig").arg(&link.kubeconfig),
+            (None, None) => command
                 .arg("--control-plane-kubeconfig")
                 .arg(&env().control_plane_kubeconfig),
         };
@@ -143,6 +147,25 @@ impl Instance {
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Makes this instance reach the control plane through a link of its own, which the test can cut, reset,
+    /// delay and restore (`link("cut")`); call before starting it.
+    pub fn use_link(&mut self) {
+        self.link = Some(support::link(&self.id));
+    }
+
+    /// `e2e/env link <action> <this instance's link>`, e.g. `cut`, `reset`, `restore`.
+    pub fn link(&self, action: &str) {
+        let link = self.link.as_ref().expect("the instance uses a link");
+        env().script(&["link", action, &link.name]);
+    }
+
+    /// Whether claimsync still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Stops claimsync (SIGKILL: a crash is the harder case for a restart).

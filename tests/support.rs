@@ -114,7 +114,9 @@ impl Env {
                 let Ok(pid) = std::fs::read_to_string(&pid_file) else {
                     continue;
                 };
-                if Path::new(&format!("/proc/{}", pid.trim())).exists() {
+                // The pid file holds the pid and the process's start time.
+                let pid = pid.split_whitespace().next().unwrap_or_default();
+                if Path::new(&format!("/proc/{pid}")).exists() {
                     continue;
                 }
                 let log = self.dir.join(cluster).join(format!("{process}.log"));

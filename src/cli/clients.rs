@@ -9,13 +9,13 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use super::RunArgs;
+use super::args::ClusterArgs;
 use crate::error::Error;
 
 /// How long start-up waits for each API server before giving up with a clear message.
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub async fn app_client(args: &RunArgs) -> Result<Client, Error> {
+pub async fn app_client(args: &ClusterArgs) -> Result<Client, Error> {
     let config = match &args.app_kubeconfig {
         Some(path) => from_file(path, "--app-kubeconfig").await?,
         None => Config::infer().await.map_err(|e| {
@@ -38,7 +38,7 @@ pub enum RemoteSource {
 }
 
 impl RemoteSource {
-    pub fn from_args(args: &RunArgs) -> Result<Self, Error> {
+    pub fn from_args(args: &ClusterArgs) -> Result<Self, Error> {
         match (&args.control_plane_kubeconfig, &args.control_plane_kubeconfig_secret) {
             (Some(path), _) => Ok(RemoteSource::File(path.clone())),
             (None, Some(reference)) => {

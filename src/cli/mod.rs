@@ -2,12 +2,17 @@
 //! variable) and the client set-up they share (`clients.rs`). Nothing here replicates; it configures and hands
 //! over to `sync`.
 
+pub mod args;
 mod clients;
+pub mod restore;
 pub mod run;
 
 use clap::{Parser, Subcommand};
 
+pub use restore::RestoreArgs;
 pub use run::RunArgs;
+
+use crate::error::Error;
 
 /// claimsync: Crossplane claims in your app cluster, replicated to and from a remote control plane.
 #[derive(Debug, Parser)]
@@ -21,6 +26,17 @@ pub struct Cli {
 pub enum Command {
     /// Replicate claims between the app cluster and the control plane until stopped.
     Run(Box<RunArgs>),
+    /// Create again the local claims whose twins are on the control plane but which are missing locally.
+    Restore(Box<RestoreArgs>),
     /// Print the version and exit.
     Version,
+}
+
+/// Runs a subcommand that works against the clusters.
+pub async fn execute(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Run(args) => run::run(*args).await,
+        Command::Restore(args) => restore::restore(*args).await,
+        Command::Version => Ok(()),
+    }
 }

@@ -14,39 +14,17 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::args::ClusterArgs;
 use super::clients::{REACH_TIMEOUT, RemoteSource, app_client, reachable};
 use crate::context::{Context, Settings};
 use crate::error::Error;
-use crate::model::identity::IdSource;
 use crate::model::link::{LinkState, Probe};
 use crate::sync::{catalog, events, identity, link, namespaces};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Kubeconfig of the app cluster (default: in-cluster config, else $KUBECONFIG or ~/.kube/config).
-    #[arg(long, env = "CLAIMSYNC_APP_KUBECONFIG")]
-    pub app_kubeconfig: Option<PathBuf>,
-    /// Kubeconfig file of the control plane.
-    #[arg(
-        long,
-        env = "CLAIMSYNC_CONTROL_PLANE_KUBECONFIG",
-        required_unless_present = "control_plane_kubeconfig_secret"
-    )]
-    pub control_plane_kubeconfig: Option<PathBuf>,
-    /// Secret in the app cluster holding the control plane's kubeconfig: `<namespace>/<name>[:<key>]`
-    /// (key default `kubeconfig`).
-    #[arg(
-        long,
-        env = "CLAIMSYNC_CONTROL_PLANE_KUBECONFIG_SECRET",
-        conflicts_with = "control_plane_kubeconfig"
-    )]
-    pub control_plane_kubeconfig_secret: Option<String>,
-    /// Namespace of the control plane that holds this cluster's claims; it must exist.
-    #[arg(long, env = "CLAIMSYNC_CLAIM_NAMESPACE")]
-    pub claim_namespace: String,
-    /// Identity of this app cluster in remote names and labels (default: uid of its kube-system namespace).
-    #[arg(long, env = "CLAIMSYNC_CLUSTER_ID")]
-    pub cluster_id: Option<String>,
+    #[command(flatten)]
+    pub clusters: ClusterArgs,
     /// Directory of the journal (a sled database).
     #[arg(long, env = "CLAIMSYNC_STATE_DIR", default_value = "/var/lib/claimsync")]
     pub state_dir: PathBuf,
@@ -56,56 +34,23 @@ pub struct RunArgs {
     /// How many claims of one kind are reconciled at once.
     #[arg(long, env = "CLAIMSYNC_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
-    /// claimsync's own namespace in the app cluster, where it records the cluster id (ConfigMap
-    /// `claimsync-identity`); default: $POD_NAMESPACE, else `claimsync-system`. It must exist.
-    #[arg(long, env = "CLAIMSYNC_NAMESPACE")]
-    pub namespace: Option<String>,
     /// Only claim kinds of these API groups are replicated (comma-separated; `*.example.org` matches every
     /// subgroup); default: every claim kind the control plane offers.
     #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
     pub claim_groups: Vec<String>,
 }
 
-impl RunArgs {
-    /// claimsync's own namespace: the flag, else the pod's namespace, else `claimsync-system`.
-    pub fn own_namespace(&self) -> String {
-        self.namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
-            .unwrap_or_else(|| "claimsync-system".to_string())
-    }
-}
-
 pub async fn run(args: RunArgs) -> Result<(), Error> {
-    if args.claim_namespace.trim().is_empty() {
-        return Err(Error::Config(
-            "--claim-namespace (CLAIMSYNC_CLAIM_NAMESPACE) must name a namespace of the control plane".into(),
-        ));
-    }
-    let local = app_client(&args).await?;
+    let clusters = &args.clusters;
+    clusters.check()?;
+    let local = app_client(clusters).await?;
     reachable(&local, "app cluster").await?;
     // Configuration errors stop claimsync here; an unreachable control plane does not (it starts offline).
-    let source = RemoteSource::from_args(&args)?;
+    let source = RemoteSource::from_args(clusters)?;
     let (mut remote_config, mut fingerprint) = source.load(&local).await?;
-    let mut first_probe = Some(first_look(&remote_config, &args.claim_namespace).await?);
-    let (cluster_id, id_source) = match args.cluster_id.clone().filter(|id| !id.is_empty()) {
-        Some(id) => (id, IdSource::Flag),
-        None => (
-            Api::<Namespace>::all(local.clone())
-                .get("kube-system")
-                .await
-                .ok()
-                .and_then(|ns| ns.metadata.uid)
-                .ok_or_else(|| {
-                    Error::Config(
-                        "cannot read the uid of the app cluster's kube-system namespace; set --cluster-id".into(),
-                    )
-                })?,
-            IdSource::KubeSystemUid,
-        ),
-    };
-    let instance = args.own_namespace();
+    let mut first_probe = Some(first_look(&remote_config, &clusters.claim_namespace).await?);
+    let (cluster_id, id_source) = clusters.cluster_id(&local).await?;
+    let instance = clusters.own_namespace();
     let (journal, was_reset) = Journal::open_or_reset(&args.state_dir)?;
     if was_reset {
         warn!(dir = %args.state_dir.display(), "the journal was unusable and starts empty; claimsync resyncs from the clusters");
@@ -127,14 +72,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let remote = control_plane_client(&remote_config)?;
         let initial = match first_probe.take() {
             Some(initial) => initial,
-            None => first_look(&remote_config, &args.claim_namespace).await?,
+            None => first_look(&remote_config, &clusters.claim_namespace).await?,
         };
         let (link_tx, link_rx) = watch::channel(initial.clone());
-        info!(claim_namespace = %args.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), online = initial.is_up(), "claimsync starting");
+        info!(claim_namespace = %clusters.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), online = initial.is_up(), "claimsync starting");
         let ctx = Arc::new(Context::new(Settings {
             local: local.clone(),
             remote,
-            claim_namespace: args.claim_namespace.clone(),
+            claim_namespace: clusters.claim_namespace.clone(),
             cluster_id: cluster_id.clone(),
             instance: instance.clone(),
             claim_groups: args.claim_groups.clone(),

@@ -59,6 +59,25 @@ pub fn remove_fields(value: &mut Value, set: &Value) {
     }
 }
 
+/// Keeps in `value` only the fields the set names (a leaf keeps its whole value), dropping the rest.
+pub fn retain_fields(value: &mut Value, set: &Value) {
+    let (Value::Object(map), Value::Object(set)) = (value, set) else {
+        return;
+    };
+    map.retain(|field, child| {
+        let Some(child_set) = set.get(&format!("f:{field}")) else {
+            return false;
+        };
+        let leaf = child_set
+            .as_object()
+            .is_none_or(|c| !c.keys().any(|k| k.starts_with("f:")));
+        if !leaf {
+            retain_fields(child, child_set);
+        }
+        true
+    });
+}
+
 /// The field paths of a value as a field set: maps recurse, everything else (scalars, lists) is a leaf.
 pub fn field_set(value: &Value) -> Value {
     match value {
@@ -146,6 +165,14 @@ mod tests {
         let set = json!({"f:ref": {"f:name": {}}, "f:p": {"f:x": {}}, "f:tags": {"v:\"t\"": {}}, "f:e": {".": {}}});
         remove_fields(&mut spec, &set);
         assert_eq!(spec, json!({"id": "a", "p": {"y": 2}}));
+    }
+
+    #[test]
+    fn retains_only_what_the_set_owns() {
+        let mut spec = json!({"id": "a", "ref": {"name": "n", "ns": "x"}, "p": {"x": 1, "y": 2}, "tags": ["t"]});
+        let set = json!({"f:id": {}, "f:ref": {"f:name": {}}, "f:tags": {"v:\"t\"": {}}});
+        retain_fields(&mut spec, &set);
+        assert_eq!(spec, json!({"id": "a", "ref": {"name": "n"}, "tags": ["t"]}));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod link;
 pub mod naming;
 pub mod notes;
 pub mod pending;
+pub mod restore;
 pub mod secret;
 pub mod upward;
 pub mod vocabulary;

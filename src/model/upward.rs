@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::fields::{owned_fields, remove_fields};
 use crate::model::naming::origin_labels;
-use crate::model::vocabulary::{EXTERNAL_NAME, LAST_APPLIED, MANAGER_DOWN, OWN_PREFIX, PAUSED};
+use crate::model::vocabulary::{EXTERNAL_NAME, LAST_APPLIED, LOCAL_SECRET_NAME, MANAGER_DOWN, OWN_PREFIX, PAUSED};
 
 /// Policies the identical CRDs default identically on both sides: a defaulted value is not sent up.
 const DEFAULTED: [(&str, &str); 2] = [
@@ -74,7 +74,7 @@ pub fn unsupported_field(local: &Value) -> Option<(&'static str, &'static str)> 
 
 /// The remote claim for `local`, to be server-side applied by [`MANAGER_UP`].
 pub fn remote_intent(local: &Value, target: &RemoteTarget) -> Value {
-    let (mut spec, mut labels, annotations) = user_intent(local);
+    let (mut spec, mut labels, mut annotations) = user_intent(local);
     let spec_map = spec.as_object_mut().expect("spec is an object");
     spec_map.remove("resourceRef");
     for (field, default) in DEFAULTED {
@@ -82,12 +82,15 @@ pub fn remote_intent(local: &Value, target: &RemoteTarget) -> Value {
             spec_map.remove(field);
         }
     }
-    // The Secret is written under a name unique in the claim namespace and copied back under the user's name.
-    if spec_map
+    // The Secret is written under a name unique in the claim namespace and copied back under the user's name,
+    // which the twin remembers (so that `claimsync restore` can give it back).
+    if let Some(local_name) = spec_map
         .get("writeConnectionSecretToRef")
-        .is_some_and(|r| r.get("name").is_some())
+        .and_then(|r| r.get("name"))
+        .cloned()
     {
         spec_map.insert("writeConnectionSecretToRef".into(), json!({"name": target.remote_name}));
+        annotations.insert(LOCAL_SECRET_NAME.into(), local_name);
     }
     let metadata = &local["metadata"];
     let origin: BTreeMap<String, String> = origin_labels(
@@ -160,7 +163,10 @@ mod tests {
         assert_eq!(intent["metadata"]["labels"]["team"], "a");
         assert_eq!(intent["metadata"]["labels"]["claimsync.dev/origin-namespace"], "team");
         assert!(intent["metadata"]["labels"].get("claimsync.dev/x").is_none());
-        assert_eq!(intent["metadata"]["annotations"], json!({"note": "n"}));
+        assert_eq!(
+            intent["metadata"]["annotations"],
+            json!({"note": "n", LOCAL_SECRET_NAME: "demo-conn"})
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub const PAUSED: &str = "crossplane.io/paused";
 /// Annotation claimsync puts on a local claim beside its finalizer: which claimsync (by its own namespace in the
 /// app cluster) replicates it, so that only that one ever releases the claim.
 pub const REPLICATED_BY: &str = "claimsync.dev/replicated-by";
+/// Annotation on a twin: the name of the connection Secret the local claim asked for (the twin's own Secret is
+/// named after the twin).
+pub const LOCAL_SECRET_NAME: &str = "claimsync.dev/local-secret-name";
 /// Name of the ConfigMap, in claimsync's namespace, that records the cluster id every twin is named after.
 pub const IDENTITY_CONFIGMAP: &str = "claimsync-identity";
 /// The type Crossplane gives connection Secrets.

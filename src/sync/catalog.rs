@@ -10,10 +10,10 @@ use claimsync_state::{CatalogEntry, content_hash};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use serde_json::Value;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tracing::{error, info, warn};
@@ -26,28 +26,29 @@ use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
 use crate::sync::claims::status::mark_all;
 use crate::sync::supervisor::Running;
 
-/// Outcome of replicating one remote claim CRD.
-enum Replicated {
-    Ready(ClaimKind),
-    /// A local CRD of that name is not claimsync's.
+/// Outcome of copying one remote claim CRD into the app cluster.
+pub enum Copied {
+    /// The local CRD is claimsync's copy and established; the copy as applied.
+    Established(Value),
+    /// A local CRD of that name is not claimsync's: left alone.
     NotOwned,
-    /// The local CRD is being deleted; it is made again once it is gone.
+    /// The local CRD is being deleted; it can be made again once it is gone.
     Terminating,
 }
 
-/// Makes the local CRD match the remote one and waits until it is established.
-async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
+/// Copies a remote claim CRD into the app cluster (unless the copy is current) and waits until it is established.
+pub async fn copy_crd(local: &Client, remote: &Value) -> Result<Copied, Error> {
     let name = remote["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let local_crds = Api::<CustomResourceDefinition>::all(ctx.local.clone());
+    let local_crds = Api::<CustomResourceDefinition>::all(local.clone());
     let desired = local_crd(remote);
     let existing = local_crds.get_opt(&name).await.context(Side::App, "get CRD", &name)?;
     let existing = existing.map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
     if let Some(existing) = &existing {
         if existing["metadata"]["labels"][MANAGED_BY] != "claimsync" {
-            return Ok(Replicated::NotOwned);
+            return Ok(Copied::NotOwned);
         }
         if existing["metadata"]["deletionTimestamp"].is_string() {
-            return Ok(Replicated::Terminating);
+            return Ok(Copied::Terminating);
         }
     }
     if !existing.as_ref().is_some_and(|e| is_current(e, &desired)) {
@@ -67,7 +68,7 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
             .flat_map(|s| s.conditions.iter().flatten())
             .any(|c| c.type_ == "Established" && c.status == "True");
         if established {
-            break;
+            return Ok(Copied::Established(desired));
         }
         if tokio::time::Instant::now() > deadline {
             return Err(Error::Invalid {
@@ -77,6 +78,25 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Outcome of replicating one remote claim CRD.
+enum Replicated {
+    Ready(ClaimKind),
+    /// A local CRD of that name is not claimsync's.
+    NotOwned,
+    /// The local CRD is being deleted; it is made again once it is gone.
+    Terminating,
+}
+
+/// Makes the local CRD match the remote one and waits until it is established.
+async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
+    let name = remote["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let desired = match copy_crd(&ctx.local, remote).await? {
+        Copied::Established(desired) => desired,
+        Copied::NotOwned => return Ok(Replicated::NotOwned),
+        Copied::Terminating => return Ok(Replicated::Terminating),
+    };
     ctx.journal.put_catalog_entry(&CatalogEntry {
         crd_name: name.clone(),
         group: remote["spec"]["group"].as_str().unwrap_or_default().to_string(),

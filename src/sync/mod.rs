@@ -9,4 +9,5 @@ pub mod identity;
 pub mod link;
 pub mod namespaces;
 pub mod offer;
+pub mod orphans;
 pub mod supervisor;

@@ -24,12 +24,14 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::kind_context::KindContext;
+pub use self::kind_context::api_resource;
 use crate::context::Context;
 use crate::error::Error;
 use crate::model::conditions::Reason;
 use crate::model::kind::ClaimKind;
 use crate::model::naming::{origin_of, remote_claim_name};
 use crate::model::vocabulary::ORIGIN_CLUSTER;
+use crate::sync::orphans;
 
 /// Starts the controller of one claim kind; it runs until the returned task is aborted.
 pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
@@ -68,6 +70,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
     let controller = Controller::new_with(local_all, watcher::Config::default(), resource.clone()).with_config(config);
     // A namespace that joins or leaves the selection has its claims looked at now, not at their next change.
     let (claims, claims_resource) = (controller.store(), resource.clone());
+    let orphans_store = controller.store();
     let joined_or_left = futures::stream::unfold(ctx.namespace_changes.subscribe(), |mut changes| async move {
         loop {
             match changes.recv().await {
@@ -107,7 +110,11 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
             }
         });
     info!(kind = %kind.kind, version = %kind.api_version(), "claim controller started");
-    tokio::spawn(controller)
+    let orphans = orphans::watch(ctx.clone(), kind.clone(), orphans_store);
+    // The orphan scan lives and dies with the controller.
+    tokio::spawn(async move {
+        tokio::join!(controller, orphans);
+    })
 }
 
 /// A signal for each change of the link's declared state: lost, every claim says so (and waits); back, every claim
@@ -137,6 +144,9 @@ fn error_policy(claim: Arc<DynamicObject>, error: &Error, kctx: Arc<KindContext>
 
 /// How soon a claim that changed under a write is looked at again (its new version is on its way anyway).
 const AFTER_CONFLICT: Duration = Duration::from_millis(500);
+/// The longest one reconcile may take. A request into a link that blackholes hangs far longer than that (the
+/// client's read timeout is kept long for watches); bounded here, the claim is retried and sees the link's state.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<Action, Error> {
     let namespace = claim.namespace().unwrap_or_default();
@@ -159,8 +169,17 @@ async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<
         }
         reconcile::sync(&kctx, &claim).await
     }
-    .instrument(span)
-    .await;
+    .instrument(span);
+    let result = match tokio::time::timeout(RECONCILE_TIMEOUT, result).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Invalid {
+            object: key.clone(),
+            message: format!(
+                "no answer within {}s (the control plane may be unreachable); retrying",
+                RECONCILE_TIMEOUT.as_secs()
+            ),
+        }),
+    };
     let result = match result {
         // The claim changed under a write: nothing was undone; look again at its new version.
         Err(e) if e.is_conflict() => {

@@ -1,0 +1,82 @@
+//! The flags every subcommand that talks to both clusters shares: where the app cluster and the control plane are,
+//! the claim namespace, the cluster id and claimsync's own namespace; and how they resolve.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::Api;
+
+use crate::error::Error;
+use crate::model::identity::IdSource;
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig of the app cluster (default: in-cluster config, else $KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "CLAIMSYNC_APP_KUBECONFIG")]
+    pub app_kubeconfig: Option<PathBuf>,
+    /// Kubeconfig file of the control plane.
+    #[arg(
+        long,
+        env = "CLAIMSYNC_CONTROL_PLANE_KUBECONFIG",
+        required_unless_present = "control_plane_kubeconfig_secret"
+    )]
+    pub control_plane_kubeconfig: Option<PathBuf>,
+    /// Secret in the app cluster holding the control plane's kubeconfig: `<namespace>/<name>[:<key>]`
+    /// (key default `kubeconfig`). It may carry only inline credentials.
+    #[arg(
+        long,
+        env = "CLAIMSYNC_CONTROL_PLANE_KUBECONFIG_SECRET",
+        conflicts_with = "control_plane_kubeconfig"
+    )]
+    pub control_plane_kubeconfig_secret: Option<String>,
+    /// Namespace of the control plane that holds this cluster's claims; it must exist.
+    #[arg(long, env = "CLAIMSYNC_CLAIM_NAMESPACE")]
+    pub claim_namespace: String,
+    /// Identity of this app cluster in remote names and labels (default: uid of its kube-system namespace). Once
+    /// chosen it is pinned: a different one is refused.
+    #[arg(long, env = "CLAIMSYNC_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// claimsync's own namespace in the app cluster, where it records the cluster id (ConfigMap
+    /// `claimsync-identity`); default: $POD_NAMESPACE, else `claimsync-system`. It must exist.
+    #[arg(long, env = "CLAIMSYNC_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl ClusterArgs {
+    /// Checks what clap cannot.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.claim_namespace.trim().is_empty() {
+            return Err(Error::Config(
+                "--claim-namespace (CLAIMSYNC_CLAIM_NAMESPACE) must name a namespace of the control plane".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// claimsync's own namespace: the flag, else the pod's namespace, else `claimsync-system`.
+    pub fn own_namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| "claimsync-system".to_string())
+    }
+
+    /// The cluster id to use and where it came from: `--cluster-id`, else the uid of `kube-system`.
+    pub async fn cluster_id(&self, local: &Client) -> Result<(String, IdSource), Error> {
+        if let Some(id) = self.cluster_id.clone().filter(|id| !id.is_empty()) {
+            return Ok((id, IdSource::Flag));
+        }
+        let uid = Api::<Namespace>::all(local.clone())
+            .get("kube-system")
+            .await
+            .ok()
+            .and_then(|ns| ns.metadata.uid)
+            .ok_or_else(|| {
+                Error::Config("cannot read the uid of the app cluster's kube-system namespace; set --cluster-id".into())
+            })?;
+        Ok((uid, IdSource::KubeSystemUid))
+    }
+}

@@ -1,0 +1,124 @@
+//! Restore: the local claim a twin stands for, rebuilt from the twin alone (for an app cluster rebuilt with the same
+//! cluster id, or claims lost with their CRD): the user's spec (what claimsync applied up, never what Crossplane
+//! chose), labels and annotations, and the connection Secret name the claim asked for. Pure functions over JSON.
+
+use serde_json::{Map, Value, json};
+
+use crate::model::fields::{owned_fields, retain_fields};
+use crate::model::naming::{origin_of, remote_claim_name};
+use crate::model::vocabulary::{
+    CROSSPLANE_SPEC_FIELDS, LAST_APPLIED, LOCAL_SECRET_NAME, MANAGER_UP, MCP_CLUSTER, MCP_NAME, MCP_NAMESPACE,
+    OWN_PREFIX,
+};
+
+/// The local claim for a twin of `cluster_id`, or None when the twin is not one of this cluster's (its labels name
+/// no local claim, or a claim whose computed twin name is another).
+pub fn local_claim(twin: &Value, cluster_id: &str) -> Option<Value> {
+    let (namespace, name) = origin_of(&twin["metadata"]["labels"], cluster_id)?;
+    if twin["metadata"]["name"].as_str() != Some(remote_claim_name(&name, &namespace, cluster_id).as_str()) {
+        return None;
+    }
+    let mut spec = twin["spec"].clone();
+    match owned_fields(twin, |m| m == MANAGER_UP) {
+        // What claimsync applied up is exactly what the user had set.
+        Some(owned) if owned["f:spec"].is_object() => retain_fields(&mut spec, &owned["f:spec"]),
+        // A twin claimsync never applied (the MCP Connector made it): all but what Crossplane fills in.
+        _ => {
+            if let Some(spec) = spec.as_object_mut() {
+                for field in CROSSPLANE_SPEC_FIELDS {
+                    spec.remove(field);
+                }
+            }
+        }
+    }
+    let annotations = &twin["metadata"]["annotations"];
+    if let Some(secret) = annotations.get(LOCAL_SECRET_NAME)
+        && spec.get("writeConnectionSecretToRef").is_some()
+    {
+        spec["writeConnectionSecretToRef"] = json!({"name": secret});
+    }
+    let keep = |map: &Value| -> Map<String, Value> {
+        map.as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with(OWN_PREFIX)
+                    && k != LAST_APPLIED
+                    && ![MCP_CLUSTER, MCP_NAMESPACE, MCP_NAME].contains(&k.as_str())
+            })
+            .collect()
+    };
+    let mut metadata = json!({"name": name, "namespace": namespace});
+    let labels = keep(&twin["metadata"]["labels"]);
+    if !labels.is_empty() {
+        metadata["labels"] = Value::Object(labels);
+    }
+    let annotations = keep(annotations);
+    if !annotations.is_empty() {
+        metadata["annotations"] = Value::Object(annotations);
+    }
+    Some(json!({
+        "apiVersion": twin["apiVersion"], "kind": twin["kind"], "metadata": metadata, "spec": spec,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::vocabulary::{ORIGIN_CLUSTER, ORIGIN_NAME, ORIGIN_NAMESPACE, ORIGIN_UID};
+
+    fn twin(managed: Value) -> Value {
+        json!({
+            "apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
+            "metadata": {
+                "name": remote_claim_name("demo", "team", "c1"),
+                "labels": {ORIGIN_CLUSTER: "c1", ORIGIN_NAMESPACE: "team", ORIGIN_NAME: "demo", ORIGIN_UID: "u",
+                           "team": "a"},
+                "annotations": {LOCAL_SECRET_NAME: "demo-conn", "note": "n", "crossplane.io/external-name": "x"},
+                "managedFields": managed,
+            },
+            "spec": {"id": "demo", "parameters": {"size": 3}, "writeConnectionSecretToRef": {"name": "claim-1"},
+                     "resourceRef": {"name": "xr-1"}, "compositionRef": {"name": "chosen"},
+                     "compositeDeletePolicy": "Background"},
+        })
+    }
+
+    #[test]
+    fn the_users_part_of_a_twin_comes_back() {
+        let managed = json!([
+            {"manager": MANAGER_UP, "operation": "Apply", "fieldsV1": {"f:spec": {
+                "f:id": {}, "f:parameters": {"f:size": {}}, "f:writeConnectionSecretToRef": {"f:name": {}}}}},
+            {"manager": "crossplane", "operation": "Update", "fieldsV1": {"f:spec": {
+                "f:resourceRef": {}, "f:compositionRef": {}}}},
+        ]);
+        let local = local_claim(&twin(managed), "c1").unwrap();
+        assert_eq!(local["metadata"]["name"], "demo");
+        assert_eq!(local["metadata"]["namespace"], "team");
+        assert_eq!(local["metadata"]["labels"], json!({"team": "a"}));
+        assert_eq!(
+            local["metadata"]["annotations"],
+            json!({"note": "n", "crossplane.io/external-name": "x"})
+        );
+        assert_eq!(
+            local["spec"],
+            json!({"id": "demo", "parameters": {"size": 3}, "writeConnectionSecretToRef": {"name": "demo-conn"}})
+        );
+    }
+
+    #[test]
+    fn a_twin_claimsync_never_applied_keeps_all_but_crossplanes_fields() {
+        let local = local_claim(&twin(json!([])), "c1").unwrap();
+        assert!(local["spec"].get("resourceRef").is_none());
+        assert!(local["spec"].get("compositionRef").is_none());
+        assert_eq!(local["spec"]["compositeDeletePolicy"], "Background");
+    }
+
+    #[test]
+    fn twins_of_others_or_with_borrowed_labels_are_not_restored() {
+        assert!(local_claim(&twin(json!([])), "c2").is_none());
+        let mut renamed = twin(json!([]));
+        renamed["metadata"]["name"] = json!("impostor");
+        assert!(local_claim(&renamed, "c1").is_none());
+    }
+}

@@ -1,0 +1,106 @@
+//! Orphans: twins on the control plane whose local claim is gone although claimsync never saw it deleted (its
+//! finalizer removed by hand, the app cluster rebuilt). They are never deleted automatically; each is reported once
+//! (log and an Event on claimsync) and kept in a list the metrics and the shim read. `claimsync restore` brings
+//! their claims back. Reads only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
+use kube::api::{DynamicObject, ListParams};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
+use tracing::warn;
+
+use crate::context::Context;
+use crate::model::kind::ClaimKind;
+use crate::model::naming::{origin_of, remote_claim_name};
+use crate::model::notes::bounded_note;
+use crate::model::vocabulary::ORIGIN_CLUSTER;
+use crate::sync::claims::api_resource;
+
+/// How often each kind's twins are compared with its local claims.
+const SCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// A twin without its local claim: the claim's key (`group/Kind namespace/name`) and the twin's name.
+pub type Orphans = BTreeMap<String, String>;
+
+/// Compares the twins of one kind with the local claims in `claims` every half minute while the link is up: one
+/// LIST of the twins per kind, whatever the number of claims.
+pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Store<DynamicObject>) {
+    let resource = api_resource(&kind);
+    let twins = kube::Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
+    if claims.wait_until_ready().await.is_err() {
+        return;
+    }
+    let ours = ListParams::default().labels(&format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id));
+    loop {
+        if ctx.link_state().is_up()
+            && let Ok(list) = twins.list(&ours).await
+        {
+            let mut found = Orphans::new();
+            for twin in list.items.iter().filter(|t| t.metadata.deletion_timestamp.is_none()) {
+                let labels = serde_json::to_value(twin.labels()).unwrap_or_default();
+                let Some((namespace, name)) = origin_of(&labels, &ctx.cluster_id) else {
+                    continue;
+                };
+                if remote_claim_name(&name, &namespace, &ctx.cluster_id) != twin.name_any()
+                    || !ctx.namespace_selected(&namespace)
+                {
+                    continue;
+                }
+                let here = claims.get(&ObjectRef::new_with(&name, resource.clone()).within(&namespace));
+                if here.is_none() {
+                    let key = format!("{}/{} {namespace}/{name}", kind.group, kind.kind);
+                    found.insert(key, twin.name_any());
+                }
+            }
+            report(&ctx, &kind, found).await;
+        }
+        tokio::time::sleep(SCAN_EVERY).await;
+    }
+}
+
+/// Keeps this kind's part of the orphan list current and says each new orphan once.
+async fn report(ctx: &Context, kind: &ClaimKind, found: Orphans) {
+    let prefix = format!("{}/{} ", kind.group, kind.kind);
+    let new: Vec<(String, String)> = {
+        let mut orphans = ctx.orphans.lock().expect("orphans lock");
+        orphans.retain(|key, _| !key.starts_with(&prefix) || found.contains_key(key));
+        let new = found
+            .iter()
+            .filter(|(key, _)| !orphans.contains_key(*key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        orphans.extend(found);
+        new
+    };
+    for (claim, twin) in new {
+        let message = format!(
+            "twin {}/{twin} has no local claim {claim} (it went without claimsync seeing a delete); the twin is kept, \
+             and `claimsync restore` creates the claim again",
+            ctx.claim_namespace
+        );
+        warn!(%claim, %twin, "orphaned twin: {message}");
+        // The twin as the related object: Events about one object with the same reason are otherwise merged.
+        let related = ObjectReference {
+            api_version: Some(api_resource(kind).api_version),
+            kind: Some(kind.kind.clone()),
+            name: Some(twin.clone()),
+            namespace: Some(ctx.claim_namespace.clone()),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "OrphanedTwin".into(),
+            note: Some(bounded_note(&message)),
+            action: "FindOrphans".into(),
+            secondary: Some(related),
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &ctx.reporting_object).await {
+            warn!(error = %e, "could not publish an Event about an orphan");
+        }
+    }
+}
