@@ -2,7 +2,7 @@
 //! namespace selection, per-claim retry counts, and the tracker that announces, once, that everything is in sync.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::info;
 
 use crate::model::link::LinkState;
+use crate::ops::metrics::Metrics;
 use crate::sync::namespaces::Selection;
 use crate::sync::orphans::Orphans;
 
@@ -39,6 +40,7 @@ pub struct Context {
     pub link: watch::Receiver<LinkState>,
     /// What claimsync's own Events (about itself, not a claim) are about.
     pub reporting_object: ObjectReference,
+    pub metrics: Arc<Metrics>,
     pub concurrency: u16,
     pub sync: SyncTracker,
     /// Twins whose local claim is gone unseen, by claim key (see sync/orphans.rs).
@@ -60,6 +62,7 @@ pub struct Settings {
     pub link: watch::Receiver<LinkState>,
     pub reporting_object: ObjectReference,
     pub concurrency: u16,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -81,8 +84,9 @@ impl Context {
             namespace_changes,
             link: settings.link,
             reporting_object: settings.reporting_object,
+            sync: SyncTracker::new(settings.metrics.clone()),
+            metrics: settings.metrics,
             concurrency: settings.concurrency.max(1),
-            sync: SyncTracker::default(),
             orphans: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -126,10 +130,11 @@ pub fn retry_backoff() -> ExponentialBackoff {
         .build()
 }
 
-/// Announces one log line once the catalog is replicated and every claim found at start-up was reconciled.
-#[derive(Default)]
+/// Announces, once, that the catalog is replicated and every claim found at start-up was reconciled: a log line and
+/// the `claimsync_initial_sync_done` metric.
 pub struct SyncTracker {
     state: Mutex<TrackerState>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -142,6 +147,13 @@ struct TrackerState {
 }
 
 impl SyncTracker {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        SyncTracker {
+            state: Mutex::default(),
+            metrics,
+        }
+    }
+
     pub fn expect(&self, keys: impl IntoIterator<Item = String>) {
         let mut state = self.state.lock().expect("tracker lock");
         state.kinds += 1;
@@ -154,13 +166,13 @@ impl SyncTracker {
     pub fn done(&self, key: &str) {
         let mut state = self.state.lock().expect("tracker lock");
         state.pending.remove(key);
-        Self::announce(&mut state);
+        self.announce(&mut state);
     }
 
     pub fn set_catalog_ready(&self, ready: bool) {
         let mut state = self.state.lock().expect("tracker lock");
         state.catalog_ready = ready;
-        Self::announce(&mut state);
+        self.announce(&mut state);
     }
 
     /// Whether the catalog has been listed and replicated once.
@@ -168,9 +180,10 @@ impl SyncTracker {
         self.state.lock().expect("tracker lock").catalog_ready
     }
 
-    fn announce(state: &mut TrackerState) {
+    fn announce(&self, state: &mut TrackerState) {
         if state.catalog_ready && state.pending.is_empty() && !state.announced {
             state.announced = true;
+            self.metrics.initial_sync_done.set(1);
             info!(
                 kinds = state.kinds,
                 claims = state.seen,

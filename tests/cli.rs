@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::claim_support::{cluster_claim_yaml, kubectl_apply, wait_ready};
 use crate::instance::{INSTANCE_LABEL, Instance};
-use crate::support::{self, env};
+use crate::support::{self, env, wait_for};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,4 +162,85 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
     let twins = remote.list(&ListParams::default()).await.unwrap();
     assert!(twins.items.is_empty(), "a twin was made: {:?}", twins.items);
     assert!(!instance.state_dir.exists());
+}
+
+/// Runs a claimsync subcommand other than `run` against the env's app cluster; returns (exit code, stdout, stderr).
+async fn claimsync(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_claimsync"))
+        .args(args)
+        .arg("--app-kubeconfig")
+        .arg(&env().app_kubeconfig)
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("claimsync stops")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_sync_table_and_disconnect_lets_go_of_every_claim() {
+    let _env = support::env_shared().await;
+    let (instance, ns, local) = crate::claim_support::ready_instance("disc", "kept").await;
+    kubectl_apply(&cluster_claim_yaml(
+        &ns,
+        "also",
+        &support::unique("kc"),
+        "also-conn",
+        "",
+    ))
+    .await
+    .unwrap();
+    wait_ready(&local, "also", &instance).await;
+
+    let (code, table, stderr) = claimsync(&["status", "--namespace", &instance.own_namespace, "-n", &ns]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(table.lines().next().unwrap().contains("REMOTE"), "{table}");
+    for name in ["kept", "also"] {
+        let twin = claimsync::model::naming::remote_claim_name(name, &ns, &instance.id);
+        let row = table
+            .lines()
+            .find(|l| l.contains(&twin))
+            .unwrap_or_else(|| panic!("{twin} in {table}"));
+        assert!(row.contains("KubernetesCluster") && row.contains("Synced"), "{row}");
+    }
+
+    // Uninstall runs disconnect while claimsync still runs: it stops writing and every claim is let go.
+    let (code, out, stderr) = claimsync(&["disconnect", "--namespace", &instance.own_namespace]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}", stdout = out);
+    assert!(out.contains("released 2 KubernetesCluster claim(s)"), "{out}");
+    wait_for("claimsync to stop writing", Duration::from_secs(30), || async {
+        let ready = instance.ops("/readyz").await?;
+        ready.contains("leader: no").then_some(()).ok_or(ready)
+    })
+    .await;
+    for name in ["kept", "also"] {
+        let claim = local.get(name).await.unwrap();
+        assert!(claim.finalizers().is_empty(), "{name}: {:?}", claim.finalizers());
+    }
+    // The local claims can go; their twins stay, untouched.
+    let remote = Api::<DynamicObject>::namespaced_with(
+        instance.control_plane.clone(),
+        &instance.claim_namespace,
+        &kubernetes_cluster_resource(),
+    );
+    let twins_before = remote.list(&ListParams::default()).await.unwrap();
+    for name in ["kept", "also"] {
+        local.delete(name, &kube::api::DeleteParams::default()).await.unwrap();
+        support::wait_gone("the local claim to go", Duration::from_secs(30), &local, name, |_| {
+            "still there".into()
+        })
+        .await;
+    }
+    let twins_after = remote.list(&ListParams::default()).await.unwrap();
+    assert_eq!(twins_after.items.len(), 2);
+    for (before, after) in twins_before.items.iter().zip(&twins_after.items) {
+        assert_eq!(before.uid(), after.uid());
+        assert!(after.metadata.deletion_timestamp.is_none(), "a twin is being deleted");
+    }
 }

@@ -27,9 +27,10 @@ pub struct Instance {
     pub control_plane_secret: Option<String>,
     /// Reach the control plane through this link of the test's own (see `use_link`).
     pub link: Option<support::Link>,
+    /// The port of claimsync's ops endpoint (`/healthz`, `/readyz`, `/metrics`) on 127.0.0.1.
+    pub ops_port: u16,
     log: PathBuf,
     child: Option<Child>,
-    starts: usize,
 }
 
 impl Instance {
@@ -54,8 +55,30 @@ impl Instance {
             control_plane,
             control_plane_secret: None,
             link: None,
+            ops_port: free_port(),
             child: None,
-            starts: 0,
+        }
+    }
+
+    /// Another replica of this instance (as a second pod of one Deployment would be): the same clusters,
+    /// namespaces and cluster id, its own journal, log and ops port. Not started.
+    pub fn replica(&self, name: &str) -> Instance {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("instances")
+            .join(format!("{}-{name}", self.id));
+        std::fs::create_dir_all(&dir).unwrap();
+        Instance {
+            id: self.id.clone(),
+            claim_namespace: self.claim_namespace.clone(),
+            own_namespace: self.own_namespace.clone(),
+            state_dir: dir.join("journal"),
+            app: self.app.clone(),
+            control_plane: self.control_plane.clone(),
+            control_plane_secret: self.control_plane_secret.clone(),
+            link: None,
+            ops_port: free_port(),
+            log: dir.join("claimsync.log"),
+            child: None,
         }
     }
 
@@ -64,23 +87,23 @@ impl Instance {
         self.start_in_sync(&[]).await;
     }
 
-    /// Starts claimsync with extra arguments and waits until it says it is in sync.
+    /// Starts claimsync with extra arguments and waits until its metrics say the first full sync is done.
     pub async fn start_in_sync(&mut self, extra: &[&str]) {
         self.start_with(extra).await;
-        let starts = self.starts;
-        let log = self.log.clone();
-        wait_for("claimsync to report it is in sync", Duration::from_secs(90), || {
-            let log = log.clone();
-            async move {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                if text.matches("in sync:").count() >= starts {
-                    Ok(())
-                } else {
-                    Err(format!("log so far:\n{}", tail(&text, 15)))
-                }
+        wait_for("claimsync to report it is in sync", Duration::from_secs(90), || async {
+            let metrics = self.ops("/metrics").await?;
+            if metrics.lines().any(|l| l == "claimsync_initial_sync_done 1") {
+                Ok(())
+            } else {
+                Err(format!("log so far:\n{}", tail(&self.log(), 15)))
             }
         })
         .await;
+    }
+
+    /// GETs a path of claimsync's ops endpoint; the body of a 200 answer.
+    pub async fn ops(&self, path: &str) -> Result<String, String> {
+        ops_get(self.ops_port, path).await
     }
 
     /// The `claimsync run` command of this instance: its kubeconfigs, claim namespace, own namespace, namespace
@@ -108,6 +131,9 @@ impl Instance {
         {
             command.args(["--cluster-id", &self.id]);
         }
+        if !extra.iter().any(|a| a.starts_with("--ops-addr")) {
+            command.arg("--ops-addr").arg(format!("127.0.0.1:{}", self.ops_port));
+        }
         command
             .args(extra.iter().filter(|a| **a != "--no-cluster-id"))
             .env("RUST_LOG", "info,kube=warn")
@@ -132,7 +158,6 @@ impl Instance {
             .spawn()
             .expect("start claimsync");
         self.child = Some(child);
-        self.starts += 1;
     }
 
     /// Runs claimsync with extra arguments as this instance would, expecting it to stop by itself within a
@@ -202,4 +227,32 @@ async fn create_namespace(client: &Client, name: &str, instance: Option<&str>) {
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A port nothing listens on now, for a claimsync's ops endpoint.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// GETs `path` from an ops endpoint on 127.0.0.1 (plain HTTP/1.0); the body of a 200 answer.
+pub async fn ops_get(port: u16, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("ops endpoint :{port}: {e}"))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") {
+        Ok(body.to_string())
+    } else {
+        Err(format!("{path}: {}", head.lines().next().unwrap_or_default()))
+    }
 }

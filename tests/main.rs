@@ -12,6 +12,7 @@ mod claims;
 mod cli;
 mod journal;
 mod offline;
+mod ops;
 mod safety;
 mod trust;
 

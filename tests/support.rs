@@ -290,8 +290,23 @@ pub struct AuditEntry {
 /// The writes that `username` made on `cluster` (app, app2 or controlplane): requests authenticated as that
 /// user, or made by someone impersonating it. Only the current log file is read, not a rotated backup.
 pub fn audit_writes(cluster: &str, username: &str) -> Vec<AuditEntry> {
-    let path = env().dir.join(cluster).join("audit.log");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // The log and its rotated backup (audit-<time>.log), oldest first.
+    let dir = env().dir.join(cluster);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".log"))
+        })
+        .collect();
+    files.sort_by_key(|p| (p.file_name().and_then(|n| n.to_str()) == Some("audit.log"), p.clone()));
+    let text: String = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .collect::<Vec<_>>()
+        .join("\n");
     let quoted = format!("\"{username}\"");
     text.lines()
         .filter(|line| line.contains(&quoted))

@@ -9,13 +9,17 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use std::sync::Arc;
+
 use super::args::ClusterArgs;
 use crate::error::Error;
+use crate::ops::counting::counted_client;
+use crate::ops::metrics::Metrics;
 
 /// How long start-up waits for each API server before giving up with a clear message.
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub async fn app_client(args: &ClusterArgs) -> Result<Client, Error> {
+pub async fn app_client(args: &ClusterArgs, metrics: &Arc<Metrics>) -> Result<Client, Error> {
     let config = match &args.app_kubeconfig {
         Some(path) => from_file(path, "--app-kubeconfig").await?,
         None => Config::infer().await.map_err(|e| {
@@ -24,7 +28,7 @@ pub async fn app_client(args: &ClusterArgs) -> Result<Client, Error> {
             ))
         })?,
     };
-    Client::try_from(config).map_err(|e| Error::Config(format!("app cluster: {e}")))
+    counted_client(config, "app", metrics.clone()).map_err(|e| Error::Config(format!("app cluster: {e}")))
 }
 
 /// Where the control plane's kubeconfig comes from; it is read again when it changes (a rotated token).

@@ -1,11 +1,13 @@
-//! The command line: the subcommands, one file each (`run` now), with their flags (each also an environment
-//! variable) and the client set-up they share (`clients.rs`). Nothing here replicates; it configures and hands
-//! over to `sync`.
+//! The command line: the subcommands, one file each (run, status, restore, disconnect; version is here), with
+//! their flags (each also an environment variable), the flags they share (`args.rs`) and the client set-up
+//! (`clients.rs`). Nothing here replicates; it configures and hands over to `sync`.
 
 pub mod args;
 mod clients;
+pub mod disconnect;
 pub mod restore;
 pub mod run;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Create again the local claims whose twins are on the control plane but which are missing locally.
     Restore(Box<RestoreArgs>),
+    /// Show every claim's sync state (read from the app cluster; works offline).
+    Status(status::StatusArgs),
+    /// Let go of every local claim (what uninstall runs): their twins stay on the control plane untouched.
+    Disconnect(disconnect::DisconnectArgs),
     /// Print the version and exit.
     Version,
 }
@@ -37,6 +43,8 @@ pub async fn execute(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(args) => run::run(*args).await,
         Command::Restore(args) => restore::restore(*args).await,
+        Command::Status(args) => status::status(args).await,
+        Command::Disconnect(args) => disconnect::disconnect(args).await,
         Command::Version => Ok(()),
     }
 }

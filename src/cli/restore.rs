@@ -14,9 +14,12 @@ use serde_json::Value;
 
 use super::args::ClusterArgs;
 use super::clients::{RemoteSource, app_client, reachable};
+use std::sync::Arc;
+
 use crate::error::{Error, KubeContext, Side};
 use crate::model::kind::{claim_kind, group_allowed, is_claim_crd};
 use crate::model::restore::local_claim;
+use crate::ops::metrics::Metrics;
 use crate::sync::catalog::{Copied, copy_crd};
 use crate::sync::claims::api_resource;
 
@@ -44,7 +47,7 @@ struct Row {
 pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
     let clusters = &args.clusters;
     clusters.check()?;
-    let local = app_client(clusters).await?;
+    let local = app_client(clusters, &Arc::new(Metrics::new())).await?;
     reachable(&local, "app cluster").await?;
     let (config, _) = RemoteSource::from_args(clusters)?.load(&local).await?;
     let remote = Client::try_from(config).map_err(|e| Error::Config(format!("control plane: {e}")))?;

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use claimsync_state::Journal;
 use clap::Args;
@@ -19,6 +20,11 @@ use super::clients::{REACH_TIMEOUT, RemoteSource, app_client, reachable};
 use crate::context::{Context, Settings};
 use crate::error::Error;
 use crate::model::link::{LinkState, Probe};
+use crate::ops;
+use crate::ops::counting::counted_client;
+use crate::ops::leader::Elector;
+use crate::ops::metrics::Metrics;
+use crate::ops::server::OpsState;
 use crate::sync::{catalog, events, identity, link, namespaces};
 
 #[derive(Debug, Args)]
@@ -38,17 +44,38 @@ pub struct RunArgs {
     /// subgroup); default: every claim kind the control plane offers.
     #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
     pub claim_groups: Vec<String>,
+    /// Address of the ops endpoint (`/healthz`, `/readyz`, `/metrics`); empty turns it off.
+    #[arg(long, env = "CLAIMSYNC_OPS_ADDR", default_value = "0.0.0.0:8080")]
+    pub ops_addr: String,
+    /// Elect a leader among replicas (a Lease in claimsync's namespace): only the leader writes; every replica
+    /// serves the ops endpoint (and the shim).
+    #[arg(long, env = "CLAIMSYNC_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the leader election Lease.
+    #[arg(long, env = "CLAIMSYNC_LEADER_LEASE", default_value = "claimsync")]
+    pub leader_lease: String,
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let clusters = &args.clusters;
     clusters.check()?;
-    let local = app_client(clusters).await?;
+    let metrics = Arc::new(Metrics::new());
+    let ops = OpsState::new(metrics.clone());
+    if !args.ops_addr.is_empty() {
+        ops::server::serve(&args.ops_addr, ops.clone()).await?;
+    }
+    let local = app_client(clusters, &metrics).await?;
     reachable(&local, "app cluster").await?;
     // Configuration errors stop claimsync here; an unreachable control plane does not (it starts offline).
     let source = RemoteSource::from_args(clusters)?;
     let (mut remote_config, mut fingerprint) = source.load(&local).await?;
-    let mut first_probe = Some(first_look(&remote_config, &clusters.claim_namespace).await?);
+    let mut first_probe = Some(
+        first_look(
+            &control_plane_client(&remote_config, &metrics)?,
+            &clusters.claim_namespace,
+        )
+        .await?,
+    );
     let (cluster_id, id_source) = clusters.cluster_id(&local).await?;
     let instance = clusters.own_namespace();
     let (journal, was_reset) = Journal::open_or_reset(&args.state_dir)?;
@@ -67,13 +94,54 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let recorder = Recorder::new(local.clone(), reporter);
     let reporting_object = link::reporting_object(&instance);
 
-    // One pass per control plane kubeconfig: a rotated one reconnects every controller without a restart.
+    // Leadership and the disconnect switch decide when this replica writes; it serves ops (and the shim) always.
+    let (leading_tx, mut leading) = watch::channel(!args.leader_elect);
+    if args.leader_elect {
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            format!(
+                "{}-{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim(),
+                std::process::id()
+            )
+        });
+        let elector = Elector::new(&local, &instance, &args.leader_lease, &identity);
+        tokio::spawn(elector.run(leading_tx));
+    } else {
+        std::mem::forget(leading_tx);
+    }
+    let mut disconnected = identity::disconnect_switch(&local, &instance).await?;
+    ops.ready.store(true, Ordering::Relaxed);
+    tokio::spawn(measure_journal(journal.clone(), metrics.clone()));
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+
+    // One pass per stretch of writing: a rotated kubeconfig reconnects every controller without a restart, and
+    // losing the lead (or a disconnect) stops them at once.
     loop {
-        let remote = control_plane_client(&remote_config)?;
+        let may_write = |leading: &watch::Receiver<bool>, disconnected: &watch::Receiver<bool>| {
+            *leading.borrow() && !*disconnected.borrow()
+        };
+        while !may_write(&leading, &disconnected) {
+            metrics.leader.set(0);
+            if *disconnected.borrow() {
+                info!("disconnected (claimsync disconnect): not replicating; restart claimsync to replicate again");
+            } else {
+                info!("standing by: another replica leads");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return shut_down(&journal),
+                _ = leading.changed() => {}
+                _ = disconnected.changed() => {}
+            }
+        }
+        metrics.leader.set(1);
+        let remote = control_plane_client(&remote_config, &metrics)?;
         let initial = match first_probe.take() {
             Some(initial) => initial,
-            None => first_look(&remote_config, &clusters.claim_namespace).await?,
+            None => first_look(&remote, &clusters.claim_namespace).await?,
         };
+        metrics.link_up.set(i64::from(initial.is_up()));
         let (link_tx, link_rx) = watch::channel(initial.clone());
         info!(claim_namespace = %clusters.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), online = initial.is_up(), "claimsync starting");
         let ctx = Arc::new(Context::new(Settings {
@@ -89,6 +157,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             link: link_rx,
             reporting_object: reporting_object.clone(),
             concurrency: args.concurrency,
+            metrics: metrics.clone(),
         }));
         if !initial.is_up() {
             // Degraded, not dead: the local claims keep working and show it.
@@ -99,38 +168,59 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             tokio::spawn(catalog::run(ctx.clone())),
             tokio::spawn(events::run(ctx.clone())),
         ];
-        let rotated = tokio::select! {
-            _ = shutdown_signal() => None,
-            rotated = source.changed(&local, &fingerprint) => Some(rotated),
+        let stop_writing = async {
+            while may_write(&leading, &disconnected) {
+                tokio::select! {
+                    _ = leading.changed() => {}
+                    _ = disconnected.changed() => {}
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            _ = &mut shutdown => None,
+            rotated = source.changed(&local, &fingerprint) => Some(Some(rotated)),
+            _ = stop_writing => Some(None),
         };
         for task in &tasks {
             task.abort();
         }
-        match rotated {
-            None => {
-                info!("shutting down");
-                journal.flush()?;
-                return Ok(());
-            }
-            Some((config, seen)) => {
+        metrics.leader.set(0);
+        match outcome {
+            None => return shut_down(&journal),
+            Some(Some((config, seen))) => {
                 info!("the control plane's kubeconfig changed; reconnecting with it");
                 (remote_config, fingerprint) = (config, seen);
             }
+            Some(None) => warn!("stopped writing: the lead was lost or claimsync was disconnected"),
         }
     }
 }
 
-fn control_plane_client(config: &kube::Config) -> Result<Client, Error> {
-    Client::try_from(config.clone()).map_err(|e| Error::Config(format!("control plane: {e}")))
+fn shut_down(journal: &Journal) -> Result<(), Error> {
+    info!("shutting down");
+    journal.flush()?;
+    Ok(())
+}
+
+/// Keeps the journal's size in the metrics.
+async fn measure_journal(journal: Journal, metrics: Arc<Metrics>) {
+    loop {
+        metrics.journal_bytes.set(journal.size_on_disk().unwrap_or(0) as i64);
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
+}
+
+fn control_plane_client(config: &kube::Config, metrics: &Arc<Metrics>) -> Result<Client, Error> {
+    counted_client(config.clone(), "controlplane", metrics.clone())
+        .map_err(|e| Error::Config(format!("control plane: {e}")))
 }
 
 /// Whether the control plane can be used now (the link's state to start from), after checking that the claim
 /// namespace exists if the control plane answers.
-async fn first_look(config: &kube::Config, claim_namespace: &str) -> Result<LinkState, Error> {
-    let remote = control_plane_client(config)?;
-    match link::probe(&remote).await {
+async fn first_look(remote: &Client, claim_namespace: &str) -> Result<LinkState, Error> {
+    match link::probe(remote).await {
         Probe::Ok => {
-            claim_namespace_exists(&remote, claim_namespace).await?;
+            claim_namespace_exists(remote, claim_namespace).await?;
             Ok(LinkState::Up)
         }
         Probe::Failed { why, reason } => Ok(LinkState::Down { why, reason }),

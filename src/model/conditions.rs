@@ -29,6 +29,25 @@ pub enum Reason {
 }
 
 impl Reason {
+    const ALL: [Reason; 11] = [
+        Reason::Synced,
+        Reason::Pending,
+        Reason::ControlPlaneUnreachable,
+        Reason::CredentialsRejected,
+        Reason::SecretConflict,
+        Reason::RemoteSecretConflict,
+        Reason::NameConflict,
+        Reason::KindWithdrawn,
+        Reason::NotSelected,
+        Reason::Unsupported,
+        Reason::Error,
+    ];
+
+    /// The reason named `text`, if it is one of claimsync's.
+    pub fn parse(text: &str) -> Option<Reason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Synced => "Synced",

@@ -212,7 +212,7 @@ impl Catalog {
             if withdrawn {
                 self.withdrawn.insert(kind.crd_name.clone());
             }
-            self.running.ensure(ctx, kind).await;
+            self.running.ensure(ctx, kind, withdrawn).await;
         }
     }
 
@@ -236,12 +236,19 @@ impl Catalog {
                 self.replicate(ctx, &name).await;
             }
             watcher::Event::InitDone => {
-                for entry in ctx.journal.catalog().unwrap_or_default() {
-                    if self.listed.contains(&entry.crd_name) || !group_allowed(&entry.group, &ctx.claim_groups) {
-                        continue;
-                    }
-                    // Withdrawn while claimsync was not watching, or before: its claims must stay deletable.
-                    self.withdraw(ctx, &entry.crd_name).await;
+                // Kinds known from the journal or run from local CRDs, withdrawn while claimsync was not watching
+                // (or before): their claims must stay deletable.
+                let mut known: BTreeSet<String> = ctx
+                    .journal
+                    .catalog()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| group_allowed(&e.group, &ctx.claim_groups))
+                    .map(|e| e.crd_name)
+                    .collect();
+                known.extend(self.running.names());
+                for crd_name in known.difference(&self.listed.clone()) {
+                    self.withdraw(ctx, crd_name).await;
                 }
                 ctx.sync.set_catalog_ready(true);
             }
@@ -261,7 +268,7 @@ impl Catalog {
         match replicate(ctx, remote).await {
             Ok(Replicated::Ready(kind)) => {
                 self.failures.remove(name);
-                self.running.ensure(ctx, kind).await;
+                self.running.ensure(ctx, kind, false).await;
             }
             Ok(Replicated::NotOwned) => {
                 self.failures.remove(name);
@@ -313,18 +320,22 @@ impl Catalog {
         if !self.withdrawn.insert(crd_name.to_string()) {
             return;
         }
-        let Ok(Some(mut entry)) = ctx.journal.catalog_entry(crd_name) else {
+        let entry = ctx.journal.catalog_entry(crd_name).ok().flatten();
+        let Some(kind) = entry
+            .as_ref()
+            .and_then(|e| claim_kind(&e.crd))
+            .or_else(|| self.running.kind(crd_name))
+        else {
             return;
         };
-        let Some(kind) = claim_kind(&entry.crd) else { return };
-        if !entry.withdrawn {
+        if let Some(mut entry) = entry.filter(|e| !e.withdrawn) {
             warn!(crd = %crd_name, "the control plane withdrew this claim kind; its local claims stay, marked KindWithdrawn");
             entry.withdrawn = true;
             if let Err(e) = ctx.journal.put_catalog_entry(&entry) {
                 warn!(crd = %crd_name, error = %e, "could not record the withdrawal in the journal");
             }
         }
-        self.running.ensure(ctx, kind.clone()).await;
+        self.running.ensure(ctx, kind.clone(), true).await;
         let message = format!(
             "the control plane no longer offers {}; the claim is kept but not replicated",
             kind.kind

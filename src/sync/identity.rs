@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 
 use claimsync_state::Journal;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::error::{Error, KubeContext, Side};
@@ -89,4 +92,37 @@ pub async fn pin_cluster_id(
             Ok(())
         }
     }
+}
+
+/// The key in the identity ConfigMap that `claimsync disconnect` sets: a running claimsync stops writing while it is
+/// there. A claimsync that starts clears it (starting again means replicating again).
+pub const DISCONNECTED: &str = "disconnected";
+
+/// Clears the disconnect mark and watches for it: the receiver says true while this claimsync is disconnected.
+pub async fn disconnect_switch(local: &Client, namespace: &str) -> Result<watch::Receiver<bool>, Error> {
+    let config_maps = Api::<ConfigMap>::namespaced(local.clone(), namespace);
+    let object = format!("ConfigMap {namespace}/{IDENTITY_CONFIGMAP}");
+    let clear = serde_json::json!({"data": {DISCONNECTED: null}});
+    config_maps
+        .patch(IDENTITY_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&clear))
+        .await
+        .context(Side::App, "clear the disconnect mark on", &object)?;
+    let (tx, rx) = watch::channel(false);
+    let events = watcher(
+        config_maps,
+        watcher::Config::default().fields(&format!("metadata.name={IDENTITY_CONFIGMAP}")),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let Ok(cm) = event else { continue };
+            let marked = cm.data.as_ref().is_some_and(|d| d.contains_key(DISCONNECTED));
+            if *tx.borrow() != marked {
+                let _ = tx.send(marked);
+            }
+        }
+    });
+    Ok(rx)
 }

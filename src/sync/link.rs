@@ -51,6 +51,7 @@ pub async fn watch(ctx: Arc<Context>, link: watch::Sender<LinkState>) {
             continue;
         };
         announce(&ctx, &state).await;
+        ctx.metrics.link_up.set(i64::from(state.is_up()));
         if link.send(state).is_err() {
             return;
         }

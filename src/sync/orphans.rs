@@ -75,6 +75,7 @@ async fn report(ctx: &Context, kind: &ClaimKind, found: Orphans) {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         orphans.extend(found);
+        ctx.metrics.orphans.set(orphans.len() as i64);
         new
     };
     for (claim, twin) in new {

@@ -11,25 +11,32 @@ use crate::context::Context;
 use crate::model::kind::ClaimKind;
 use crate::sync::claims;
 
-/// The running claim controllers, by CRD name.
+/// The running claim controllers, by CRD name, with whether each runs for a withdrawn kind.
 #[derive(Default)]
 pub struct Running {
-    kinds: HashMap<String, (ClaimKind, JoinHandle<()>)>,
+    kinds: HashMap<String, (ClaimKind, bool, JoinHandle<()>)>,
 }
 
 impl Running {
-    pub async fn ensure(&mut self, ctx: &Arc<Context>, kind: ClaimKind) {
-        if let Some((running, handle)) = self.kinds.get(&kind.crd_name) {
-            if *running == kind && !handle.is_finished() {
+    /// Runs the controller of `kind` (for a withdrawn kind, or an offered one), replacing one that differs.
+    pub async fn ensure(&mut self, ctx: &Arc<Context>, kind: ClaimKind, withdrawn: bool) {
+        if let Some((running, was_withdrawn, handle)) = self.kinds.get(&kind.crd_name) {
+            if *running == kind && *was_withdrawn == withdrawn && !handle.is_finished() {
                 return;
             }
             handle.abort();
         }
-        let handle = claims::start(ctx.clone(), kind.clone()).await;
-        self.kinds.insert(kind.crd_name.clone(), (kind, handle));
+        let handle = claims::start(ctx.clone(), kind.clone(), withdrawn).await;
+        self.kinds.insert(kind.crd_name.clone(), (kind, withdrawn, handle));
     }
 
-    pub fn kinds(&self) -> Vec<ClaimKind> {
-        self.kinds.values().map(|(kind, _)| kind.clone()).collect()
+    /// The CRD names of every running controller.
+    pub fn names(&self) -> Vec<String> {
+        self.kinds.keys().cloned().collect()
+    }
+
+    /// The kind of a running controller.
+    pub fn kind(&self, crd_name: &str) -> Option<ClaimKind> {
+        self.kinds.get(crd_name).map(|(kind, _, _)| kind.clone())
     }
 }

@@ -85,6 +85,13 @@ impl Journal {
         Self::init(db, Path::new("<temporary>"), false)
     }
 
+    /// The journal's size on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, JournalError> {
+        self.db
+            .size_on_disk()
+            .map_err(storage(|| "measuring the journal".to_string()))
+    }
+
     /// Durably writes everything recorded so far.
     pub fn flush(&self) -> Result<(), JournalError> {
         self.db

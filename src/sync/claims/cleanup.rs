@@ -17,6 +17,7 @@ use super::status::{event, show};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated};
 use crate::model::naming::{is_twin, remote_claim_name};
+use crate::model::phase::Phase;
 use crate::model::vocabulary::{DELETION_POLICY, FINALIZER, MANAGER_DOWN, REPLICATED_BY};
 
 /// Adds claimsync's finalizer and the annotation naming this claimsync, or removes both; guarded by the resource
@@ -83,6 +84,7 @@ pub(super) async fn release(
     }
     kctx.ctx.journal.remove_claim(&kctx.key(&namespace, &name))?;
     set_finalizer(kctx, &claim, false).await?;
+    kctx.ctx.metrics.forget(&kctx.key(&namespace, &name).to_string());
     Ok(Action::await_change())
 }
 
@@ -94,6 +96,8 @@ pub(super) async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result
     let ctx = &kctx.ctx;
     let namespace = claim.namespace().unwrap_or_default();
     let name = claim.name_any();
+    ctx.metrics
+        .set_phase(&kctx.key_of(claim).to_string(), &kctx.kind.kind, Phase::Deleting);
     let remote_name = remote_claim_name(&name, &namespace, &ctx.cluster_id);
     let remote_object = format!("{}/{remote_name}", ctx.claim_namespace);
 
@@ -113,6 +117,10 @@ pub(super) async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result
     }
     if claim.annotations().get(DELETION_POLICY).is_some_and(|p| p == "Orphan") {
         info!(remote = %remote_object, "deletion policy Orphan: the remote claim stays");
+        return finish(kctx, claim).await;
+    }
+    // The kind is withdrawn: the control plane took its twins with it.
+    if kctx.withdrawn {
         return finish(kctx, claim).await;
     }
     // Offline, the delete waits (the finalizer holds it); the link's return reconciles the claim again.
@@ -140,10 +148,9 @@ pub(super) async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result
 
 /// The twin is gone (or stays by the user's choice): forget the claim and let it go.
 async fn finish(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error> {
-    let namespace = claim.namespace().unwrap_or_default();
-    kctx.ctx
-        .journal
-        .remove_claim(&kctx.key(&namespace, &claim.name_any()))?;
+    let key = kctx.key_of(claim);
+    kctx.ctx.journal.remove_claim(&key)?;
     set_finalizer(kctx, claim, false).await?;
+    kctx.ctx.metrics.forget(&key.to_string());
     Ok(Action::await_change())
 }

@@ -18,6 +18,8 @@ use crate::model::kind::ClaimKind;
 pub(crate) struct KindContext {
     pub ctx: Arc<Context>,
     pub kind: ClaimKind,
+    /// The control plane no longer offers the kind: its claims are only shown so, and released when deleted.
+    pub withdrawn: bool,
     /// The kind as kube-rs addresses it.
     pub resource: ApiResource,
     pub remote: Api<DynamicObject>,
@@ -25,13 +27,14 @@ pub(crate) struct KindContext {
 }
 
 impl KindContext {
-    pub fn new(ctx: Arc<Context>, kind: ClaimKind) -> Self {
+    pub fn new(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> Self {
         let resource = api_resource(&kind);
         let remote = Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
         let remote_secrets = Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace);
         KindContext {
             ctx,
             kind,
+            withdrawn,
             resource,
             remote,
             remote_secrets,

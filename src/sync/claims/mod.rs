@@ -34,8 +34,9 @@ use crate::model::vocabulary::ORIGIN_CLUSTER;
 use crate::sync::orphans;
 
 /// Starts the controller of one claim kind; it runs until the returned task is aborted.
-pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
-    let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone()));
+/// A withdrawn kind's controller watches its local claims only: the control plane has nothing of it left to watch.
+pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinHandle<()> {
+    let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone(), withdrawn));
     let resource = kctx.resource.clone();
     let local_all = Api::<DynamicObject>::all_with(ctx.local.clone(), &resource);
     let existing = local_all
@@ -89,18 +90,23 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
             .collect();
         futures::stream::iter(refs)
     });
+    let controller = if withdrawn {
+        controller
+    } else {
+        controller
+            .watches_with(
+                remote,
+                resource,
+                watcher::Config::default().labels(&selector),
+                claim_mapper,
+            )
+            .watches(
+                Api::<Secret>::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
+                watcher::Config::default(),
+                secret_mapper,
+            )
+    };
     let controller = controller
-        .watches_with(
-            remote,
-            resource,
-            watcher::Config::default().labels(&selector),
-            claim_mapper,
-        )
-        .watches(
-            Api::<Secret>::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
-            watcher::Config::default(),
-            secret_mapper,
-        )
         .reconcile_on(joined_or_left)
         .reconcile_all_on(link_changes(&ctx))
         .run(reconcile, error_policy, kctx)
@@ -109,8 +115,12 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind) -> JoinHandle<()> {
                 debug!(error = %e, "claim reconcile");
             }
         });
-    info!(kind = %kind.kind, version = %kind.api_version(), "claim controller started");
-    let orphans = orphans::watch(ctx.clone(), kind.clone(), orphans_store);
+    info!(kind = %kind.kind, version = %kind.api_version(), withdrawn, "claim controller started");
+    let orphans = async move {
+        if !withdrawn {
+            orphans::watch(ctx.clone(), kind.clone(), orphans_store).await;
+        }
+    };
     // The orphan scan lives and dies with the controller.
     tokio::spawn(async move {
         tokio::join!(controller, orphans);

@@ -1,7 +1,7 @@
 //! Reconciling one live local claim: its finalizer, its twin applied up (or a name conflict shown), the
 //! connection Secret and status brought down, and the journal record of what was synced.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use claimsync_state::{ClaimKey, ClaimRecord, content_hash};
 use k8s_openapi::api::core::v1::Secret;
@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::cleanup::{self, set_finalizer};
 use super::kind_context::{KindContext, now, unix_now};
 use super::secret::{self, SecretCopy};
-use super::status::{event, show, write_down};
+use super::status::{event, record_phase, show, write_down};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated, replicated_of};
 use crate::model::downward::{is_shown, local_down};
@@ -96,6 +96,14 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         return Ok(Action::await_change());
     }
 
+    if kctx.withdrawn {
+        let message = format!(
+            "the control plane no longer offers {}; the claim is kept but not replicated",
+            kctx.resource.kind
+        );
+        show(kctx, claim, &local, Replicated::new(Reason::KindWithdrawn, message)).await?;
+        return Ok(Action::await_change());
+    }
     let remote = kctx.get_remote(&remote_name).await?;
     if let Some(remote) = &remote {
         let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
@@ -127,6 +135,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             let drifted =
                 existing.is_some() && record.as_ref().and_then(|r| r.spec_hash_up.as_deref()) == Some(&intent_hash);
             let vanished = existing.is_none() && record.as_ref().is_some_and(|r| r.remote_uid.is_some());
+            let started = Instant::now();
             let applied = kctx
                 .remote
                 .patch(
@@ -136,6 +145,9 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
                 )
                 .await
                 .context(Side::ControlPlane, "apply claim", &remote_object);
+            if applied.is_ok() {
+                ctx.metrics.synced("up", started.elapsed());
+            }
             let applied = match applied {
                 Ok(applied) => applied,
                 Err(e) if e.status_code().is_some_and(refused_for_good) => {
@@ -234,8 +246,11 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
 
     let remote_json = serde_json::to_value(&remote).unwrap_or(Value::Null);
     let down = local_down(&local, &remote_json, &condition, &now());
+    record_phase(kctx, claim, &condition);
     if !is_shown(&local, &down) {
+        let started = Instant::now();
         write_down(&kctx.local(&namespace), claim, &local, &down).await?;
+        ctx.metrics.synced("down", started.elapsed());
     }
 
     let secret_hash = match outcome {

@@ -16,6 +16,7 @@ use crate::model::conditions::{Replicated, with_replicated};
 use crate::model::downward::{LocalDown, spec_shown};
 use crate::model::kind::ClaimKind;
 use crate::model::notes::bounded_note;
+use crate::model::phase::Phase;
 use crate::model::vocabulary::MANAGER_DOWN;
 
 /// Writes the down-state into the local claim (`local` is `claim` as JSON): Crossplane's spec fields and
@@ -86,8 +87,18 @@ pub(super) async fn show(
     local: &Value,
     cond: Replicated,
 ) -> Result<(), Error> {
+    record_phase(kctx, claim, &cond);
     let local_api = kctx.local(&claim.namespace().unwrap_or_default());
     show_on(&local_api, claim, local, &cond).await
+}
+
+/// Keeps the claim's phase in the metrics.
+pub(super) fn record_phase(kctx: &KindContext, claim: &DynamicObject, cond: &Replicated) {
+    let deleting = claim.meta().deletion_timestamp.is_some();
+    let phase = Phase::of(Some(cond.reason.as_str()), deleting);
+    kctx.ctx
+        .metrics
+        .set_phase(&kctx.key_of(claim).to_string(), &kctx.kind.kind, phase);
 }
 
 async fn show_on(
@@ -145,7 +156,7 @@ pub async fn set_replicated(
 /// Sets `cond` as the `Replicated` condition of every local claim of a kind (in the selected namespaces),
 /// keeping the rest of their status.
 pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -> Result<(), Error> {
-    let kctx = KindContext::new(ctx.clone(), kind.clone());
+    let kctx = KindContext::new(ctx.clone(), kind.clone(), false);
     let all = Api::<DynamicObject>::all_with(ctx.local.clone(), &kctx.resource);
     let claims = all
         .list(&ListParams::default())

@@ -1,0 +1,198 @@
+//! claimsync's Prometheus metrics: claims by kind and phase, syncs and their latency per direction, API calls per
+//! cluster, verb and code, the link, the journal's size, leadership, orphans, and whether the first full sync is
+//! done. Recording only; the controllers call in, the ops server encodes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::model::phase::Phase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `up` (to the control plane) or `down` (into the app cluster).
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// `app` or `controlplane`.
+    pub cluster: String,
+    pub verb: String,
+    /// The HTTP status, or `error` when none came back.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    kind: String,
+    phase: String,
+}
+
+/// The phase of every claim claimsync has looked at, by claim key; counted by kind and phase at each scrape.
+#[derive(Clone, Debug, Default)]
+struct Phases(Arc<Mutex<HashMap<String, (String, Phase)>>>);
+
+impl Collector for Phases {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<PhaseLabels, Gauge>::default();
+        for (kind, phase) in self.0.lock().expect("phases lock").values() {
+            family
+                .get_or_create(&PhaseLabels {
+                    kind: kind.clone(),
+                    phase: phase.as_str().to_string(),
+                })
+                .inc();
+        }
+        let metric =
+            encoder.encode_descriptor("claims", "Claims by kind and sync phase", None, family.metric_type())?;
+        family.encode(metric)
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    phases: Phases,
+    pub syncs: Family<DirectionLabels, Counter>,
+    pub sync_seconds: Family<DirectionLabels, Histogram>,
+    pub api_requests: Family<ApiLabels, Counter>,
+    pub link_up: Gauge,
+    pub leader: Gauge,
+    pub journal_bytes: Gauge,
+    pub orphans: Gauge,
+    pub initial_sync_done: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("claimsync");
+        let phases = Phases::default();
+        registry.register_collector(Box::new(phases.clone()));
+        let syncs = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "syncs",
+            "Writes that carried a claim's change up or its status down",
+            syncs.clone(),
+        );
+        let sync_seconds = Family::<DirectionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register(
+            "sync_duration_seconds",
+            "How long one sync write took",
+            sync_seconds.clone(),
+        );
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "API requests by cluster, verb and response code",
+            api_requests.clone(),
+        );
+        let link_up = Gauge::default();
+        registry.register("link_up", "1 while the control plane can be used", link_up.clone());
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica is the one that writes", leader.clone());
+        let journal_bytes = Gauge::default();
+        registry.register(
+            "journal_size_bytes",
+            "Size of the journal on disk",
+            journal_bytes.clone(),
+        );
+        let orphans = Gauge::default();
+        registry.register(
+            "orphaned_twins",
+            "Twins whose local claim is gone unseen",
+            orphans.clone(),
+        );
+        let initial_sync_done = Gauge::default();
+        registry.register(
+            "initial_sync_done",
+            "1 once the catalog and every claim found at start were reconciled",
+            initial_sync_done.clone(),
+        );
+        Metrics {
+            registry,
+            phases,
+            syncs,
+            sync_seconds,
+            api_requests,
+            link_up,
+            leader,
+            journal_bytes,
+            orphans,
+            initial_sync_done,
+        }
+    }
+
+    /// Records a claim's phase (`key` is its journal key, `kind` its kind).
+    pub fn set_phase(&self, key: &str, kind: &str, phase: Phase) {
+        self.phases
+            .0
+            .lock()
+            .expect("phases lock")
+            .insert(key.to_string(), (kind.to_string(), phase));
+    }
+
+    /// Forgets a claim that is gone.
+    pub fn forget(&self, key: &str) {
+        self.phases.0.lock().expect("phases lock").remove(key);
+    }
+
+    /// Records one sync write in `direction` and how long it took.
+    pub fn synced(&self, direction: &str, took: Duration) {
+        let labels = DirectionLabels {
+            direction: direction.to_string(),
+        };
+        self.syncs.get_or_create(&labels).inc();
+        self.sync_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_counted_by_kind_and_phase() {
+        let metrics = Metrics::new();
+        metrics.set_phase("g/A ns/a", "A", Phase::Synced);
+        metrics.set_phase("g/A ns/b", "A", Phase::Synced);
+        metrics.set_phase("g/A ns/c", "A", Phase::Offline);
+        metrics.set_phase("g/B ns/a", "B", Phase::Synced);
+        metrics.set_phase("g/A ns/c", "A", Phase::Synced);
+        metrics.forget("g/B ns/a");
+        metrics.synced("up", Duration::from_millis(20));
+        let text = metrics.encode();
+        assert!(
+            text.lines()
+                .any(|l| l == r#"claimsync_claims{kind="A",phase="Synced"} 3"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"kind="B""#), "{text}");
+        assert!(text.contains(r#"claimsync_syncs_total{direction="up"} 1"#), "{text}");
+    }
+}
