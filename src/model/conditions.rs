@@ -27,6 +27,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::Synced,
+        Reason::Pending,
+        Reason::ControlPlaneUnreachable,
+        Reason::SecretConflict,
+        Reason::RemoteSecretConflict,
+        Reason::NameConflict,
+        Reason::KindWithdrawn,
+        Reason::NotSelected,
+        Reason::Unsupported,
+        Reason::Error,
+    ];
+
+    /// The reason a condition names, if it is one of these.
+    pub fn parse(reason: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == reason)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Synced => "Synced",
@@ -127,6 +145,14 @@ mod tests {
             replicated_of(&json!({"status": failed})),
             Some(("False".into(), "NameConflict".into()))
         );
+    }
+
+    #[test]
+    fn reasons_parse_back_from_their_names() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::parse("synced"), None);
     }
 
     #[test]
