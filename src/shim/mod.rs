@@ -1,3 +1,11 @@
-//! Reserved for the aggregated API (`claimsync.dev/v1alpha1`): TLS and front-proxy authentication, discovery,
-//! tables, watch and OpenAPI for `claimkinds` and `claimsyncs`, answered from caches and the journal. It reads
-//! what `sync` records and never writes to either cluster's claims.
+//! The aggregated API `claimsync.dev/v1alpha1`: `claimkinds` and `claimsyncs`, read-only, served over TLS by
+//! every claimsync replica to the app cluster's aggregator, from watches of the app cluster and the journal, so
+//! it answers before the first sync and while the control plane is unreachable. It reads what `sync` records
+//! and never writes to either cluster's claims; it never imports `sync`.
+
+mod facts;
+mod index;
+mod names;
+mod objects;
+mod phase;
+pub mod resources;
