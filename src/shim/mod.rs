@@ -3,9 +3,21 @@
 //! it answers before the first sync and while the control plane is unreachable. It reads what `sync` records
 //! and never writes to either cluster's claims; it never imports `sync`.
 
+mod body;
+mod discovery;
 mod facts;
 mod index;
 mod names;
+mod negotiate;
 mod objects;
+mod openapi;
 mod phase;
+mod query;
 pub mod resources;
+mod routes;
+mod scope;
+mod selector;
+mod serve;
+mod status;
+mod table;
+mod watch;
