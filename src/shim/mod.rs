@@ -3,7 +3,10 @@
 //! it answers before the first sync and while the control plane is unreachable. It reads what `sync` records
 //! and never writes to either cluster's claims; it never imports `sync`.
 
+mod auth;
+mod authz;
 mod body;
+mod certs;
 mod discovery;
 mod facts;
 mod index;
@@ -18,6 +21,9 @@ mod routes;
 mod scope;
 mod selector;
 mod serve;
+mod serving;
 mod status;
 mod table;
+mod tls;
+mod trust;
 mod watch;
