@@ -4,6 +4,7 @@
 
 mod clients;
 pub mod run;
+mod shim;
 
 use clap::{Parser, Subcommand};
 

@@ -61,6 +61,8 @@ pub struct RunArgs {
     /// subgroup); default: every claim kind the control plane offers.
     #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
     pub claim_groups: Vec<String>,
+    #[command(flatten)]
+    pub shim: super::shim::ShimArgs,
 }
 
 impl RunArgs {
@@ -82,6 +84,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     let local = app_client(&args).await?;
     reachable(&local, "app cluster").await?;
+    // The aggregated API needs only the app cluster: it serves before (and whether or not) the rest starts.
+    let shim = super::shim::start(&args, &local).await?;
     let remote = control_plane_client(&args, &local).await?;
     reachable(&remote, "control plane").await?;
     let claim_namespaces = Api::<Namespace>::all(remote.clone());
@@ -123,6 +127,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         warn!(dir = %args.state_dir.display(), "the journal was unusable and starts empty; claimsync resyncs from the clusters");
     }
     identity::pin_cluster_id(&local, &instance, &journal, &cluster_id, source).await?;
+    if let Some(shim) = &shim {
+        shim.attach(journal.clone(), &cluster_id);
+    }
 
     let selection = match &args.namespace_selector {
         None => None,
