@@ -5,6 +5,7 @@
 mod claim_support;
 mod instance;
 mod platform_support;
+mod shim_support;
 mod support;
 
 mod catalog;
@@ -13,6 +14,7 @@ mod cli;
 mod journal;
 mod offline;
 mod safety;
+mod shim;
 mod trust;
 
 mod testenv_aggregation;
