@@ -92,16 +92,20 @@ impl Facts {
         self.kinds.values().find(|k| k.group == group && k.kind == kind)
     }
 
-    /// A local claim CRD appeared or changed. Every claim of its kind is projected again (its version may differ).
+    /// A local claim CRD appeared or changed. Its claims are projected again only when it is new or its version
+    /// changed (their claimRef names it); otherwise only the kind itself.
     pub fn set_kind(&mut self, kind: KindFacts) -> Dirty {
         let mut dirty = Dirty::default();
         dirty.kinds.insert((kind.group.clone(), kind.kind.clone()));
-        let keys: Vec<ClaimKey> = self
-            .claims_of(&kind.group, &kind.kind)
-            .map(|(k, _)| k.clone())
-            .collect();
-        dirty.claims.extend(keys);
-        dirty.claims.extend(self.records_of(&kind.group, &kind.kind));
+        let previous = self.kinds.get(&kind.crd_name);
+        if previous.is_none_or(|p| p.version != kind.version) {
+            let keys: Vec<ClaimKey> = self
+                .claims_of(&kind.group, &kind.kind)
+                .map(|(k, _)| k.clone())
+                .collect();
+            dirty.claims.extend(keys);
+            dirty.claims.extend(self.records_of(&kind.group, &kind.kind));
+        }
         if let Some(previous) = self.kinds.insert(kind.crd_name.clone(), kind) {
             dirty.kinds.insert((previous.group, previous.kind));
         }
@@ -420,6 +424,10 @@ mod tests {
             ]
         );
         assert_eq!(kinds, [("clusters.g.org".into(), 1, 0), ("dbs.g.org".into(), 2, 1)]);
+
+        // The same CRD again (its status changed): the kind is projected again, its claims are not.
+        let d = facts.set_kind(crd("Db", "dbs"));
+        assert!(d.claims.is_empty() && !d.kinds.is_empty(), "{d:?}");
 
         // Only namespace a is selected now.
         let d = facts.set_selection(Some(BTreeSet::from(["a".to_string()])));
