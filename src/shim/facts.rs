@@ -26,6 +26,8 @@ pub struct Facts {
     claims_listed: BTreeSet<String>,
     /// Live local claims, by (group, kind, namespace, name).
     claims: BTreeMap<ClaimKey, ClaimFacts>,
+    /// The counts of each (group, kind), kept as claims change so that a change costs no scan of its kind.
+    counts: BTreeMap<(String, String), Counts>,
     /// Namespaces whose claims this claimsync replicates; `None`: every namespace.
     selected: Option<BTreeSet<String>>,
     /// Whether `selected` was listed (or there is no selector).
@@ -56,6 +58,15 @@ impl Dirty {
 
 fn kind_range(group: &str, kind: &str) -> std::ops::RangeFrom<ClaimKey> {
     ClaimKey::new(group, kind, "", "")..
+}
+
+/// What one claim adds to its kind's counts.
+fn weight(claim: &ClaimFacts, selected: bool) -> Counts {
+    let synced = phase_of(claim.deleting, claim.reason.as_deref()) == Phase::Synced;
+    Counts {
+        claims: usize::from(selected),
+        replicated: usize::from(selected && synced),
+    }
 }
 
 impl Facts {
@@ -128,6 +139,7 @@ impl Facts {
             self.claims.remove(&key);
             dirty.claims.insert(key);
         }
+        self.counts.remove(&(kind.group.clone(), kind.kind.clone()));
         dirty.claims.extend(self.records_of(&kind.group, &kind.kind));
         dirty
     }
@@ -137,19 +149,34 @@ impl Facts {
         self.all_claims()
     }
 
+    fn count(&mut self, key: &ClaimKey, minus: Counts, plus: Counts) {
+        let counts = self.counts.entry((key.group.clone(), key.kind.clone())).or_default();
+        counts.claims = (counts.claims + plus.claims).saturating_sub(minus.claims);
+        counts.replicated = (counts.replicated + plus.replicated).saturating_sub(minus.replicated);
+    }
+
     pub fn set_claim(&mut self, key: ClaimKey, claim: ClaimFacts) -> Dirty {
         let mut dirty = Dirty::default();
         if self.claims.get(&key) != Some(&claim) {
             dirty.claim(&key);
-            self.claims.insert(key, claim);
+            let selected = self.is_selected(&key.namespace);
+            let plus = weight(&claim, selected);
+            let minus = self
+                .claims
+                .insert(key.clone(), claim)
+                .map(|old| weight(&old, selected))
+                .unwrap_or_default();
+            self.count(&key, minus, plus);
         }
         dirty
     }
 
     pub fn remove_claim(&mut self, key: &ClaimKey) -> Dirty {
         let mut dirty = Dirty::default();
-        if self.claims.remove(key).is_some() {
+        if let Some(old) = self.claims.remove(key) {
             dirty.claim(key);
+            let minus = weight(&old, self.is_selected(&key.namespace));
+            self.count(key, minus, Counts::default());
         }
         dirty
     }
@@ -168,8 +195,8 @@ impl Facts {
         let before: Vec<ClaimKey> = self.claims_of(group, kind).map(|(k, _)| k.clone()).collect();
         for key in before {
             if !listed.contains_key(&key) {
-                self.claims.remove(&key);
-                dirty.claim(&key);
+                let removed = self.remove_claim(&key);
+                dirty.claims.extend(removed.claims);
             }
         }
         for (key, claim) in listed {
@@ -188,13 +215,14 @@ impl Facts {
         self.selection_known = true;
         let before = std::mem::replace(&mut self.selected, selected);
         let was = |ns: &str| before.as_ref().is_none_or(|s| s.contains(ns));
-        let keys: Vec<ClaimKey> = self
+        let moved: Vec<(ClaimKey, Counts, Counts)> = self
             .claims
-            .keys()
-            .filter(|k| was(&k.namespace) != self.is_selected(&k.namespace))
-            .cloned()
+            .iter()
+            .filter(|(k, _)| was(&k.namespace) != self.is_selected(&k.namespace))
+            .map(|(k, c)| (k.clone(), weight(c, was(&k.namespace)), weight(c, !was(&k.namespace))))
             .collect();
-        for key in keys {
+        for (key, minus, plus) in moved {
+            self.count(&key, minus, plus);
             dirty.claim(&key);
         }
         dirty
@@ -276,20 +304,6 @@ impl Facts {
         seen_gone.then(|| orphan_sync(key, kind.map(|k| k.version.as_str()), record, &self.context()))
     }
 
-    fn counts(&self, kind: &KindFacts) -> Counts {
-        let mut counts = Counts::default();
-        for (key, claim) in self.claims_of(&kind.group, &kind.kind) {
-            if !self.is_selected(&key.namespace) {
-                continue;
-            }
-            counts.claims += 1;
-            if phase_of(claim.deleting, claim.reason.as_deref()) == Phase::Synced {
-                counts.replicated += 1;
-            }
-        }
-        counts
-    }
-
     /// Projects the dirty objects into the index.
     pub fn project(&self, dirty: Dirty, index: &mut Index) {
         for key in &dirty.claims {
@@ -323,7 +337,8 @@ impl Facts {
                     group: kind.group.clone(),
                     kind: kind.kind.clone(),
                 };
-                let object = claim_kind_object(kind, self.counts(kind), self.catalog.get(&kind.crd_name));
+                let counts = self.counts.get(&(group.clone(), kind_name.clone())).copied();
+                let object = claim_kind_object(kind, counts.unwrap_or_default(), self.catalog.get(&kind.crd_name));
                 index.set(key, Some(object));
             }
         }
@@ -476,6 +491,46 @@ mod tests {
         assert!(d.is_empty());
         apply(&mut facts, &mut index, d);
         assert_eq!(index.rv(), rv);
+    }
+
+    #[test]
+    fn ten_thousand_claims() {
+        let mut facts = Facts::default();
+        let mut index = Index::new(0);
+        let d = facts.set_kind(crd("Db", "dbs"));
+        facts.project(d, &mut index);
+        let listed: Vec<(ClaimKey, ClaimFacts)> = (0..10_000)
+            .map(|i| {
+                (
+                    key("Db", &format!("ns-{}", i % 100), &format!("c-{i}")),
+                    claim("Synced"),
+                )
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let d = facts.replace_claims("dbs.g.org", "g.org", "Db", listed);
+        facts.project(d, &mut index);
+        let listing = started.elapsed();
+        let started = std::time::Instant::now();
+        for i in 0..100 {
+            let d = facts.set_claim(
+                key("Db", "ns-0", &format!("c-{}", i * 100)),
+                claim("ControlPlaneUnreachable"),
+            );
+            facts.project(d, &mut index);
+        }
+        let per_change = started.elapsed() / 100;
+        eprintln!("10,000 claims: listed in {listing:?}, then {per_change:?} per change");
+        let (syncs, kinds) = served(&index);
+        assert_eq!(syncs.len(), 10_000);
+        assert_eq!(kinds, [("dbs.g.org".into(), 10_000, 9_900)]);
+        assert_eq!(
+            index
+                .objects(Resource::ClaimSyncs)
+                .filter(|s| s.key.namespace == "ns-0")
+                .count(),
+            100
+        );
     }
 
     #[test]
