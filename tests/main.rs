@@ -5,6 +5,7 @@
 mod claim_support;
 mod instance;
 mod platform_support;
+mod shim_support;
 mod support;
 
 mod catalog;
@@ -14,6 +15,7 @@ mod journal;
 mod offline;
 mod ops;
 mod safety;
+mod shim;
 mod trust;
 
 mod testenv_aggregation;

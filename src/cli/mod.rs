@@ -7,6 +7,7 @@ mod clients;
 pub mod disconnect;
 pub mod restore;
 pub mod run;
+mod shim;
 pub mod status;
 
 use clap::{Parser, Subcommand};

@@ -54,6 +54,8 @@ pub struct RunArgs {
     /// Name of the leader election Lease.
     #[arg(long, env = "CLAIMSYNC_LEADER_LEASE", default_value = "claimsync")]
     pub leader_lease: String,
+    #[command(flatten)]
+    pub shim: super::shim::ShimArgs,
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
@@ -66,6 +68,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     let local = app_client(clusters, &metrics).await?;
     reachable(&local, "app cluster").await?;
+    // The aggregated API needs only the app cluster: it serves before (and whether or not) the rest starts.
+    let shim = super::shim::start(&args, &local).await?;
     // Configuration errors stop claimsync here; an unreachable control plane does not (it starts offline).
     let source = RemoteSource::from_args(clusters)?;
     let (mut remote_config, mut fingerprint) = source.load(&local).await?;
@@ -83,6 +87,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         warn!(dir = %args.state_dir.display(), "the journal was unusable and starts empty; claimsync resyncs from the clusters");
     }
     identity::pin_cluster_id(&local, &instance, &journal, &cluster_id, id_source).await?;
+    if let Some(shim) = &shim {
+        shim.attach(journal.clone(), &cluster_id);
+    }
     let selection = match &args.namespace_selector {
         None => None,
         Some(selector) => Some(namespaces::select(&local, selector).await?),

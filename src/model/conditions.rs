@@ -29,7 +29,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Synced,
         Reason::Pending,
         Reason::ControlPlaneUnreachable,
@@ -149,6 +149,14 @@ mod tests {
             replicated_of(&json!({"status": failed})),
             Some(("False".into(), "NameConflict".into()))
         );
+    }
+
+    #[test]
+    fn reasons_parse_back_from_their_names() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::parse("synced"), None);
     }
 
     #[test]

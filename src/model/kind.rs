@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::model::fields::is_subset;
-use crate::model::vocabulary::MANAGED_BY;
+use crate::model::vocabulary::{MANAGED_BY, XRD_ANNOTATION};
 
 /// One claim kind offered by the control plane, at the version claimsync reads and writes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +58,8 @@ pub fn group_allowed(group: &str, allowed: &[String]) -> bool {
         })
 }
 
-/// The local CRD for a remote claim CRD: the same spec, claimsync's label, a REPLICATED column in every version.
+/// The local CRD for a remote claim CRD: the same spec, claimsync's label, the name of the XRD that controls the
+/// remote one (an annotation), a REPLICATED column in every version.
 pub fn local_crd(remote: &Value) -> Value {
     let mut spec = remote["spec"].clone();
     // A conversion webhook lives in the control plane and cannot be called from the app cluster.
@@ -81,10 +82,14 @@ pub fn local_crd(remote: &Value) -> Value {
             version["additionalPrinterColumns"] = Value::Array(columns);
         }
     }
+    let mut metadata = json!({"name": remote["metadata"]["name"], "labels": {MANAGED_BY: "claimsync"}});
+    if let Some(xrd) = owning_xrd(remote) {
+        metadata["annotations"] = json!({XRD_ANNOTATION: xrd});
+    }
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": remote["metadata"]["name"], "labels": {MANAGED_BY: "claimsync"}},
+        "metadata": metadata,
         "spec": spec,
     })
 }
@@ -122,7 +127,9 @@ pub fn served_versions(crd: &Value) -> Vec<String> {
 
 /// Whether a local CRD already is what claimsync would apply.
 pub fn is_current(existing: &Value, desired: &Value) -> bool {
-    existing["metadata"]["labels"][MANAGED_BY] == "claimsync" && is_subset(&desired["spec"], &existing["spec"])
+    existing["metadata"]["labels"][MANAGED_BY] == "claimsync"
+        && existing["metadata"]["annotations"][XRD_ANNOTATION] == desired["metadata"]["annotations"][XRD_ANNOTATION]
+        && is_subset(&desired["spec"], &existing["spec"])
 }
 
 #[cfg(test)]
@@ -188,7 +195,15 @@ mod tests {
         let local = local_crd(&remote());
         assert_eq!(
             local["metadata"],
-            json!({"name": "kubernetesclusters.k8s.starter.org", "labels": {MANAGED_BY: "claimsync"}})
+            json!({"name": "kubernetesclusters.k8s.starter.org", "labels": {MANAGED_BY: "claimsync"},
+                   "annotations": {XRD_ANNOTATION: "xkubernetesclusters.k8s.starter.org"}})
+        );
+        assert!(is_current(&local, &local));
+        let mut before = local.clone();
+        before["metadata"].as_object_mut().unwrap().remove("annotations");
+        assert!(
+            !is_current(&before, &local),
+            "a CRD made before the annotation existed gets it"
         );
         let columns: Vec<&str> = local["spec"]["versions"][0]["additionalPrinterColumns"]
             .as_array()

@@ -47,12 +47,13 @@ impl Phase {
         let Some(reason) = reason else { return Phase::Pending };
         match Reason::parse(reason) {
             Some(Reason::Synced) => Phase::Synced,
-            Some(Reason::Pending) | None => Phase::Pending,
+            Some(Reason::Pending) => Phase::Pending,
             Some(Reason::ControlPlaneUnreachable | Reason::CredentialsRejected) => Phase::Offline,
             Some(Reason::NameConflict | Reason::SecretConflict | Reason::RemoteSecretConflict) => Phase::Conflict,
             Some(Reason::KindWithdrawn) => Phase::Withdrawn,
             Some(Reason::NotSelected) => Phase::Released,
-            Some(Reason::Unsupported | Reason::Error) => Phase::Error,
+            // A reason this version does not know (a newer claimsync wrote it) is shown as an error to look at.
+            Some(Reason::Unsupported | Reason::Error) | None => Phase::Error,
         }
     }
 }
@@ -77,7 +78,7 @@ mod tests {
             (Some("Unsupported"), false, Phase::Error),
             (Some("Error"), false, Phase::Error),
             (Some("Synced"), true, Phase::Deleting),
-            (Some("SomethingNew"), false, Phase::Pending),
+            (Some("SomethingNew"), false, Phase::Error),
         ];
         for (reason, deleting, want) in cases {
             assert_eq!(Phase::of(reason, deleting), want, "{reason:?} {deleting}");

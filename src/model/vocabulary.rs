@@ -13,6 +13,9 @@ pub const FINALIZER: &str = "claimsync.dev/remote-claim";
 pub const DELETION_POLICY: &str = "claimsync.dev/deletion-policy";
 /// Label on what claimsync made in the app cluster (claim CRDs, connection Secrets): value `claimsync`.
 pub const MANAGED_BY: &str = "claimsync.dev/managed-by";
+/// Annotation on a local claim CRD: the XRD that controls its remote twin. The owner reference itself cannot be
+/// copied (the XRD does not exist locally, so the garbage collector would delete the CRD).
+pub const XRD_ANNOTATION: &str = "claimsync.dev/xrd";
 /// Prefix of every label and annotation that belongs to claimsync itself and is never replicated.
 pub const OWN_PREFIX: &str = "claimsync.dev/";
 

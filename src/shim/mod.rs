@@ -1,3 +1,129 @@
-//! Reserved for the aggregated API (`claimsync.dev/v1alpha1`): TLS and front-proxy authentication, discovery,
-//! tables, watch and OpenAPI for `claimkinds` and `claimsyncs`, answered from caches and the journal. It reads
-//! what `sync` records and never writes to either cluster's claims.
+//! The aggregated API `claimsync.dev/v1alpha1`: `claimkinds` and `claimsyncs`, read-only, served over TLS by
+//! every claimsync replica to the app cluster's aggregator, from watches of the app cluster and the journal, so
+//! it answers before the first sync and while the control plane is unreachable. It reads what `sync` records
+//! and never writes to either cluster's claims; it never imports `sync`.
+//!
+//! Layout: `resources` (the two resources as data), `objects`/`facts`/`phase`/`names` (what is served),
+//! `index` (versions, history), `source` (the watches that fill it), `selector`/`query`/`scope`/`negotiate`
+//! (what a request asks), `serve`/`watch`/`table`/`discovery`/`openapi`/`status` (answers), `auth`/`trust`/
+//! `authz` (who may ask), `certs`/`tls`/`serving` (the certificate and the APIService), `handler`/`server`/
+//! `body` (HTTP).
+
+mod auth;
+mod authz;
+mod body;
+mod certs;
+mod discovery;
+mod facts;
+mod handler;
+mod index;
+mod names;
+mod negotiate;
+mod objects;
+mod openapi;
+mod query;
+pub mod resources;
+mod routes;
+mod scope;
+mod selector;
+mod serve;
+mod server;
+mod serving;
+mod source;
+mod status;
+mod table;
+mod tls;
+mod trust;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use claimsync_state::Journal;
+use kube::Client;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::error::Error;
+pub use serving::CertSource;
+
+/// What the shim is told at start.
+pub struct ShimSettings {
+    pub addr: SocketAddr,
+    /// claimsync's namespace in the app cluster: the Service's, and the generated certificate's Secret's.
+    pub own_namespace: String,
+    /// The Service the APIService points at (its names go into a generated certificate).
+    pub service: String,
+    /// The Service's port, for an APIService claimsync creates.
+    pub service_port: i32,
+    /// Create the APIService if it does not exist.
+    pub create_api_service: bool,
+    pub cert: CertSource,
+    pub namespace_selector: Option<String>,
+    pub cluster_id: Option<String>,
+    pub claim_namespace: Option<String>,
+}
+
+/// The running shim.
+pub struct Shim {
+    source: Arc<source::Source>,
+    /// Where it listens (the port chosen, when asked for port 0).
+    pub addr: SocketAddr,
+}
+
+impl Shim {
+    /// Binds, loads the serving certificate and starts serving; the index fills from the app cluster meanwhile.
+    /// Needs nothing of the control plane.
+    pub async fn start(client: Client, settings: ShimSettings) -> Result<Shim, Error> {
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|e| Error::Config(format!("--shim-addr {}: {e}", settings.addr)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("--shim-addr {}: {e}", settings.addr)))?;
+        let start_rv = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        let source = source::start(
+            source::SourceSettings {
+                client: client.clone(),
+                namespace_selector: settings.namespace_selector.clone(),
+                cluster_id: settings.cluster_id.clone(),
+                own_namespace: settings.own_namespace.clone(),
+                remote_namespace: settings.claim_namespace.clone(),
+            },
+            start_rv,
+        );
+        let slot = Arc::new(tls::CertSlot::default());
+        serving::Serving {
+            client: client.clone(),
+            names: certs::serving_names(&settings.service, &settings.own_namespace),
+            source: settings.cert.clone(),
+            target: serving::ApiServiceTarget {
+                namespace: settings.own_namespace.clone(),
+                service: settings.service.clone(),
+                port: settings.service_port,
+                create: settings.create_api_service,
+            },
+            slot: slot.clone(),
+        }
+        .start()
+        .await?;
+        let tls = tls::server_config(slot).map_err(Error::Config)?;
+        let shared = Arc::new(handler::Shared {
+            source: source.clone(),
+            trust: trust::start(client.clone()),
+            authorizer: authz::Authorizer::new(client),
+        });
+        tokio::spawn(server::serve(listener, tls, shared));
+        info!(%addr, "aggregated API claimsync.dev/v1alpha1 serving on https://{addr}");
+        Ok(Shim { source, addr })
+    }
+
+    /// Hands over the journal and the cluster id `run` pinned, to enrich what is served.
+    pub fn attach(&self, journal: Journal, cluster_id: &str) {
+        self.source.attach(journal, cluster_id);
+    }
+}

@@ -1,0 +1,322 @@
+//! The serving certificate and the APIService that trusts it: read from a given TLS Secret, or generated once
+//! into a Secret in claimsync's namespace that every replica shares (created if absent, renewed when due); loaded
+//! into the TLS slot whenever the Secret changes; and the APIService `v1alpha1.claimsync.dev` kept with the
+//! matching caBundle (patched if it points at our Service, created if asked). Touches nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::certs::{Bundle, Pem, plan};
+use super::resources::{API_SERVICE, GROUP, VERSION};
+use super::tls::CertSlot;
+use crate::error::{Error, KubeContext, Side};
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// A `kubernetes.io/tls` Secret someone else keeps (`tls.crt`, `tls.key`, and `ca.crt` for the caBundle).
+    Given { namespace: String, name: String },
+    /// A Secret claimsync generates and renews (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`).
+    Generated { namespace: String, name: String },
+}
+
+impl CertSource {
+    fn secret(&self) -> (&str, &str) {
+        match self {
+            CertSource::Given { namespace, name } | CertSource::Generated { namespace, name } => (namespace, name),
+        }
+    }
+}
+
+/// The Service the APIService points at, and whether claimsync may create the APIService.
+#[derive(Clone, Debug)]
+pub struct ApiServiceTarget {
+    pub namespace: String,
+    pub service: String,
+    pub port: i32,
+    pub create: bool,
+}
+
+pub struct Serving {
+    pub client: Client,
+    pub source: CertSource,
+    /// The names a generated serving certificate covers.
+    pub names: Vec<String>,
+    pub target: ApiServiceTarget,
+    pub slot: Arc<CertSlot>,
+}
+
+const CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
+    data.get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn bundle_of(secret: &Secret) -> Option<Bundle> {
+    let data = secret.data.as_ref()?;
+    Some(Bundle {
+        ca: Pem {
+            cert: text(data, "ca.crt")?,
+            key: text(data, "ca.key")?,
+        },
+        serving: Pem {
+            cert: text(data, "tls.crt")?,
+            key: text(data, "tls.key")?,
+        },
+    })
+}
+
+fn secret_of(name: &str, bundle: &Bundle, resource_version: Option<String>) -> Secret {
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    let mut secret = Secret {
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("ca.crt".to_string(), bytes(&bundle.ca.cert)),
+            ("ca.key".to_string(), bytes(&bundle.ca.key)),
+            ("tls.crt".to_string(), bytes(&bundle.serving.cert)),
+            ("tls.key".to_string(), bytes(&bundle.serving.key)),
+        ])),
+        ..Secret::default()
+    };
+    secret.metadata.name = Some(name.to_string());
+    secret.metadata.resource_version = resource_version;
+    secret.metadata.labels = Some(BTreeMap::from([(
+        crate::model::vocabulary::MANAGED_BY.to_string(),
+        "claimsync".to_string(),
+    )]));
+    secret
+}
+
+impl Serving {
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), self.source.secret().0)
+    }
+
+    fn object(&self) -> String {
+        let (namespace, name) = self.source.secret();
+        format!("Secret {namespace}/{name}")
+    }
+
+    /// The generated bundle, made or renewed in the Secret if due; every replica arrives at the same one.
+    async fn generated(&self) -> Result<Bundle, Error> {
+        let name = self.source.secret().1;
+        loop {
+            let existing = self
+                .secrets()
+                .get_opt(name)
+                .await
+                .context(Side::App, "get", self.object())?;
+            let current = existing.as_ref().and_then(bundle_of);
+            let planned =
+                plan(current.as_ref(), &self.names, OffsetDateTime::now_utc()).map_err(|message| Error::Invalid {
+                    object: self.object(),
+                    message,
+                })?;
+            let Some((bundle, why)) = planned else {
+                return Ok(current.expect("a plan without changes keeps a bundle"));
+            };
+            let written = match &existing {
+                None => {
+                    self.secrets()
+                        .create(&PostParams::default(), &secret_of(name, &bundle, None))
+                        .await
+                }
+                Some(secret) => {
+                    self.secrets()
+                        .replace(
+                            name,
+                            &PostParams::default(),
+                            &secret_of(name, &bundle, secret.resource_version()),
+                        )
+                        .await
+                }
+            };
+            match written {
+                Ok(_) => {
+                    info!(secret = %self.object(), %why, "wrote the shim's serving certificate");
+                    return Ok(bundle);
+                }
+                // Another replica wrote it first: use theirs.
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(e).context(Side::App, "write", self.object()),
+            }
+        }
+    }
+
+    /// Reads the certificate and loads it; returns the CA the APIService must trust.
+    async fn load(&self) -> Result<String, Error> {
+        let invalid = |message: String| Error::Invalid {
+            object: self.object(),
+            message,
+        };
+        let (cert, key, ca) = match &self.source {
+            CertSource::Generated { .. } => {
+                let bundle = self.generated().await?;
+                (bundle.serving.cert, bundle.serving.key, bundle.ca.cert)
+            }
+            CertSource::Given { name, .. } => {
+                let secret = self
+                    .secrets()
+                    .get_opt(name)
+                    .await
+                    .context(Side::App, "get", self.object())?
+                    .ok_or_else(|| invalid("not found (--shim-cert-secret)".into()))?;
+                let data = secret.data.unwrap_or_default();
+                let cert = text(&data, "tls.crt").ok_or_else(|| invalid("has no tls.crt".into()))?;
+                let key = text(&data, "tls.key").ok_or_else(|| invalid("has no tls.key".into()))?;
+                let ca = text(&data, "ca.crt").unwrap_or_else(|| cert.clone());
+                (cert, key, ca)
+            }
+        };
+        self.slot.load(&cert, &key).map_err(invalid)?;
+        Ok(ca)
+    }
+
+    /// Gives the APIService the CA: patched when it points at our Service, created when asked and absent.
+    async fn trust(&self, ca: &str) -> Result<(), Error> {
+        let api_services = Api::<APIService>::all(self.client.clone());
+        let object = format!("APIService {API_SERVICE}");
+        let existing = api_services
+            .get_opt(API_SERVICE)
+            .await
+            .context(Side::App, "get", &object)?;
+        let target = &self.target;
+        let Some(existing) = existing else {
+            if !target.create {
+                return Ok(());
+            }
+            let created: APIService = serde_json::from_value(json!({
+                "metadata": {"name": API_SERVICE, "labels": {crate::model::vocabulary::MANAGED_BY: "claimsync"}},
+                "spec": {
+                    "group": GROUP, "version": VERSION,
+                    "service": {"namespace": target.namespace, "name": target.service, "port": target.port},
+                    "caBundle": ByteString(ca.as_bytes().to_vec()),
+                    "groupPriorityMinimum": 1000, "versionPriority": 15,
+                },
+            }))
+            .expect("an APIService");
+            match api_services.create(&PostParams::default(), &created).await {
+                Ok(_) => info!(apiservice = API_SERVICE, "created the APIService"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => return Err(e).context(Side::App, "create", &object),
+            }
+            return Ok(());
+        };
+        let spec = existing.spec.unwrap_or_default();
+        let service = spec.service.as_ref();
+        let ours = service.is_some_and(|s| {
+            s.namespace.as_deref() == Some(target.namespace.as_str())
+                && s.name.as_deref() == Some(target.service.as_str())
+        });
+        if !ours {
+            warn!(apiservice = API_SERVICE, service = ?service, "the APIService points at another Service; its caBundle is left alone");
+            return Ok(());
+        }
+        if spec.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(ca.as_bytes()) {
+            return Ok(());
+        }
+        if spec.insecure_skip_tls_verify == Some(true) {
+            warn!(
+                apiservice = API_SERVICE,
+                "the APIService skips TLS verification; its caBundle is left alone"
+            );
+            return Ok(());
+        }
+        let patch = json!({"spec": {"caBundle": ByteString(ca.as_bytes().to_vec())}});
+        api_services
+            .patch(API_SERVICE, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context(Side::App, "patch caBundle of", &object)?;
+        info!(
+            apiservice = API_SERVICE,
+            "set the APIService's caBundle to the shim's CA"
+        );
+        Ok(())
+    }
+
+    /// Loads the certificate now (an error here is a configuration error), then keeps it and the APIService's
+    /// caBundle current for as long as claimsync runs.
+    pub async fn start(self) -> Result<(), Error> {
+        let ca = self.load().await?;
+        if let Err(e) = self.trust(&ca).await {
+            warn!(error = %e, "could not set the APIService's caBundle; trying again when something changes");
+        }
+        tokio::spawn(self.keep(ca));
+        Ok(())
+    }
+
+    async fn keep(self, mut ca: String) {
+        let (namespace, name) = self.source.secret();
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), namespace);
+        let by_name = |n: &str| watcher::Config::default().fields(&format!("metadata.name={n}"));
+        let mut secret_events = watcher(secrets, by_name(name)).default_backoff().boxed();
+        let api_services = Api::<APIService>::all(self.client.clone());
+        let mut api_service_events = watcher(api_services, by_name(API_SERVICE)).default_backoff().boxed();
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        loop {
+            let reload = tokio::select! {
+                Some(event) = secret_events.next() => matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)),
+                Some(event) = api_service_events.next() => {
+                    if matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone))
+                        && let Err(e) = self.trust(&ca).await
+                    {
+                        warn!(error = %e, "could not set the APIService's caBundle");
+                    }
+                    false
+                }
+                _ = check.tick() => true,
+            };
+            if !reload {
+                continue;
+            }
+            match self.load().await {
+                Ok(current) => {
+                    if current != ca {
+                        info!("the shim's CA changed");
+                    }
+                    ca = current;
+                    if let Err(e) = self.trust(&ca).await {
+                        warn!(error = %e, "could not set the APIService's caBundle");
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not reload the shim's serving certificate; serving the previous one")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shim::certs::serving_names;
+
+    #[test]
+    fn bundles_round_trip_through_a_secret() {
+        let (bundle, _) = plan(None, &serving_names("s", "n"), OffsetDateTime::now_utc())
+            .unwrap()
+            .unwrap();
+        let secret = secret_of("claimsync-shim-tls", &bundle, Some("7".into()));
+        assert_eq!(bundle_of(&secret), Some(bundle));
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(secret.metadata.resource_version.as_deref(), Some("7"));
+        let mut partial = secret.clone();
+        partial.data.as_mut().unwrap().remove("ca.key");
+        assert_eq!(bundle_of(&partial), None);
+    }
+}
