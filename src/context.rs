@@ -25,6 +25,8 @@ pub struct Context {
     pub remote: Client,
     pub claim_namespace: String,
     pub cluster_id: String,
+    /// The app cluster's kube-system uid, written on twins beside the cluster id.
+    pub cluster_uid: String,
     /// Which claimsync this is: its own namespace in the app cluster. Written beside the finalizer on every claim
     /// it holds, so that it never releases a claim another claimsync holds.
     pub instance: String,
@@ -54,6 +56,7 @@ pub struct Settings {
     pub remote: Client,
     pub claim_namespace: String,
     pub cluster_id: String,
+    pub cluster_uid: String,
     pub instance: String,
     pub claim_groups: Vec<String>,
     pub journal: Journal,
@@ -76,6 +79,7 @@ impl Context {
             remote: settings.remote,
             claim_namespace: settings.claim_namespace,
             cluster_id: settings.cluster_id,
+            cluster_uid: settings.cluster_uid,
             instance: settings.instance,
             claim_groups: settings.claim_groups,
             journal: settings.journal,

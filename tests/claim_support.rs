@@ -48,9 +48,14 @@ pub(crate) fn is_true(obj: &DynamicObject, type_: &str) -> bool {
 
 /// `kubectl apply -f -` against the app cluster, as a user would.
 pub(crate) async fn kubectl_apply(yaml: &str) -> Result<String, String> {
+    kubectl_apply_to(&env().app_kubeconfig, yaml).await
+}
+
+/// `kubectl apply -f -` against the cluster of `kubeconfig`.
+pub(crate) async fn kubectl_apply_to(kubeconfig: &std::path::Path, yaml: &str) -> Result<String, String> {
     let mut child = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(&env().app_kubeconfig)
+        .arg(kubeconfig)
         .args(["apply", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

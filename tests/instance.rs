@@ -17,6 +17,8 @@ pub const INSTANCE_LABEL: &str = "claimsync.dev/test-instance";
 
 pub struct Instance {
     pub id: String,
+    /// The app cluster this claimsync runs for (the env's first one unless made with `new_on`).
+    pub app_kubeconfig: PathBuf,
     pub claim_namespace: String,
     /// claimsync's own namespace in the app cluster (`--namespace`), where it records its cluster id.
     pub own_namespace: String,
@@ -36,11 +38,23 @@ pub struct Instance {
 impl Instance {
     /// Prepares an instance (its claim namespace on the control plane) without starting it.
     pub async fn new(prefix: &str) -> Instance {
+        Self::new_on(prefix, &env().app_kubeconfig, None).await
+    }
+
+    /// Prepares an instance for the app cluster of `app_kubeconfig`, in the claim namespace given (which must exist
+    /// and may be shared with other instances) or in one of its own.
+    pub async fn new_on(prefix: &str, app_kubeconfig: &std::path::Path, claim_namespace: Option<&str>) -> Instance {
         let id = support::unique(prefix);
-        let app = support::app().await;
+        let app = support::client_for(app_kubeconfig).await;
         let control_plane = support::control_plane().await;
-        let claim_namespace = format!("{id}-claims");
-        create_namespace(&control_plane, &claim_namespace, None).await;
+        let claim_namespace = match claim_namespace {
+            Some(shared) => shared.to_string(),
+            None => {
+                let own = format!("{id}-claims");
+                create_namespace(&control_plane, &own, None).await;
+                own
+            }
+        };
         let own_namespace = format!("{id}-system");
         create_namespace(&app, &own_namespace, None).await;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("instances").join(&id);
@@ -48,6 +62,7 @@ impl Instance {
         Instance {
             state_dir: dir.join("journal"),
             log: dir.join("claimsync.log"),
+            app_kubeconfig: app_kubeconfig.to_path_buf(),
             id,
             claim_namespace,
             own_namespace,
@@ -69,6 +84,7 @@ impl Instance {
         std::fs::create_dir_all(&dir).unwrap();
         Instance {
             id: self.id.clone(),
+            app_kubeconfig: self.app_kubeconfig.clone(),
             claim_namespace: self.claim_namespace.clone(),
             own_namespace: self.own_namespace.clone(),
             state_dir: dir.join("journal"),
@@ -111,7 +127,7 @@ impl Instance {
     fn command(&self, extra: &[&str]) -> Command {
         let selector = format!("{INSTANCE_LABEL}={}", self.id);
         let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
-        command.arg("run").arg("--app-kubeconfig").arg(&env().app_kubeconfig);
+        command.arg("run").arg("--app-kubeconfig").arg(&self.app_kubeconfig);
         match (&self.control_plane_secret, &self.link) {
             (Some(secret), _) => command.args(["--control-plane-kubeconfig-secret", secret]),
             (None, Some(link)) => command.arg("--control-plane-kubeconfig").arg(&link.kubeconfig),

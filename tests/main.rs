@@ -16,6 +16,7 @@ mod offline;
 mod ops;
 mod safety;
 mod shim;
+mod tenants;
 mod trust;
 
 mod testenv_aggregation;

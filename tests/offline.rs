@@ -56,32 +56,41 @@ async fn claims_keep_working_and_say_so_while_the_control_plane_is_down() {
     wait_ready(&local, "steady", &instance).await;
 }
 
-/// The claims of one kind in the app cluster, in every namespace, by `namespace/name`.
-async fn local_claims(kind: &TestKind, app: &Client) -> BTreeMap<String, DynamicObject> {
-    Api::<DynamicObject>::all_with(app.clone(), &kind.resource)
+/// The claims of one kind in the app cluster, in every namespace, by `namespace/name`. An error (a CRD that was
+/// just made again may not be served for a moment) is for a wait to retry.
+async fn try_local_claims(kind: &TestKind, app: &Client) -> Result<BTreeMap<String, DynamicObject>, String> {
+    Ok(Api::<DynamicObject>::all_with(app.clone(), &kind.resource)
         .list(&ListParams::default())
         .await
-        .unwrap()
+        .map_err(|e| format!("list the local claims: {e}"))?
         .items
         .into_iter()
         .map(|c| (format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()), c))
-        .collect()
+        .collect())
+}
+
+async fn local_claims(kind: &TestKind, app: &Client) -> BTreeMap<String, DynamicObject> {
+    try_local_claims(kind, app).await.unwrap()
 }
 
 /// The twins of one kind in the claim namespace, by name.
-async fn twins(kind: &TestKind, instance: &Instance) -> BTreeMap<String, DynamicObject> {
-    Api::<DynamicObject>::namespaced_with(
+async fn try_twins(kind: &TestKind, instance: &Instance) -> Result<BTreeMap<String, DynamicObject>, String> {
+    Ok(Api::<DynamicObject>::namespaced_with(
         instance.control_plane.clone(),
         &instance.claim_namespace,
         &kind.resource,
     )
     .list(&ListParams::default())
     .await
-    .unwrap()
+    .map_err(|e| format!("list the twins: {e}"))?
     .items
     .into_iter()
     .map(|t| (t.name_any(), t))
-    .collect()
+    .collect())
+}
+
+async fn twins(kind: &TestKind, instance: &Instance) -> BTreeMap<String, DynamicObject> {
+    try_twins(kind, instance).await.unwrap()
 }
 
 /// Creates `names` (`namespace/name`) as claims of `kind` with spec `{size: 1}`, 16 at a time.
@@ -121,8 +130,14 @@ async fn delete_claim(kind: &TestKind, app: &Client, key: &str) {
 /// What the control plane must hold once claimsync has caught up: one twin per live local claim, with its spec, and
 /// no twin of a claim that is gone; each twin bound to exactly one composite. Returns a mismatch, if any.
 async fn mismatch(kind: &TestKind, instance: &Instance) -> Option<String> {
-    let local = local_claims(kind, &instance.app).await;
-    let twins = twins(kind, instance).await;
+    let local = match try_local_claims(kind, &instance.app).await {
+        Ok(local) => local,
+        Err(e) => return Some(e),
+    };
+    let twins = match try_twins(kind, instance).await {
+        Ok(twins) => twins,
+        Err(e) => return Some(e),
+    };
     let mut expected = BTreeMap::new();
     for (key, claim) in &local {
         if claim.metadata.deletion_timestamp.is_some() {
@@ -156,13 +171,15 @@ async fn mismatch(kind: &TestKind, instance: &Instance) -> Option<String> {
         return Some(format!("twins without a local claim: {extra:?}"));
     }
     let mut composites: BTreeMap<String, usize> = BTreeMap::new();
-    for composite in kind
+    let all = match kind
         .composites(&instance.control_plane)
         .list(&ListParams::default())
         .await
-        .unwrap()
-        .items
     {
+        Ok(all) => all,
+        Err(e) => return Some(format!("list the composites: {e}")),
+    };
+    for composite in all.items {
         if let Some(claim) = composite.labels().get("crossplane.io/claim-name") {
             *composites.entry(claim.clone()).or_default() += 1;
         }

@@ -1,4 +1,4 @@
-//! Claim kinds of a test's own: an XRD (with a Composition that composes one Namespace) in a group no other test
+//! Claim kinds of a test's own: an XRD (with a Composition that composes one ConfigMap) in a group no other test
 //! uses, offered on the control plane and awaited in the app cluster, so a test may withdraw or break its kind
 //! without touching anyone else's.
 
@@ -52,7 +52,7 @@ pub(crate) fn xrd(group: &str, kind: &str, extra: Value, second_version: bool) -
     })
 }
 
-/// A Composition that composes one Namespace named after the composite's uid.
+/// A Composition that composes one ConfigMap in the claim namespace.
 pub(crate) fn composition(group: &str, kind: &str) -> Value {
     let lower = kind.to_lowercase();
     json!({
@@ -61,11 +61,12 @@ pub(crate) fn composition(group: &str, kind: &str) -> Value {
         "spec": {
             "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": format!("X{kind}")},
             "mode": "Resources",
+            // A ConfigMap beside the twin (named by Crossplane, placed by a patch): cheap to make and to delete,
+            // unlike a Namespace, whose deletion walks every resource type of the control plane.
             "resources": [{
-                "base": {"apiVersion": "v1", "kind": "Namespace"},
-                "patches": [{"type": "FromCompositeFieldPath", "fromFieldPath": "metadata.uid",
-                             "toFieldPath": "metadata.name",
-                             "transforms": [{"type": "string", "string": {"type": "Format", "fmt": "gd-%s"}}]}],
+                "base": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"made-for": "test"}},
+                "patches": [{"type": "FromCompositeFieldPath", "fromFieldPath": "spec.claimRef.namespace",
+                             "toFieldPath": "metadata.namespace"}],
                 "readinessChecks": [{"type": "None"}]
             }]
         }
@@ -172,5 +173,24 @@ impl TestKind {
             .get_opt(&self.crd_name)
             .await
             .unwrap()
+    }
+}
+
+/// A test's kind is withdrawn when the test ends, passing or failing, so that no XRD of a finished test keeps the
+/// control plane's Crossplane busy for the tests after it.
+impl Drop for TestKind {
+    fn drop(&mut self) {
+        let lower = self.kind.to_lowercase();
+        let _ = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&crate::support::env().control_plane_kubeconfig)
+            .args([
+                "delete",
+                "xrd",
+                &format!("x{lower}s.{}", self.group),
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
     }
 }

@@ -428,9 +428,10 @@ async fn a_claim_namespace_that_is_briefly_missing_is_waited_for_not_refused() {
         .delete(&instance.claim_namespace, &DeleteParams::default())
         .await
         .unwrap();
+    // The namespace controller walks every resource type of the control plane: slow when it is busy.
     support::wait_gone(
         "the claim namespace to be gone",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         &namespaces,
         &instance.claim_namespace,
         |_| "still there".into(),

@@ -19,7 +19,8 @@ async fn namespace_deletion_completes(client: Client) {
     namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
     support::wait_gone(
         "the namespace to be removed",
-        Duration::from_secs(60),
+        // The namespace controller walks every resource type: on a busy control plane with many CRDs, slowly.
+        Duration::from_secs(180),
         &namespaces,
         &ns,
         |n| format!("still there, phase {:?}", n.status.and_then(|s| s.phase)),

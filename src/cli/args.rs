@@ -69,14 +69,21 @@ impl ClusterArgs {
         if let Some(id) = self.cluster_id.clone().filter(|id| !id.is_empty()) {
             return Ok((id, IdSource::Flag));
         }
-        let uid = Api::<Namespace>::all(local.clone())
-            .get("kube-system")
-            .await
-            .ok()
-            .and_then(|ns| ns.metadata.uid)
-            .ok_or_else(|| {
-                Error::Config("cannot read the uid of the app cluster's kube-system namespace; set --cluster-id".into())
-            })?;
-        Ok((uid, IdSource::KubeSystemUid))
+        Ok((kube_system_uid(local).await?, IdSource::KubeSystemUid))
     }
+}
+
+/// The uid of the app cluster's `kube-system` namespace: what tells this app cluster from any other.
+pub async fn kube_system_uid(local: &Client) -> Result<String, Error> {
+    Api::<Namespace>::all(local.clone())
+        .get("kube-system")
+        .await
+        .ok()
+        .and_then(|ns| ns.metadata.uid)
+        .ok_or_else(|| {
+            Error::Config(
+                "cannot read the uid of the app cluster's kube-system namespace (claimsync needs get on namespaces)"
+                    .into(),
+            )
+        })
 }

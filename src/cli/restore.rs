@@ -12,13 +12,13 @@ use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use super::args::ClusterArgs;
+use super::args::{ClusterArgs, kube_system_uid};
 use super::clients::{RemoteSource, app_client, reachable};
 use std::sync::Arc;
 
 use crate::error::{Error, KubeContext, Side};
 use crate::model::kind::{claim_kind, group_allowed, is_claim_crd};
-use crate::model::restore::local_claim;
+use crate::model::restore::{Restorer, local_claim};
 use crate::ops::metrics::Metrics;
 use crate::sync::catalog::{Copied, copy_crd};
 use crate::sync::claims::api_resource;
@@ -33,6 +33,11 @@ pub struct RestoreArgs {
     /// Say what would be restored, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also restore (and let claimsync adopt) the twins written by the app cluster of this kube-system uid: the one
+    /// this app cluster replaces, rebuilt with the same cluster id. Without it, another app cluster's twins are
+    /// never touched.
+    #[arg(long)]
+    pub adopt_from_cluster_uid: Option<String>,
 }
 
 /// What happened to one twin.
@@ -53,6 +58,12 @@ pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
     let remote = Client::try_from(config).map_err(|e| Error::Config(format!("control plane: {e}")))?;
     reachable(&remote, "control plane").await?;
     let (cluster_id, _) = clusters.cluster_id(&local).await?;
+    let cluster_uid = kube_system_uid(&local).await?;
+    let restorer = Restorer {
+        cluster_id: &cluster_id,
+        cluster_uid: &cluster_uid,
+        adopt_from: args.adopt_from_cluster_uid.as_deref(),
+    };
 
     let remote_crds = Api::<CustomResourceDefinition>::all(remote.clone())
         .list(&ListParams::default())
@@ -78,7 +89,7 @@ pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
             let mut missing = Vec::new();
             for twin in twins.items {
                 let twin_json = serde_json::to_value(&twin).unwrap_or(Value::Null);
-                let Some(claim) = local_claim(&twin_json, &cluster_id) else {
+                let Some(claim) = local_claim(&twin_json, &restorer) else {
                     continue;
                 };
                 let (namespace, name) = (

@@ -15,7 +15,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::args::ClusterArgs;
+use super::args::{ClusterArgs, kube_system_uid};
 use super::clients::{REACH_TIMEOUT, RemoteSource, app_client, reachable};
 use crate::context::{Context, Settings};
 use crate::error::Error;
@@ -81,6 +81,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         .await?,
     );
     let (cluster_id, id_source) = clusters.cluster_id(&local).await?;
+    let cluster_uid = kube_system_uid(&local).await?;
     let instance = clusters.own_namespace();
     let (journal, was_reset) = Journal::open_or_reset(&args.state_dir)?;
     if was_reset {
@@ -156,6 +157,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             remote,
             claim_namespace: clusters.claim_namespace.clone(),
             cluster_id: cluster_id.clone(),
+            cluster_uid: cluster_uid.clone(),
             instance: instance.clone(),
             claim_groups: args.claim_groups.clone(),
             journal: journal.clone(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::model::vocabulary::{
-    MCP_CLUSTER, MCP_NAME, MCP_NAMESPACE, ORIGIN_CLUSTER, ORIGIN_NAME, ORIGIN_NAMESPACE, ORIGIN_UID,
+    MCP_CLUSTER, MCP_NAME, MCP_NAMESPACE, ORIGIN_CLUSTER, ORIGIN_CLUSTER_UID, ORIGIN_NAME, ORIGIN_NAMESPACE, ORIGIN_UID,
 };
 
 /// `claim-` + the first 16 hex characters of sha256(`<name>-x-<namespace>-x-<clusterID>`), as the MCP Connector
@@ -18,10 +18,17 @@ pub fn remote_claim_name(name: &str, namespace: &str, cluster_id: &str) -> Strin
     format!("claim-{}", &hex::encode(digest)[..16])
 }
 
-/// The labels that say which local claim a remote claim stands for.
-pub fn origin_labels(cluster_id: &str, namespace: &str, name: &str, uid: &str) -> BTreeMap<String, String> {
+/// The labels that say which local claim a remote claim stands for, and which app cluster wrote it.
+pub fn origin_labels(
+    cluster_id: &str,
+    cluster_uid: &str,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (ORIGIN_CLUSTER.to_string(), cluster_id.to_string()),
+        (ORIGIN_CLUSTER_UID.to_string(), cluster_uid.to_string()),
         (ORIGIN_NAMESPACE.to_string(), namespace.to_string()),
         (ORIGIN_UID.to_string(), uid.to_string()),
     ]);
@@ -47,6 +54,16 @@ pub fn is_twin(remote_labels: &Value, cluster_id: &str, namespace: &str, name: &
     let connectors =
         label(MCP_CLUSTER) == Some(cluster_id) && label(MCP_NAMESPACE) == Some(namespace) && name_matches(MCP_NAME);
     ours || connectors
+}
+
+/// The kube-system uid of another app cluster that wrote this twin, if its labels name one other than `cluster_uid`
+/// (None: this app cluster wrote it, or a claimsync that did not record the uid, or the MCP Connector).
+pub fn written_by_other(remote_labels: &Value, cluster_uid: &str) -> Option<String> {
+    remote_labels
+        .get(ORIGIN_CLUSTER_UID)
+        .and_then(Value::as_str)
+        .filter(|uid| !uid.is_empty() && *uid != cluster_uid)
+        .map(str::to_string)
 }
 
 /// The local claim a remote claim was made for, from its origin labels: (namespace, name).
@@ -112,8 +129,11 @@ mod tests {
 
     #[test]
     fn origin_is_read_back_from_labels() {
-        let labels = serde_json::to_value(origin_labels("c1", "ns", "db", "u")).unwrap();
+        let labels = serde_json::to_value(origin_labels("c1", "k1", "ns", "db", "u")).unwrap();
         assert_eq!(origin_of(&labels, "c1"), Some(("ns".into(), "db".into())));
         assert_eq!(origin_of(&labels, "c2"), None);
+        assert_eq!(written_by_other(&labels, "k1"), None);
+        assert_eq!(written_by_other(&labels, "k2"), Some("k1".into()));
+        assert_eq!(written_by_other(&serde_json::json!({}), "k2"), None);
     }
 }

@@ -5,16 +5,30 @@
 use serde_json::{Map, Value, json};
 
 use crate::model::fields::{owned_fields, retain_fields};
-use crate::model::naming::{origin_of, remote_claim_name};
+use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::vocabulary::{
-    CROSSPLANE_SPEC_FIELDS, LAST_APPLIED, LOCAL_SECRET_NAME, MANAGER_UP, MCP_CLUSTER, MCP_NAME, MCP_NAMESPACE,
-    OWN_PREFIX,
+    ADOPT_FROM, CROSSPLANE_SPEC_FIELDS, LAST_APPLIED, LOCAL_SECRET_NAME, MANAGER_UP, MCP_CLUSTER, MCP_NAME,
+    MCP_NAMESPACE, OWN_PREFIX,
 };
 
-/// The local claim for a twin of `cluster_id`, or None when the twin is not one of this cluster's (its labels name
-/// no local claim, or a claim whose computed twin name is another).
-pub fn local_claim(twin: &Value, cluster_id: &str) -> Option<Value> {
-    let (namespace, name) = origin_of(&twin["metadata"]["labels"], cluster_id)?;
+/// Which app cluster restores: its cluster id, its kube-system uid, and the uid of the app cluster it replaces (a
+/// rebuilt one), whose twins it may adopt.
+pub struct Restorer<'a> {
+    pub cluster_id: &'a str,
+    pub cluster_uid: &'a str,
+    pub adopt_from: Option<&'a str>,
+}
+
+/// The local claim for a twin, or None when the twin is not one of this cluster's (its labels name no local claim,
+/// or a claim whose computed twin name is another, or another app cluster wrote it).
+pub fn local_claim(twin: &Value, restorer: &Restorer) -> Option<Value> {
+    let cluster_id = restorer.cluster_id;
+    let labels = &twin["metadata"]["labels"];
+    let adopted = written_by_other(labels, restorer.cluster_uid);
+    if adopted.is_some() && adopted.as_deref() != restorer.adopt_from {
+        return None;
+    }
+    let (namespace, name) = origin_of(labels, cluster_id)?;
     if twin["metadata"]["name"].as_str() != Some(remote_claim_name(&name, &namespace, cluster_id).as_str()) {
         return None;
     }
@@ -54,7 +68,10 @@ pub fn local_claim(twin: &Value, cluster_id: &str) -> Option<Value> {
     if !labels.is_empty() {
         metadata["labels"] = Value::Object(labels);
     }
-    let annotations = keep(annotations);
+    let mut annotations = keep(annotations);
+    if let Some(replaced) = adopted {
+        annotations.insert(ADOPT_FROM.to_string(), Value::String(replaced));
+    }
     if !annotations.is_empty() {
         metadata["annotations"] = Value::Object(annotations);
     }
@@ -66,15 +83,33 @@ pub fn local_claim(twin: &Value, cluster_id: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::vocabulary::{ORIGIN_CLUSTER, ORIGIN_NAME, ORIGIN_NAMESPACE, ORIGIN_UID};
+    use crate::model::vocabulary::{ORIGIN_CLUSTER, ORIGIN_CLUSTER_UID, ORIGIN_NAME, ORIGIN_NAMESPACE, ORIGIN_UID};
+
+    fn restorer(adopt_from: Option<&'static str>) -> Restorer<'static> {
+        Restorer {
+            cluster_id: "c1",
+            cluster_uid: "k1",
+            adopt_from,
+        }
+    }
+
+    #[test]
+    fn another_app_clusters_twins_come_back_only_when_adopted_on_purpose() {
+        let mut foreign = twin(json!([]));
+        foreign["metadata"]["labels"][ORIGIN_CLUSTER_UID] = json!("k-old");
+        assert!(local_claim(&foreign, &restorer(None)).is_none());
+        assert!(local_claim(&foreign, &restorer(Some("k-other"))).is_none());
+        let adopted = local_claim(&foreign, &restorer(Some("k-old"))).unwrap();
+        assert_eq!(adopted["metadata"]["annotations"][ADOPT_FROM], "k-old");
+    }
 
     fn twin(managed: Value) -> Value {
         json!({
             "apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
             "metadata": {
                 "name": remote_claim_name("demo", "team", "c1"),
-                "labels": {ORIGIN_CLUSTER: "c1", ORIGIN_NAMESPACE: "team", ORIGIN_NAME: "demo", ORIGIN_UID: "u",
-                           "team": "a"},
+                "labels": {ORIGIN_CLUSTER: "c1", ORIGIN_CLUSTER_UID: "k1", ORIGIN_NAMESPACE: "team",
+                           ORIGIN_NAME: "demo", ORIGIN_UID: "u", "team": "a"},
                 "annotations": {LOCAL_SECRET_NAME: "demo-conn", "note": "n", "crossplane.io/external-name": "x"},
                 "managedFields": managed,
             },
@@ -92,7 +127,7 @@ mod tests {
             {"manager": "crossplane", "operation": "Update", "fieldsV1": {"f:spec": {
                 "f:resourceRef": {}, "f:compositionRef": {}}}},
         ]);
-        let local = local_claim(&twin(managed), "c1").unwrap();
+        let local = local_claim(&twin(managed), &restorer(None)).unwrap();
         assert_eq!(local["metadata"]["name"], "demo");
         assert_eq!(local["metadata"]["namespace"], "team");
         assert_eq!(local["metadata"]["labels"], json!({"team": "a"}));
@@ -108,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_twin_claimsync_never_applied_keeps_all_but_crossplanes_fields() {
-        let local = local_claim(&twin(json!([])), "c1").unwrap();
+        let local = local_claim(&twin(json!([])), &restorer(None)).unwrap();
         assert!(local["spec"].get("resourceRef").is_none());
         assert!(local["spec"].get("compositionRef").is_none());
         assert_eq!(local["spec"]["compositeDeletePolicy"], "Background");
@@ -116,9 +151,14 @@ mod tests {
 
     #[test]
     fn twins_of_others_or_with_borrowed_labels_are_not_restored() {
-        assert!(local_claim(&twin(json!([])), "c2").is_none());
+        let other_id = Restorer {
+            cluster_id: "c2",
+            cluster_uid: "k1",
+            adopt_from: None,
+        };
+        assert!(local_claim(&twin(json!([])), &other_id).is_none());
         let mut renamed = twin(json!([]));
         renamed["metadata"]["name"] = json!("impostor");
-        assert!(local_claim(&renamed, "c1").is_none());
+        assert!(local_claim(&renamed, &restorer(None)).is_none());
     }
 }

@@ -22,6 +22,8 @@ pub struct RemoteTarget<'a> {
     pub remote_name: &'a str,
     pub claim_namespace: &'a str,
     pub cluster_id: &'a str,
+    /// The app cluster's kube-system uid.
+    pub cluster_uid: &'a str,
 }
 
 /// What the user set on a local claim: (spec, labels, annotations), that is everything but what claimsync copied
@@ -95,6 +97,7 @@ pub fn remote_intent(local: &Value, target: &RemoteTarget) -> Value {
     let metadata = &local["metadata"];
     let origin: BTreeMap<String, String> = origin_labels(
         target.cluster_id,
+        target.cluster_uid,
         metadata["namespace"].as_str().unwrap_or_default(),
         metadata["name"].as_str().unwrap_or_default(),
         metadata["uid"].as_str().unwrap_or_default(),
@@ -120,6 +123,7 @@ mod tests {
             remote_name: "claim-0123456789abcdef",
             claim_namespace: "claims",
             cluster_id: "c1",
+            cluster_uid: "k1",
         }
     }
 

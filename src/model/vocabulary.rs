@@ -24,6 +24,12 @@ pub const ORIGIN_CLUSTER: &str = "claimsync.dev/origin-cluster";
 pub const ORIGIN_NAMESPACE: &str = "claimsync.dev/origin-namespace";
 pub const ORIGIN_NAME: &str = "claimsync.dev/origin-name";
 pub const ORIGIN_UID: &str = "claimsync.dev/origin-uid";
+/// The uid of the `kube-system` namespace of the app cluster that wrote a twin: it tells two app clusters apart
+/// even when both were given the same cluster id.
+pub const ORIGIN_CLUSTER_UID: &str = "claimsync.dev/origin-cluster-uid";
+/// Annotation on a local claim (set by `claimsync restore --adopt-from-cluster-uid`): the twin it may adopt was
+/// written by the app cluster of that kube-system uid (this one, before it was rebuilt).
+pub const ADOPT_FROM: &str = "claimsync.dev/adopt-from-cluster-uid";
 /// The same facts as Upbound's MCP Connector records them, so its claims are recognised and adopted.
 pub const MCP_CLUSTER: &str = "mcp-connector.upbound.io/app-cluster";
 pub const MCP_NAMESPACE: &str = "mcp-connector.upbound.io/app-namespace";

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
-use crate::model::naming::{origin_of, remote_claim_name};
+use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::notes::mirrored_note;
 
 /// Marks of mirrored Events are kept this long.
@@ -96,6 +96,9 @@ async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
         return Ok(());
     }
     let labels = serde_json::to_value(remote_claim.labels()).unwrap_or_default();
+    if written_by_other(&labels, &ctx.cluster_uid).is_some() {
+        return Ok(());
+    }
     let Some((namespace, local_name)) = origin_of(&labels, &ctx.cluster_id) else {
         return Ok(());
     };

@@ -16,7 +16,7 @@ use tracing::warn;
 
 use crate::context::Context;
 use crate::model::kind::ClaimKind;
-use crate::model::naming::{origin_of, remote_claim_name};
+use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::notes::bounded_note;
 use crate::model::vocabulary::ORIGIN_CLUSTER;
 use crate::sync::claims::api_resource;
@@ -43,6 +43,10 @@ pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Store<DynamicObje
             let mut found = Orphans::new();
             for twin in list.items.iter().filter(|t| t.metadata.deletion_timestamp.is_none()) {
                 let labels = serde_json::to_value(twin.labels()).unwrap_or_default();
+                // Another app cluster's twin (the same cluster id by mistake) is not this one's orphan.
+                if written_by_other(&labels, &ctx.cluster_uid).is_some() {
+                    continue;
+                }
                 let Some((namespace, name)) = origin_of(&labels, &ctx.cluster_id) else {
                     continue;
                 };

@@ -16,9 +16,9 @@ use super::kind_context::{KindContext, claim_key};
 use super::status::{event, show};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated};
-use crate::model::naming::{is_twin, remote_claim_name};
+use crate::model::naming::{is_twin, remote_claim_name, written_by_other};
 use crate::model::phase::Phase;
-use crate::model::vocabulary::{DELETION_POLICY, FINALIZER, MANAGER_DOWN, REPLICATED_BY};
+use crate::model::vocabulary::{ADOPT_FROM, DELETION_POLICY, FINALIZER, MANAGER_DOWN, REPLICATED_BY};
 
 /// Adds claimsync's finalizer and the annotation naming this claimsync, or removes both; guarded by the resource
 /// version so no concurrent change is lost. Returns the claim as written.
@@ -130,7 +130,10 @@ pub(super) async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result
     let remote = kctx.get_remote(&remote_name).await?;
     if let Some(remote) = remote {
         let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
-        if is_twin(&labels, &ctx.cluster_id, &namespace, &name) {
+        // Ours only if this app cluster wrote it (or the claim was restored to adopt it from a replaced one).
+        let other = written_by_other(&labels, &ctx.cluster_uid);
+        let ours = other.is_none() || claim.annotations().get(ADOPT_FROM) == other.as_ref();
+        if ours && is_twin(&labels, &ctx.cluster_id, &namespace, &name) {
             if remote.meta().deletion_timestamp.is_none() {
                 kctx.remote
                     .delete(&remote_name, &DeleteParams::default())

@@ -7,12 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use claimsync_state::ClaimKey;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::kind::ClaimKind;
+use crate::model::notes::bounded_note;
 
 /// What every reconcile of one kind shares: the context, the kind, and the remote APIs of the claim namespace.
 pub(crate) struct KindContext {
@@ -45,6 +47,26 @@ impl KindContext {
     pub async fn get_remote(&self, name: &str) -> Result<Option<DynamicObject>, Error> {
         let object = format!("{}/{name}", self.ctx.claim_namespace);
         absent_if_not_found(self.remote.get(name).await).context(Side::ControlPlane, "get claim", object)
+    }
+
+    /// Publishes a Warning Event about a twin on the control plane (where the app cluster that owns the twin, if
+    /// another one, mirrors it onto its claim); a failure to do so is only logged.
+    pub async fn remote_event(&self, twin: &DynamicObject, reason: &str, note: &str) {
+        let reporter = Reporter {
+            controller: "claimsync".into(),
+            instance: Some(self.ctx.cluster_uid.clone()),
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(bounded_note(note)),
+            action: "Replicate".into(),
+            secondary: None,
+        };
+        let recorder = Recorder::new(self.ctx.remote.clone(), reporter);
+        if let Err(e) = recorder.publish(&event, &twin.object_ref(&self.resource)).await {
+            tracing::warn!(error = %e, reason, "could not publish an Event on the control plane");
+        }
     }
 
     pub fn local(&self, namespace: &str) -> Api<DynamicObject> {

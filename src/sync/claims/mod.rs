@@ -29,7 +29,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::model::conditions::Reason;
 use crate::model::kind::ClaimKind;
-use crate::model::naming::{origin_of, remote_claim_name};
+use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::vocabulary::ORIGIN_CLUSTER;
 use crate::sync::orphans;
 
@@ -54,9 +54,10 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     // claim it was made for. The claim watch lists every remote claim first, so the name index is complete.
     let origins: Arc<Mutex<HashMap<String, ObjectRef<DynamicObject>>>> = Arc::default();
     let selector = format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id);
-    let (cluster_id, ar, index) = (ctx.cluster_id.clone(), resource.clone(), origins.clone());
+    let (cluster_id, cluster_uid) = (ctx.cluster_id.clone(), ctx.cluster_uid.clone());
+    let (ar, index) = (resource.clone(), origins.clone());
     let claim_mapper = move |remote: DynamicObject| {
-        let target = local_ref(&remote, &cluster_id, &ar);
+        let target = local_ref(&remote, &cluster_id, &cluster_uid, &ar);
         if let Some(target) = &target {
             index
                 .lock()
@@ -138,8 +139,16 @@ fn link_changes(ctx: &Context) -> impl futures::Stream<Item = ()> + Send + 'stat
 
 /// The local claim a remote claim stands for: named by its origin labels, and only if the remote claim bears the
 /// name claimsync computes for that local claim (labels are hints anyone on the control plane can write).
-fn local_ref(remote: &DynamicObject, cluster_id: &str, ar: &ApiResource) -> Option<ObjectRef<DynamicObject>> {
+fn local_ref(
+    remote: &DynamicObject,
+    cluster_id: &str,
+    cluster_uid: &str,
+    ar: &ApiResource,
+) -> Option<ObjectRef<DynamicObject>> {
     let labels = serde_json::to_value(remote.labels()).ok()?;
+    if written_by_other(&labels, cluster_uid).is_some() {
+        return None;
+    }
     let (namespace, name) = origin_of(&labels, cluster_id)?;
     (remote_claim_name(&name, &namespace, cluster_id) == remote.name_any())
         .then(|| ObjectRef::new_with(&name, ar.clone()).within(&namespace))

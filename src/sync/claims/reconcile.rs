@@ -22,11 +22,11 @@ use crate::model::conditions::{Reason, Replicated, replicated_of};
 use crate::model::downward::{is_shown, local_down};
 use crate::model::fields::{field_set, is_subset, owned_fields, same_fields};
 use crate::model::link::{Down, LinkState};
-use crate::model::naming::{is_twin, remote_claim_name};
+use crate::model::naming::{is_twin, remote_claim_name, written_by_other};
 use crate::model::pending::{change_count, describe, pending_patch};
 use crate::model::secret::{Owner, SecretOutcome};
 use crate::model::upward::{RemoteTarget, remote_intent, unsupported_field};
-use crate::model::vocabulary::MANAGER_UP;
+use crate::model::vocabulary::{ADOPT_FROM, MANAGER_UP};
 use crate::sync::offer::kind_withdrawing;
 
 /// How often an in-sync claim is looked at again even without a change on either side.
@@ -72,6 +72,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         remote_name: &remote_name,
         claim_namespace: &ctx.claim_namespace,
         cluster_id: &ctx.cluster_id,
+        cluster_uid: &ctx.cluster_uid,
     };
     let intent = remote_intent(&local, &target);
     let intent_hash = content_hash(&intent);
@@ -113,6 +114,25 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             );
             if replicated_of(&local).map(|(_, r)| r) != Some("NameConflict".into()) {
                 event(kctx, claim, EventType::Warning, "NameConflict", &message).await;
+            }
+            show(kctx, claim, &local, Replicated::new(Reason::NameConflict, message)).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+        if let Some(other) = written_by_other(&labels, &ctx.cluster_uid)
+            && claim.annotations().get(ADOPT_FROM) != Some(&other)
+        {
+            let message = format!(
+                "the twin {remote_object} was written by another app cluster (kube-system uid {other}) with the same \
+                 cluster id {}: two app clusters must not share one. The twin is left alone. Give one of them another \
+                 --cluster-id; or, if this app cluster replaced that one, adopt its twins with `claimsync restore \
+                 --adopt-from-cluster-uid {other}`",
+                ctx.cluster_id
+            );
+            if replicated_of(&local).map(|(_, r)| r) != Some("NameConflict".into()) {
+                event(kctx, claim, EventType::Warning, "NameConflict", &message).await;
+                // Said on the twin too, so that the other app cluster hears it on its own claim (it mirrors Events
+                // about its twin); nothing of the twin itself is changed.
+                kctx.remote_event(remote, "TwinContested", &message).await;
             }
             show(kctx, claim, &local, Replicated::new(Reason::NameConflict, message)).await?;
             return Ok(Action::requeue(RESYNC));
