@@ -17,6 +17,7 @@ use tracing::info;
 
 use crate::model::link::LinkState;
 use crate::ops::metrics::Metrics;
+use crate::sync::caches::RemoteCaches;
 use crate::sync::namespaces::Selection;
 use crate::sync::orphans::Orphans;
 
@@ -43,6 +44,8 @@ pub struct Context {
     /// What claimsync's own Events (about itself, not a claim) are about.
     pub reporting_object: ObjectReference,
     pub metrics: Arc<Metrics>,
+    /// Watch caches of the control plane and of each running kind.
+    pub caches: RemoteCaches,
     pub concurrency: u16,
     pub sync: SyncTracker,
     /// Twins whose local claim is gone unseen, by claim key (see sync/orphans.rs).
@@ -66,6 +69,7 @@ pub struct Settings {
     pub reporting_object: ObjectReference,
     pub concurrency: u16,
     pub metrics: Arc<Metrics>,
+    pub caches: RemoteCaches,
 }
 
 impl Context {
@@ -90,6 +94,7 @@ impl Context {
             reporting_object: settings.reporting_object,
             sync: SyncTracker::new(settings.metrics.clone()),
             metrics: settings.metrics,
+            caches: settings.caches,
             concurrency: settings.concurrency.max(1),
             orphans: Mutex::default(),
             failures: Mutex::default(),
@@ -143,7 +148,11 @@ pub struct SyncTracker {
 
 #[derive(Default)]
 struct TrackerState {
+    /// Kinds whose controllers have not listed their claims yet.
+    listing: usize,
     pending: HashSet<String>,
+    /// Claims reconciled before their kind's listing was counted.
+    finished: HashSet<String>,
     seen: usize,
     kinds: usize,
     catalog_ready: bool,
@@ -158,18 +167,35 @@ impl SyncTracker {
         }
     }
 
-    pub fn expect(&self, keys: impl IntoIterator<Item = String>) {
+    /// A kind's controller started: in sync waits until it has listed its claims.
+    pub fn kind_started(&self) {
         let mut state = self.state.lock().expect("tracker lock");
+        state.listing += 1;
+        tracing::debug!(listing = state.listing, "a kind's controller started");
+    }
+
+    /// A kind's controller listed its claims: in sync waits until each of `keys` was reconciled once.
+    pub fn kind_listed(&self, keys: impl IntoIterator<Item = String>) {
+        let mut state = self.state.lock().expect("tracker lock");
+        state.listing = state.listing.saturating_sub(1);
+        tracing::debug!(listing = state.listing, "a kind listed its claims");
         state.kinds += 1;
         for key in keys {
             state.seen += 1;
-            state.pending.insert(key);
+            if !state.finished.contains(&key) {
+                state.pending.insert(key);
+            }
         }
+        self.announce(&mut state);
     }
 
     pub fn done(&self, key: &str) {
         let mut state = self.state.lock().expect("tracker lock");
+        if state.announced {
+            return;
+        }
         state.pending.remove(key);
+        state.finished.insert(key.to_string());
         self.announce(&mut state);
     }
 
@@ -185,8 +211,9 @@ impl SyncTracker {
     }
 
     fn announce(&self, state: &mut TrackerState) {
-        if state.catalog_ready && state.pending.is_empty() && !state.announced {
+        if state.catalog_ready && state.listing == 0 && state.pending.is_empty() && !state.announced {
             state.announced = true;
+            state.finished.clear();
             self.metrics.initial_sync_done.set(1);
             info!(
                 kinds = state.kinds,

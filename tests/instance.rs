@@ -152,7 +152,10 @@ impl Instance {
         }
         command
             .args(extra.iter().filter(|a| **a != "--no-cluster-id"))
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("CLAIMSYNC_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command

@@ -147,3 +147,77 @@ async fn restart_against_in_sync_clusters_writes_nothing() {
         wait_ready(&local, name, &instance).await;
     }
 }
+
+/// The sum of claimsync's own count of API requests to `cluster` with `verb` (every response code).
+async fn requests_made(instance: &Instance, cluster: &str, verb: &str) -> f64 {
+    let metrics = instance.ops("/metrics").await.unwrap_or_default();
+    let prefix = format!(r#"claimsync_api_requests_total{{cluster="{cluster}",verb="{verb}","#);
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_lists_per_kind_not_a_get_per_claim() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("reads").await;
+    instance.start().await;
+    let kind =
+        crate::platform_support::TestKind::offer(&instance.control_plane, "reads", "Reader", serde_json::json!({}))
+            .await;
+    kind.wait_local(&instance.app).await;
+    let ns = instance.namespace("reads").await;
+    let claims = kind.claims(&instance.app, &ns);
+    let count = 30;
+    for i in 0..count {
+        let mut claim = DynamicObject::new(&format!("r{i}"), &kind.resource).within(&ns);
+        claim.data = serde_json::json!({"spec": {"size": 1}});
+        claims.create(&kube::api::PostParams::default(), &claim).await.unwrap();
+    }
+    for i in 0..count {
+        wait_ready(&claims, &format!("r{i}"), &instance).await;
+    }
+    // Restarted with its journal, then without: each claim is confirmed in sync from the watch caches.
+    for journal in ["with", "without"] {
+        instance.stop().await;
+        if journal == "without" {
+            std::fs::remove_dir_all(&instance.state_dir).unwrap();
+        }
+        instance.start().await;
+        let gets = requests_made(&instance, "controlplane", "GET").await;
+        // Answered GETs: a kind another test left behind, resumed from its local CRD, is listed once before the
+        // catalog finds it withdrawn, and that LIST is a 404.
+        let answered = instance
+            .ops("/metrics")
+            .await
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with(r#"claimsync_api_requests_total{cluster="controlplane",verb="GET",code="200"}"#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        let metrics = instance.ops("/metrics").await.unwrap();
+        let offered = metric_sum(&metrics, r#"claimsync_claim_kinds{state="offered"}"#);
+        eprintln!(
+            "restart {journal} the journal: {gets} GETs ({answered} answered) on the control plane for {count} \
+             claims of {offered} offered kinds"
+        );
+        // One LIST per offered kind and a few more (the catalog, the caches of CRDs, XRDs and Secrets, the Events, the
+        // claim namespace); no GET per claim.
+        assert!(
+            answered <= offered + 8.0,
+            "restart {journal} the journal: {answered} answered GETs on the control plane for {count} claims of \
+             {offered} offered kinds"
+        );
+    }
+}
+
+/// The sum of the samples whose line starts with `name` (a metric and some of its labels) in a `/metrics` text.
+fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

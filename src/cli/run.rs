@@ -25,6 +25,7 @@ use crate::ops::counting::counted_client;
 use crate::ops::leader::Elector;
 use crate::ops::metrics::Metrics;
 use crate::ops::server::OpsState;
+use crate::sync::caches::RemoteCaches;
 use crate::sync::{catalog, events, identity, link, namespaces};
 
 #[derive(Debug, Args)]
@@ -151,6 +152,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         };
         metrics.link_up.set(i64::from(initial.is_up()));
         let (link_tx, link_rx) = watch::channel(initial.clone());
+        let (caches, cache_tasks) = RemoteCaches::start(&local, &remote, &clusters.claim_namespace);
         info!(claim_namespace = %clusters.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), online = initial.is_up(), "claimsync starting");
         let ctx = Arc::new(Context::new(Settings {
             local: local.clone(),
@@ -167,16 +169,18 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             reporting_object: reporting_object.clone(),
             concurrency: args.concurrency,
             metrics: metrics.clone(),
+            caches,
         }));
         if !initial.is_up() {
             // Degraded, not dead: the local claims keep working and show it.
             link::announce(&ctx, &initial).await;
         }
-        let tasks = [
+        let mut tasks = vec![
             tokio::spawn(link::watch(ctx.clone(), link_tx)),
             tokio::spawn(catalog::run(ctx.clone())),
             tokio::spawn(events::run(ctx.clone())),
         ];
+        tasks.extend(cache_tasks);
         let stop_writing = async {
             while may_write(&leading, &disconnected) {
                 tokio::select! {

@@ -65,6 +65,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let verb = verb(&request);
+        tracing::trace!(cluster = self.cluster, %verb, path = %request.uri().path(), "api request");
         let (cluster, metrics) = (self.cluster, self.metrics.clone());
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -18,6 +18,12 @@ use prometheus_client::registry::Registry;
 use crate::model::phase::Phase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindStateLabels {
+    /// `offered` (the control plane serves it) or `withdrawn` (its claims only wait to be deleted).
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
     /// `up` (to the control plane) or `down` (into the app cluster).
     pub direction: String,
@@ -70,6 +76,7 @@ pub struct Metrics {
     pub journal_bytes: Gauge,
     pub orphans: Gauge,
     pub initial_sync_done: Gauge,
+    pub claim_kinds: Family<KindStateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -125,8 +132,15 @@ impl Metrics {
             "1 once the catalog and every claim found at start were reconciled",
             initial_sync_done.clone(),
         );
+        let claim_kinds = Family::<KindStateLabels, Gauge>::default();
+        registry.register(
+            "claim_kinds",
+            "Claim kinds with a running controller, by whether the control plane still offers them",
+            claim_kinds.clone(),
+        );
         Metrics {
             registry,
+            claim_kinds,
             phases,
             syncs,
             sync_seconds,

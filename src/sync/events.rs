@@ -2,14 +2,16 @@
 //! once, as an Event on the local claim. De-duplicated by the journal, and by the local Events when the journal
 //! is new, so a restart publishes nothing twice.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event as RemoteEvent;
 use k8s_openapi::api::events::v1::Event as LocalEvent;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -18,6 +20,7 @@ use crate::context::Context;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::notes::mirrored_note;
+use crate::sync::caches::kind_key;
 
 /// Marks of mirrored Events are kept this long.
 const REMEMBER: Duration = Duration::from_secs(24 * 3600);
@@ -40,10 +43,11 @@ pub async fn run(ctx: Arc<Context>) {
         .default_backoff()
         .applied_objects()
         .boxed();
+    let mut mirrored = Mirrored::default();
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                if let Err(e) = mirror(&ctx, &event).await {
+                if let Err(e) = mirror(&ctx, &mut mirrored, &event).await {
                     warn!(event = %event.name_any(), error = %e, "could not mirror a control plane Event");
                 }
             }
@@ -52,7 +56,47 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
+/// What was mirrored onto local claims before this process started, per namespace: listed once per namespace (the
+/// journal may be new and not know), then kept up to date with what this process publishes.
+#[derive(Default)]
+struct Mirrored {
+    by_namespace: HashMap<String, HashSet<(String, String, String)>>,
+}
+
+impl Mirrored {
+    /// Whether (claim uid, reason, note) is there in `namespace`, listing its Events the first time.
+    async fn contains(
+        &mut self,
+        ctx: &Context,
+        namespace: &str,
+        key: &(String, String, String),
+    ) -> Result<bool, Error> {
+        if !self.by_namespace.contains_key(namespace) {
+            let listed = Api::<LocalEvent>::namespaced(ctx.local.clone(), namespace)
+                .list(&ListParams::default())
+                .await
+                .context(Side::App, "list Events", namespace)?;
+            let seen = listed
+                .items
+                .into_iter()
+                .filter_map(|e| {
+                    let regarding = e.regarding?.uid?;
+                    Some((regarding, e.reason?, e.note?))
+                })
+                .collect();
+            self.by_namespace.insert(namespace.to_string(), seen);
+        }
+        Ok(self.by_namespace.get(namespace).is_some_and(|seen| seen.contains(key)))
+    }
+
+    fn insert(&mut self, namespace: &str, key: (String, String, String)) {
+        self.by_namespace.entry(namespace.to_string()).or_default().insert(key);
+    }
+}
+
+/// Mirrors one remote Event onto the local claim whose twin it is about: a constant number of calls per Event
+/// (the twin and the local claim come from the controllers' caches).
+async fn mirror(ctx: &Context, mirrored: &mut Mirrored, remote: &RemoteEvent) -> Result<(), Error> {
     let Some(uid) = remote.metadata.uid.as_deref() else {
         return Ok(());
     };
@@ -64,31 +108,26 @@ async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
     let (Some(api_version), Some(kind), Some(name)) = (&involved.api_version, &involved.kind, &involved.name) else {
         return Ok(());
     };
-    let Some((group, version)) = api_version.split_once('/') else {
+    let Some((group, _)) = api_version.split_once('/') else {
         return Ok(());
     };
-    // Only Events about claims of a kind in the catalog.
-    let Some(entry) = ctx
-        .journal
-        .catalog()?
-        .into_iter()
-        .find(|e| e.group == group && &e.kind == kind)
-    else {
+    // Only Events about twins of a kind whose controller runs (and so whose caches are filled).
+    let Some(caches) = ctx.caches.kind(&kind_key(group, kind)) else {
         return Ok(());
     };
-    let resource = ApiResource {
-        group: group.to_string(),
-        version: version.to_string(),
-        api_version: api_version.clone(),
-        kind: kind.clone(),
-        plural: entry.plural,
-    };
-    let remote_claims = Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
-    let object = format!("{}/{name}", ctx.claim_namespace);
-    let Some(remote_claim) =
-        absent_if_not_found(remote_claims.get(name).await).context(Side::ControlPlane, "get claim", &object)?
-    else {
-        return Ok(());
+    let twin_ref = ObjectRef::new_with(name, caches.resource.clone()).within(&ctx.claim_namespace);
+    let remote_claim = match caches.twins.store.get(&twin_ref) {
+        Some(twin) => (*twin).clone(),
+        // A twin made a moment ago may not be in the cache yet: one read.
+        None => {
+            let twins =
+                Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &caches.resource);
+            let object = format!("{}/{name}", ctx.claim_namespace);
+            match absent_if_not_found(twins.get(name).await).context(Side::ControlPlane, "get claim", &object)? {
+                Some(twin) => twin,
+                None => return Ok(()),
+            }
+        }
     };
     // The Event must be about the twin as it is now (same uid), and the twin must bear the name claimsync computes
     // for the local claim its labels name: labels and Events are written by anyone on the control plane.
@@ -103,35 +142,21 @@ async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
         return Ok(());
     };
     if remote_claim_name(&local_name, &namespace, &ctx.cluster_id) != *name {
-        debug!(remote = %object, "labels name a local claim whose twin has another name; not mirrored");
+        debug!(remote = %name, "labels name a local claim whose twin has another name; not mirrored");
         return Ok(());
     }
     if !ctx.namespace_selected(&namespace) {
         return Ok(());
     }
-    let local_claims = Api::<DynamicObject>::namespaced_with(ctx.local.clone(), &namespace, &resource);
-    let local_object = format!("{namespace}/{local_name}");
-    let Some(local) = local_claims
-        .get_opt(&local_name)
-        .await
-        .context(Side::App, "get claim", &local_object)?
-    else {
+    let local_ref = ObjectRef::new_with(&local_name, caches.resource.clone()).within(&namespace);
+    let Some(local) = caches.claims.store.get(&local_ref) else {
         return Ok(());
     };
+    let local_object = format!("{namespace}/{local_name}");
     let reason = remote.reason.clone().unwrap_or_else(|| "ControlPlaneEvent".into());
     let note = mirrored_note(remote.message.as_deref().unwrap_or_default());
-    // A journal that is new may not know what an earlier run mirrored: the local Events do.
-    let local_events = Api::<LocalEvent>::namespaced(ctx.local.clone(), &namespace);
-    let already = local_events
-        .list(&ListParams::default())
-        .await
-        .context(Side::App, "list Events", &namespace)?;
-    let there = already.items.iter().any(|e| {
-        e.reason.as_deref() == Some(reason.as_str())
-            && e.note.as_deref() == Some(note.as_str())
-            && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == local.meta().uid.as_deref()
-    });
-    if !there {
+    let key = (local.uid().unwrap_or_default(), reason.clone(), note.clone());
+    if !mirrored.contains(ctx, &namespace, &key).await? {
         let type_ = if remote.type_.as_deref() == Some("Warning") {
             EventType::Warning
         } else {
@@ -145,9 +170,10 @@ async fn mirror(ctx: &Context, remote: &RemoteEvent) -> Result<(), Error> {
             secondary: None,
         };
         ctx.recorder
-            .publish(&event, &local.object_ref(&resource))
+            .publish(&event, &local.object_ref(&caches.resource))
             .await
             .context(Side::App, "publish Event on claim", &local_object)?;
+        mirrored.insert(&namespace, key);
     }
     ctx.journal.record_event_mirrored(uid, count)?;
     Ok(())

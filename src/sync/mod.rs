@@ -2,6 +2,7 @@
 //! of per-kind claim controllers, the claim reconciler (spec up; status, Secrets and Crossplane's fields down),
 //! remote Events mirrored down, and the link probe. The rules they follow are in `model`.
 
+pub mod caches;
 pub mod catalog;
 pub mod claims;
 pub mod events;

@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
-use kube::api::{DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
 
 use crate::context::Context;
 use crate::model::kind::ClaimKind;
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::notes::bounded_note;
-use crate::model::vocabulary::ORIGIN_CLUSTER;
+use crate::sync::caches::Cache;
 use crate::sync::claims::api_resource;
 
 /// How often each kind's twins are compared with its local claims.
@@ -27,21 +27,27 @@ const SCAN_EVERY: Duration = Duration::from_secs(30);
 /// A twin without its local claim: the claim's key (`group/Kind namespace/name`) and the twin's name.
 pub type Orphans = BTreeMap<String, String>;
 
-/// Compares the twins of one kind with the local claims in `claims` every half minute while the link is up: one
-/// LIST of the twins per kind, whatever the number of claims.
-pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Store<DynamicObject>) {
+/// Compares the twins of one kind with its local claims every half minute while the link is up. Both sides come
+/// from the controller's watch caches; a twin that looks orphaned for the first time is confirmed with a GET of its
+/// claim, so a claim the cache has not caught up with is never reported.
+pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Cache<DynamicObject>, twins: Cache<DynamicObject>) {
     let resource = api_resource(&kind);
-    let twins = kube::Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
-    if claims.wait_until_ready().await.is_err() {
+    if !claims.filled().await || !twins.filled().await {
         return;
     }
-    let ours = ListParams::default().labels(&format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id));
     loop {
-        if ctx.link_state().is_up()
-            && let Ok(list) = twins.list(&ours).await
-        {
+        if ctx.link_state().is_up() {
+            let known: BTreeMap<String, String> = {
+                let orphans = ctx.orphans.lock().expect("orphans lock");
+                orphans.clone()
+            };
             let mut found = Orphans::new();
-            for twin in list.items.iter().filter(|t| t.metadata.deletion_timestamp.is_none()) {
+            for twin in twins
+                .store
+                .state()
+                .iter()
+                .filter(|t| t.metadata.deletion_timestamp.is_none())
+            {
                 let labels = serde_json::to_value(twin.labels()).unwrap_or_default();
                 // Another app cluster's twin (the same cluster id by mistake) is not this one's orphan.
                 if written_by_other(&labels, &ctx.cluster_uid).is_some() {
@@ -55,9 +61,12 @@ pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Store<DynamicObje
                 {
                     continue;
                 }
-                let here = claims.get(&ObjectRef::new_with(&name, resource.clone()).within(&namespace));
-                if here.is_none() {
-                    let key = format!("{}/{} {namespace}/{name}", kind.group, kind.kind);
+                let local = ObjectRef::new_with(&name, resource.clone()).within(&namespace);
+                if claims.store.get(&local).is_some() {
+                    continue;
+                }
+                let key = format!("{}/{} {namespace}/{name}", kind.group, kind.kind);
+                if known.contains_key(&key) || claim_is_gone(&ctx, &resource, &namespace, &name).await {
                     found.insert(key, twin.name_any());
                 }
             }
@@ -65,6 +74,12 @@ pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Store<DynamicObje
         }
         tokio::time::sleep(SCAN_EVERY).await;
     }
+}
+
+/// Whether the app cluster says the claim does not exist (an error of any other kind: not known, not reported).
+async fn claim_is_gone(ctx: &Context, resource: &ApiResource, namespace: &str, name: &str) -> bool {
+    let api = Api::<DynamicObject>::namespaced_with(ctx.local.clone(), namespace, resource);
+    matches!(api.get_opt(name).await, Ok(None))
 }
 
 /// Keeps this kind's part of the orphan list current and says each new orphan once.

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::context::Context;
 use crate::model::kind::ClaimKind;
+use crate::ops::metrics::KindStateLabels;
 use crate::sync::claims;
 
 /// The running claim controllers, by CRD name, with whether each runs for a withdrawn kind.
@@ -28,6 +29,11 @@ impl Running {
         }
         let handle = claims::start(ctx.clone(), kind.clone(), withdrawn).await;
         self.kinds.insert(kind.crd_name.clone(), (kind, withdrawn, handle));
+        let withdrawn = self.kinds.values().filter(|(_, withdrawn, _)| *withdrawn).count();
+        for (state, count) in [("offered", self.kinds.len() - withdrawn), ("withdrawn", withdrawn)] {
+            let labels = KindStateLabels { state: state.into() };
+            ctx.metrics.claim_kinds.get_or_create(&labels).set(count as i64);
+        }
     }
 
     /// The CRD names of every running controller.

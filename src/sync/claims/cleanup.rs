@@ -127,7 +127,7 @@ pub(super) async fn cleanup(kctx: &KindContext, claim: &DynamicObject) -> Result
     if !ctx.link_state().is_up() {
         return Ok(Action::await_change());
     }
-    let remote = kctx.get_remote(&remote_name).await?;
+    let remote = kctx.twin(&remote_name, None).await?;
     if let Some(remote) = remote {
         let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
         // Ours only if this app cluster wrote it (or the claim was restored to adopt it from a replaced one).

@@ -11,10 +11,13 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 
+use kube::runtime::reflector::ObjectRef;
+
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::kind::ClaimKind;
 use crate::model::notes::bounded_note;
+use crate::sync::caches::{CACHE_WAIT, Cache};
 
 /// What every reconcile of one kind shares: the context, the kind, and the remote APIs of the claim namespace.
 pub(crate) struct KindContext {
@@ -26,10 +29,12 @@ pub(crate) struct KindContext {
     pub resource: ApiResource,
     pub remote: Api<DynamicObject>,
     pub remote_secrets: Api<Secret>,
+    /// The twins of this kind this claimsync wrote (label-selected), kept by the controller's watch.
+    pub twins: Cache<DynamicObject>,
 }
 
 impl KindContext {
-    pub fn new(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> Self {
+    pub fn new(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool, twins: Cache<DynamicObject>) -> Self {
         let resource = api_resource(&kind);
         let remote = Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
         let remote_secrets = Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace);
@@ -40,7 +45,26 @@ impl KindContext {
             resource,
             remote,
             remote_secrets,
+            twins,
         }
+    }
+
+    /// The twin at `name`, from the watch cache when it holds it at least as new as `known_version` (the version
+    /// this claimsync last wrote or saw); else from the API server: a claim without a twin yet, a twin the cache
+    /// does not hold (another writer's labels), or a cache that has not caught up with claimsync's own write.
+    pub async fn twin(&self, name: &str, known_version: Option<&str>) -> Result<Option<DynamicObject>, Error> {
+        if self.twins.ready_within(CACHE_WAIT).await {
+            let cached = self
+                .twins
+                .store
+                .get(&ObjectRef::new_with(name, self.resource.clone()).within(&self.ctx.claim_namespace));
+            if let Some(twin) = cached
+                && !older(twin.resource_version().as_deref(), known_version)
+            {
+                return Ok(Some((*twin).clone()));
+            }
+        }
+        self.get_remote(name).await
     }
 
     /// The remote claim at `name` in the claim namespace, if any; also `None` while the kind is not served there.
@@ -81,6 +105,19 @@ impl KindContext {
 
     pub fn key_of(&self, claim: &DynamicObject) -> ClaimKey {
         self.key(&claim.namespace().unwrap_or_default(), &claim.name_any())
+    }
+}
+
+/// Whether resource version `seen` is older than `known`. Kubernetes calls resource versions opaque; the
+/// kube-apiserver's are etcd revisions, so they compare as numbers, and whatever does not parse is not called older
+/// (the caller then trusts what it has).
+fn older(seen: Option<&str>, known: Option<&str>) -> bool {
+    match (
+        seen.and_then(|s| s.parse::<u64>().ok()),
+        known.and_then(|k| k.parse::<u64>().ok()),
+    ) {
+        (Some(seen), Some(known)) => seen < known,
+        _ => false,
     }
 }
 

@@ -12,12 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use futures::{Stream, StreamExt};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -31,29 +30,67 @@ use crate::model::conditions::Reason;
 use crate::model::kind::ClaimKind;
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::vocabulary::ORIGIN_CLUSTER;
+use crate::sync::caches::{Cache, KindCaches, kind_key};
 use crate::sync::orphans;
 
 /// Starts the controller of one claim kind; it runs until the returned task is aborted.
 /// A withdrawn kind's controller watches its local claims only: the control plane has nothing of it left to watch.
 pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinHandle<()> {
-    let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone(), withdrawn));
-    let resource = kctx.resource.clone();
-    let local_all = Api::<DynamicObject>::all_with(ctx.local.clone(), &resource);
-    let existing = local_all
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    let selected = existing
-        .iter()
-        .filter(|c| ctx.namespace_selected(&c.namespace().unwrap_or_default()));
-    ctx.sync.expect(selected.map(|c| kctx.key_of(c).to_string()));
-    let remote = kctx.remote.clone();
+    let resource = api_resource(&kind);
+    let (twins, twin_events) = Cache::fill(
+        reflector::store::Writer::<DynamicObject>::new(resource.clone()),
+        watcher(
+            Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource),
+            watcher::Config::default().labels(&format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id)),
+        )
+        .default_backoff(),
+    );
+    let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone(), withdrawn, twins.clone()));
+    let orphan_twins = twins.clone();
+    // The controller is driven by a claims cache of ours, not one of its own making, so that tasks other than the
+    // controller can wait for its first listing (see `Cache`).
+    let (claims, claim_events) = Cache::fill(
+        reflector::store::Writer::<DynamicObject>::new(resource.clone()),
+        watcher(
+            Api::<DynamicObject>::all_with(ctx.local.clone(), &resource),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
+    let config = controller::Config::default().concurrency(ctx.concurrency);
+    let controller =
+        Controller::for_stream_with(claim_events.applied_objects(), claims.store.clone(), resource.clone())
+            .with_config(config);
+    ctx.caches.register(
+        &kind_key(&kind.group, &kind.kind),
+        KindCaches {
+            resource: resource.clone(),
+            twins,
+            claims: claims.clone(),
+        },
+    );
+    // What the in-sync announcement waits for: every selected claim there is when the controller has listed.
+    ctx.sync.kind_started();
+    let (tracker, tracked_kctx) = (claims.clone(), kctx.clone());
+    tokio::spawn(async move {
+        // A controller replaced before it listed (its watch dropped) counts as listed with nothing.
+        let selected = if tracker.filled().await {
+            tracker
+                .store
+                .state()
+                .into_iter()
+                .filter(|c| tracked_kctx.ctx.namespace_selected(&c.namespace().unwrap_or_default()))
+                .map(|c| tracked_kctx.key_of(&c).to_string())
+                .collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        tracked_kctx.ctx.sync.kind_listed(selected);
+    });
 
-    // A change of a remote claim (or of its Secret, which bears the remote claim's name) reconciles the local
-    // claim it was made for. The claim watch lists every remote claim first, so the name index is complete.
+    // A change of a twin, or of its Secret (which bears the twin's name), reconciles the local claim it was made
+    // for. The twin watch lists every twin first, so the name index is complete.
     let origins: Arc<Mutex<HashMap<String, ObjectRef<DynamicObject>>>> = Arc::default();
-    let selector = format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id);
     let (cluster_id, cluster_uid) = (ctx.cluster_id.clone(), ctx.cluster_uid.clone());
     let (ar, index) = (resource.clone(), origins.clone());
     let claim_mapper = move |remote: DynamicObject| {
@@ -66,24 +103,13 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
         }
         target
     };
-    let secret_mapper = move |secret: Secret| origins.lock().expect("origin index").get(&secret.name_any()).cloned();
+    let secrets_changed = broadcast_stream(ctx.caches.secret_changes.subscribe())
+        .filter_map(move |secret| futures::future::ready(origins.lock().expect("origin index").get(&secret).cloned()));
 
-    let config = controller::Config::default().concurrency(ctx.concurrency);
-    let controller = Controller::new_with(local_all, watcher::Config::default(), resource.clone()).with_config(config);
     // A namespace that joins or leaves the selection has its claims looked at now, not at their next change.
-    let (claims, claims_resource) = (controller.store(), resource.clone());
-    let orphans_store = controller.store();
-    let joined_or_left = futures::stream::unfold(ctx.namespace_changes.subscribe(), |mut changes| async move {
-        loop {
-            match changes.recv().await {
-                Ok(namespace) => return Some((namespace, changes)),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .flat_map(move |namespace| {
-        let refs: Vec<ObjectRef<DynamicObject>> = claims
+    let (selected_claims, claims_resource) = (claims.store.clone(), resource.clone());
+    let joined_or_left = broadcast_stream(ctx.namespace_changes.subscribe()).flat_map(move |namespace| {
+        let refs: Vec<ObjectRef<DynamicObject>> = selected_claims
             .state()
             .iter()
             .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
@@ -94,18 +120,10 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     let controller = if withdrawn {
         controller
     } else {
+        let twin_changes = twin_events.touched_objects();
         controller
-            .watches_with(
-                remote,
-                resource,
-                watcher::Config::default().labels(&selector),
-                claim_mapper,
-            )
-            .watches(
-                Api::<Secret>::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
-                watcher::Config::default(),
-                secret_mapper,
-            )
+            .watches_stream_with(twin_changes, claim_mapper, resource.clone())
+            .reconcile_on(secrets_changed)
     };
     let controller = controller
         .reconcile_on(joined_or_left)
@@ -119,12 +137,25 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     info!(kind = %kind.kind, version = %kind.api_version(), withdrawn, "claim controller started");
     let orphans = async move {
         if !withdrawn {
-            orphans::watch(ctx.clone(), kind.clone(), orphans_store).await;
+            orphans::watch(ctx.clone(), kind.clone(), claims, orphan_twins).await;
         }
     };
     // The orphan scan lives and dies with the controller.
     tokio::spawn(async move {
         tokio::join!(controller, orphans);
+    })
+}
+
+/// The messages of a broadcast channel as a stream (a receiver that lags skips what it missed).
+fn broadcast_stream<T: Clone + Send + 'static>(receiver: broadcast::Receiver<T>) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(item) => return Some((item, receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     })
 }
 

@@ -29,8 +29,17 @@ use crate::model::upward::{RemoteTarget, remote_intent, unsupported_field};
 use crate::model::vocabulary::{ADOPT_FROM, MANAGER_UP};
 use crate::sync::offer::kind_withdrawing;
 
-/// How often an in-sync claim is looked at again even without a change on either side.
-pub(super) const RESYNC: Duration = Duration::from_secs(600);
+/// How often an in-sync claim is looked at again even without a change on either side (give or take a tenth, so
+/// that claims reconciled together at start are not all looked at again at one moment).
+const RESYNC: Duration = Duration::from_secs(600);
+
+/// The resync delay of one claim: [`RESYNC`] with a random tenth added or taken away.
+pub(super) fn resync() -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let tenth = RESYNC.as_millis() as u64 / 10;
+    RESYNC - Duration::from_millis(tenth) + Duration::from_millis(random % (2 * tenth + 1))
+}
 
 /// Replicates one live local claim.
 pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error> {
@@ -63,7 +72,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             event(kctx, claim, EventType::Warning, Reason::Unsupported.as_str(), &message).await;
         }
         show(kctx, claim, &local, Replicated::new(Reason::Unsupported, message)).await?;
-        return Ok(Action::requeue(RESYNC));
+        return Ok(Action::requeue(resync()));
     }
 
     let target = RemoteTarget {
@@ -105,7 +114,8 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         show(kctx, claim, &local, Replicated::new(Reason::KindWithdrawn, message)).await?;
         return Ok(Action::await_change());
     }
-    let remote = kctx.get_remote(&remote_name).await?;
+    let known_version = record.as_ref().and_then(|r| r.remote_resource_version.as_deref());
+    let remote = kctx.twin(&remote_name, known_version).await?;
     if let Some(remote) = &remote {
         let labels = serde_json::to_value(remote.labels()).unwrap_or(Value::Null);
         if !is_twin(&labels, &ctx.cluster_id, &namespace, &name) {
@@ -116,7 +126,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
                 event(kctx, claim, EventType::Warning, "NameConflict", &message).await;
             }
             show(kctx, claim, &local, Replicated::new(Reason::NameConflict, message)).await?;
-            return Ok(Action::requeue(RESYNC));
+            return Ok(Action::requeue(resync()));
         }
         if let Some(other) = written_by_other(&labels, &ctx.cluster_uid)
             && claim.annotations().get(ADOPT_FROM) != Some(&other)
@@ -135,7 +145,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
                 kctx.remote_event(remote, "TwinContested", &message).await;
             }
             show(kctx, claim, &local, Replicated::new(Reason::NameConflict, message)).await?;
-            return Ok(Action::requeue(RESYNC));
+            return Ok(Action::requeue(resync()));
         }
     }
 
@@ -147,7 +157,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             kctx.resource.kind
         );
         show(kctx, claim, &local, Replicated::new(Reason::KindWithdrawn, message)).await?;
-        return Ok(Action::requeue(RESYNC));
+        return Ok(Action::requeue(resync()));
     }
     let remote = match remote {
         Some(remote) if remote_in_place(&remote, &intent, &intent_hash, record.as_ref()) => remote,
@@ -177,7 +187,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
                     remember_pending(kctx, &key, claim, &remote_name, pending, Some(message.clone()))?;
                     event(kctx, claim, EventType::Warning, "RemoteRejected", &message).await;
                     show(kctx, claim, &local, Replicated::new(Reason::Error, message)).await?;
-                    return Ok(Action::requeue(RESYNC));
+                    return Ok(Action::requeue(resync()));
                 }
                 Err(e) if e.status_code().is_some() => {
                     // Not allowed (401/403), not found (404, e.g. a namespace or CRD on its way), throttled: shown,
@@ -229,7 +239,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             info!(secret = %stale, "removed a connection Secret the claim no longer asks for");
         }
     }
-    let outcome = secret::sync(&kctx.remote_secrets, &local_secrets, &copy).await?;
+    let outcome = secret::sync(&ctx.caches, &kctx.remote_secrets, &local_secrets, &copy).await?;
     let condition = match &outcome {
         SecretOutcome::Conflict { name: secret } => {
             let message = format!(
@@ -297,7 +307,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
             updated_unix: unix_now(),
         },
     )?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(resync()))
 }
 
 /// Records in the journal what waits to go up for a claim (and why, when an attempt failed), keeping the rest of

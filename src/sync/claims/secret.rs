@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::secret::{Owner, SecretOutcome, controlled_by, local_secret, stale_copies};
 use crate::model::vocabulary::{CONNECTION_SECRET_TYPE, MANAGED_BY, MANAGER_DOWN};
+use crate::sync::caches::RemoteCaches;
 
 /// One claim's connection Secret: where Crossplane writes it and where the user wants it.
 pub struct SecretCopy<'a> {
@@ -24,18 +25,27 @@ pub struct SecretCopy<'a> {
     pub owner: Owner<'a>,
 }
 
-/// Copies the twin's connection Secret to the local Secret the claim asks for, unless it is in place.
-pub async fn sync(remote: &Api<Secret>, local: &Api<Secret>, copy: &SecretCopy<'_>) -> Result<SecretOutcome, Error> {
+/// Copies the twin's connection Secret to the local Secret the claim asks for, unless it is in place. Both Secrets
+/// are read from the watch caches when they are filled (a local Secret claimsync did not make is not in its cache,
+/// so a name that may be taken is asked of the API server).
+pub async fn sync(
+    caches: &RemoteCaches,
+    remote: &Api<Secret>,
+    local: &Api<Secret>,
+    copy: &SecretCopy<'_>,
+) -> Result<SecretOutcome, Error> {
     let (remote_name, namespace, owner) = (copy.remote_name, copy.namespace, &copy.owner);
     let Some(local_name) = copy.local_name else {
         return Ok(SecretOutcome::NotRequested);
     };
-    let Some(remote_secret) =
-        remote
+    let remote_secret = match caches.secret(remote_name).await {
+        Some(cached) => cached.map(|s| (*s).clone()),
+        None => remote
             .get_opt(remote_name)
             .await
-            .context(Side::ControlPlane, "get Secret", remote_name)?
-    else {
+            .context(Side::ControlPlane, "get Secret", remote_name)?,
+    };
+    let Some(remote_secret) = remote_secret else {
         return Ok(SecretOutcome::NotYet);
     };
     if !controlled_by(&remote_secret, copy.twin_uid) {
@@ -51,10 +61,13 @@ pub async fn sync(remote: &Api<Secret>, local: &Api<Secret>, copy: &SecretCopy<'
         .collect();
     let hash = claimsync_state::content_hash(&json!(data));
     let object = format!("{namespace}/{local_name}");
-    let existing = local
-        .get_opt(local_name)
-        .await
-        .context(Side::App, "get Secret", &object)?;
+    let existing = match caches.local_secret(namespace, local_name) {
+        Some(ours) => Some((*ours).clone()),
+        None => local
+            .get_opt(local_name)
+            .await
+            .context(Side::App, "get Secret", &object)?,
+    };
     if let Some(existing) = &existing {
         if !controlled_by(existing, owner.uid) {
             return Ok(SecretOutcome::Conflict {

@@ -18,6 +18,7 @@ use crate::model::kind::ClaimKind;
 use crate::model::notes::bounded_note;
 use crate::model::phase::Phase;
 use crate::model::vocabulary::MANAGER_DOWN;
+use crate::sync::caches::Cache;
 
 /// Writes the down-state into the local claim (`local` is `claim` as JSON): Crossplane's spec fields and
 /// annotations, then the status. Each write holds only while the claim is still at the version it was read at,
@@ -156,7 +157,10 @@ pub async fn set_replicated(
 /// Sets `cond` as the `Replicated` condition of every local claim of a kind (in the selected namespaces),
 /// keeping the rest of their status.
 pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -> Result<(), Error> {
-    let kctx = KindContext::new(ctx.clone(), kind.clone(), false);
+    let resource = super::api_resource(kind);
+    let writer = kube::runtime::reflector::store::Writer::<DynamicObject>::new(resource);
+    let (unused_twins, _) = Cache::fill(writer, futures::stream::empty());
+    let kctx = KindContext::new(ctx.clone(), kind.clone(), false, unused_twins);
     let all = Api::<DynamicObject>::all_with(ctx.local.clone(), &kctx.resource);
     let claims = all
         .list(&ListParams::default())

@@ -1,0 +1,192 @@
+//! Watch caches shared by every claim controller, so that reconciling an in-sync claim costs no API call: the
+//! Secrets of the claim namespace (one watch for all kinds, with a signal naming each Secret that changed), the
+//! control plane's CRDs and XRDs, and, per running kind, its twins and its local claims. Reads only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::model::vocabulary::MANAGED_BY;
+
+/// How long a reader waits for a cache's first listing before it asks the API server instead.
+pub const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The caches of one kind: its twins on the control plane and its claims in the app cluster.
+#[derive(Clone)]
+pub struct KindCaches {
+    pub resource: ApiResource,
+    pub twins: Cache<DynamicObject>,
+    pub claims: Cache<DynamicObject>,
+}
+
+/// The control plane's objects claimsync reads often, kept by watches.
+#[derive(Clone)]
+pub struct RemoteCaches {
+    pub secrets: Cache<Secret>,
+    /// Names of Secrets of the claim namespace that changed, sent after `secrets` holds the change.
+    pub secret_changes: broadcast::Sender<String>,
+    pub crds: Cache<CustomResourceDefinition>,
+    pub xrds: Cache<DynamicObject>,
+    /// The connection Secrets claimsync made in the app cluster (label `claimsync.dev/managed-by`).
+    pub local_secrets: Cache<Secret>,
+    /// Per kind (`group/Kind`), registered by its controller.
+    kinds: Arc<Mutex<HashMap<String, KindCaches>>>,
+    claim_namespace: String,
+}
+
+pub fn xrd_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "CompositeResourceDefinition"),
+        "compositeresourcedefinitions",
+    )
+}
+
+impl RemoteCaches {
+    /// Starts the watches behind the caches; the tasks run until aborted.
+    pub fn start(local: &Client, remote: &Client, claim_namespace: &str) -> (RemoteCaches, Vec<JoinHandle<()>>) {
+        let (secret_changes, _) = broadcast::channel(4096);
+        let sender = secret_changes.clone();
+        let (secrets, secret_events) = Cache::fill(
+            reflector::store::Writer::<Secret>::default(),
+            watcher(
+                Api::<Secret>::namespaced(remote.clone(), claim_namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        );
+        let secret_events = secret_events.touched_objects();
+        let secrets_task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(secret_events);
+            while let Some(event) = events.next().await {
+                if let Ok(secret) = event {
+                    let _ = sender.send(secret.name_any());
+                }
+            }
+        });
+        let (crds, crd_events) = Cache::fill(
+            reflector::store::Writer::<CustomResourceDefinition>::default(),
+            watcher(
+                Api::<CustomResourceDefinition>::all(remote.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        );
+        let crds_task = tokio::spawn(crd_events.for_each(|_| futures::future::ready(())));
+        let resource = xrd_resource();
+        let (xrds, xrd_events) = Cache::fill(
+            reflector::store::Writer::<DynamicObject>::new(resource.clone()),
+            watcher(
+                Api::<DynamicObject>::all_with(remote.clone(), &resource),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        );
+        let xrds_task = tokio::spawn(xrd_events.for_each(|_| futures::future::ready(())));
+        let ours = watcher::Config::default().labels(&format!("{MANAGED_BY}=claimsync"));
+        let (local_secrets, local_events) = Cache::fill(
+            reflector::store::Writer::<Secret>::default(),
+            watcher(Api::<Secret>::all(local.clone()), ours).default_backoff(),
+        );
+        let local_task = tokio::spawn(local_events.for_each(|_| futures::future::ready(())));
+        let caches = RemoteCaches {
+            secrets,
+            secret_changes,
+            crds,
+            xrds,
+            local_secrets,
+            kinds: Arc::default(),
+            claim_namespace: claim_namespace.to_string(),
+        };
+        (caches, vec![secrets_task, crds_task, xrds_task, local_task])
+    }
+
+    /// A Secret of the claim namespace, if the cache has been filled (`None`: not listed yet, ask the API server).
+    pub async fn secret(&self, name: &str) -> Option<Option<Arc<Secret>>> {
+        let key = ObjectRef::new(name).within(&self.claim_namespace);
+        let ready = self.secrets.ready_within(CACHE_WAIT).await;
+        ready.then(|| self.secrets.store.get(&key))
+    }
+
+    /// A connection Secret claimsync made, if the cache holds it (None: not claimsync's, or not listed yet).
+    pub fn local_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.local_secrets.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    pub fn register(&self, key: &str, caches: KindCaches) {
+        self.kinds.lock().expect("kind caches").insert(key.to_string(), caches);
+    }
+
+    /// The caches of a kind (`group/Kind`), if its controller runs.
+    pub fn kind(&self, key: &str) -> Option<KindCaches> {
+        self.kinds.lock().expect("kind caches").get(key).cloned()
+    }
+}
+
+/// A store and whether its first listing has filled it. (Not `Store::wait_until_ready`: in kube-runtime 5 its
+/// one-shot keeps only the last waiter's waker, and a `Controller` already waits on its own store, so a second task
+/// asking would leave one of the two waiting for ever.)
+#[derive(Clone)]
+pub struct Cache<K: kube::Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    pub store: Store<K>,
+    filled: watch::Receiver<bool>,
+}
+
+impl<K> Cache<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// A cache for `writer`'s store, and the watch stream that fills it (to be driven by its owner).
+    pub fn fill<S>(writer: reflector::store::Writer<K>, events: S) -> (Self, impl Stream<Item = S::Item> + Send)
+    where
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+        K: Send + Sync,
+        K::DynamicType: Send + Sync,
+    {
+        let (filled, filled_rx) = watch::channel(false);
+        let cache = Cache {
+            store: writer.as_reader(),
+            filled: filled_rx,
+        };
+        let events = events.reflect(writer).inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                filled.send_replace(true);
+            }
+        });
+        (cache, events)
+    }
+
+    /// Whether the first listing has filled it.
+    pub fn ready(&self) -> bool {
+        *self.filled.borrow()
+    }
+
+    /// Whether it is filled, waiting up to `limit` for its first listing (a reconcile that starts while the caches
+    /// are still listing waits for them rather than asking the API server about each object).
+    pub async fn ready_within(&self, limit: std::time::Duration) -> bool {
+        self.ready() || tokio::time::timeout(limit, self.filled()).await.unwrap_or(false)
+    }
+
+    /// Waits until the first listing has filled it; `false` if its watch stream was dropped before that. Any number
+    /// of tasks may wait.
+    pub async fn filled(&self) -> bool {
+        self.filled.clone().wait_for(|filled| *filled).await.is_ok()
+    }
+}
+
+/// The key a kind's caches are registered under.
+pub fn kind_key(group: &str, kind: &str) -> String {
+    format!("{group}/{kind}")
+}
