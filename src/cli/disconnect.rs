@@ -39,6 +39,11 @@ pub struct DisconnectArgs {
 /// before it sees the disconnect mark.
 const PASSES: usize = 10;
 
+/// How long a pass that released claims waits before the next looks again: a running claimsync stops writing as soon
+/// as it sees the mark, but a write it had already sent (its finalizer, read before the release) still lands, and
+/// only a pass after it can take it off again.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
     let clusters = ClusterArgs {
         app_kubeconfig: args.app_kubeconfig.clone(),
@@ -85,6 +90,7 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
                  {instance} still runs and does not see the disconnect mark; stop it first"
             )));
         }
+        tokio::time::sleep(SETTLE).await;
     }
     for (kind, count) in &released {
         println!("released {count} {kind} claim(s); their twins stay on the control plane");
