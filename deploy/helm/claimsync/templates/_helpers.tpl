@@ -28,6 +28,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
+{{/*
+The name of a cluster-scoped object (ClusterRole, ClusterRoleBinding): the release's namespace is part of it, so
+releases in two namespaces never claim the same one.
+*/}}
+{{- define "claimsync.clusterName" -}}
+{{- printf "%s:%s" .Release.Namespace (include "claimsync.fullname" .) -}}
+{{- end -}}
+
 {{/* The ServiceAccount of the uninstall hook, which runs `claimsync disconnect`. */}}
 {{- define "claimsync.uninstallName" -}}
 {{- printf "%s-uninstall" (include "claimsync.fullname" .) -}}
