@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::args::ClusterArgs;
 use crate::error::{Error, KubeContext, Side};
-use crate::model::kind::claim_kind;
+use crate::model::kind::{claim_kind, group_allowed};
 use crate::model::vocabulary::{FINALIZER, IDENTITY_CONFIGMAP, MANAGED_BY, REPLICATED_BY};
 use crate::sync::claims::api_resource;
 use crate::sync::identity::DISCONNECTED;
@@ -33,6 +33,10 @@ pub struct DisconnectArgs {
     /// The control plane is never touched: every twin stays.
     #[arg(long)]
     pub delete_local: bool,
+    /// Only claim kinds of these API groups (comma-separated; `*.example.org` matches every subgroup), as
+    /// `claimsync run --claim-groups`: the only kinds whose claims it can hold; default: every kind claimsync made.
+    #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
+    pub claim_groups: Vec<String>,
 }
 
 /// How many passes over the claims are made at most: a claimsync that was still running may put a finalizer back
@@ -59,10 +63,14 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
     super::clients::reachable(&local, "app cluster").await?;
     mark_disconnected(&local, &instance).await?;
 
-    let crds = Api::<CustomResourceDefinition>::all(local.clone())
+    let mut crds = Api::<CustomResourceDefinition>::all(local.clone())
         .list(&ListParams::default().labels(&format!("{MANAGED_BY}=claimsync")))
         .await
         .context(Side::App, "list", "claimsync's CRDs")?;
+    crds.items.retain(|crd| {
+        claim_kind(&serde_json::to_value(crd).unwrap_or(Value::Null))
+            .is_some_and(|kind| group_allowed(&kind.group, &args.claim_groups))
+    });
     let mut released: BTreeMap<String, usize> = BTreeMap::new();
     let mut deleted = 0;
     for pass in 0..PASSES {

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -93,18 +93,23 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     let controller = if withdrawn {
         controller
     } else {
+        // The control plane's watches back off and keep their errors to themselves: watches_with retries a failing
+        // list at once, and while the control plane refused every list (a rejected token, rotated in) those errors
+        // starved the local claims' watch, so the controller's store never got ready and no claim was told why.
+        let remote_claims = watcher(remote, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .touched_objects()
+            .filter_map(|event| quietly("the control plane's claims", event));
+        let remote_secrets = watcher(
+            Api::<Secret>::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|event| quietly("the control plane's Secrets", event));
         controller
-            .watches_with(
-                remote,
-                resource,
-                watcher::Config::default().labels(&selector),
-                claim_mapper,
-            )
-            .watches(
-                Api::<Secret>::namespaced(ctx.remote.clone(), &ctx.claim_namespace),
-                watcher::Config::default(),
-                secret_mapper,
-            )
+            .watches_stream_with(remote_claims, claim_mapper, resource)
+            .watches_stream(remote_secrets, secret_mapper)
     };
     let controller = controller
         .reconcile_on(joined_or_left)
@@ -125,6 +130,18 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     tokio::spawn(async move {
         tokio::join!(controller, orphans);
     })
+}
+
+/// A trigger's event, or nothing for an error, which is logged: the link probe says what is wrong with the control
+/// plane, on every claim.
+async fn quietly<K>(what: &str, event: Result<K, watcher::Error>) -> Option<Result<K, watcher::Error>> {
+    match event {
+        Ok(object) => Some(Ok(object)),
+        Err(e) => {
+            debug!(error = %e, "watching {what}");
+            None
+        }
+    }
 }
 
 /// A signal for each change of the link's declared state: lost, every claim says so (and waits); back, every claim
