@@ -249,7 +249,7 @@ pub fn tail(text: &str, lines: usize) -> String {
 }
 
 /// A port nothing listens on now, for a claimsync's ops endpoint.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

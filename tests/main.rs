@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod claim_support;
+mod helm_support;
 mod instance;
 mod platform_support;
 mod shim_support;
@@ -11,6 +12,7 @@ mod support;
 mod catalog;
 mod claims;
 mod cli;
+mod install;
 mod journal;
 mod offline;
 mod ops;

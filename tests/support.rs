@@ -227,6 +227,12 @@ pub fn unique(prefix: &str) -> String {
 /// Creates a namespace of this test's own in the cluster of `client`.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = unique(prefix);
+    namespace_named(client, &name).await;
+    name
+}
+
+/// Creates the namespace `name` (a name of this test's own, e.g. from `unique`) in the cluster of `client`.
+pub async fn namespace_named(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {"claimsync.dev/test": "true"}}
     }))
@@ -235,7 +241,6 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .unwrap_or_else(|e| panic!("create namespace {name}: {e}\n{}", env().diagnose()));
-    name
 }
 
 /// Polls `check` until it returns Ok, or panics after `timeout` with its last error and the env's state.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::args::ClusterArgs;
 use crate::error::{Error, KubeContext, Side};
-use crate::model::kind::claim_kind;
+use crate::model::kind::{claim_kind, group_allowed};
 use crate::model::vocabulary::{FINALIZER, IDENTITY_CONFIGMAP, MANAGED_BY, REPLICATED_BY};
 use crate::sync::claims::api_resource;
 use crate::sync::identity::DISCONNECTED;
@@ -33,11 +33,20 @@ pub struct DisconnectArgs {
     /// The control plane is never touched: every twin stays.
     #[arg(long)]
     pub delete_local: bool,
+    /// Only claim kinds of these API groups (comma-separated; `*.example.org` matches every subgroup), as
+    /// `claimsync run --claim-groups`: the only kinds whose claims it can hold; default: every kind claimsync made.
+    #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
+    pub claim_groups: Vec<String>,
 }
 
 /// How many passes over the claims are made at most: a claimsync that was still running may put a finalizer back
 /// before it sees the disconnect mark.
 const PASSES: usize = 10;
+
+/// How long a pass that released claims waits before the next looks again: a running claimsync stops writing as soon
+/// as it sees the mark, but a write it had already sent (its finalizer, read before the release) still lands, and
+/// only a pass after it can take it off again.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
     let clusters = ClusterArgs {
@@ -54,10 +63,14 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
     super::clients::reachable(&local, "app cluster").await?;
     mark_disconnected(&local, &instance).await?;
 
-    let crds = Api::<CustomResourceDefinition>::all(local.clone())
+    let mut crds = Api::<CustomResourceDefinition>::all(local.clone())
         .list(&ListParams::default().labels(&format!("{MANAGED_BY}=claimsync")))
         .await
         .context(Side::App, "list", "claimsync's CRDs")?;
+    crds.items.retain(|crd| {
+        claim_kind(&serde_json::to_value(crd).unwrap_or(Value::Null))
+            .is_some_and(|kind| group_allowed(&kind.group, &args.claim_groups))
+    });
     let mut released: BTreeMap<String, usize> = BTreeMap::new();
     let mut deleted = 0;
     for pass in 0..PASSES {
@@ -85,6 +98,7 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
                  {instance} still runs and does not see the disconnect mark; stop it first"
             )));
         }
+        tokio::time::sleep(SETTLE).await;
     }
     for (kind, count) in &released {
         println!("released {count} {kind} claim(s); their twins stay on the control plane");

@@ -66,6 +66,7 @@ pub async fn start(args: &RunArgs, local: &Client) -> Result<Option<Shim>, Error
         namespace_selector: args.namespace_selector.clone(),
         cluster_id: args.clusters.cluster_id.clone().filter(|id| !id.is_empty()),
         claim_namespace: Some(args.clusters.claim_namespace.clone()),
+        claim_groups: args.claim_groups.clone(),
     };
     Shim::start(local.clone(), settings).await.map(Some)
 }

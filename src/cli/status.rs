@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::args::ClusterArgs;
 use crate::error::{Error, KubeContext, Side};
-use crate::model::kind::claim_kind;
+use crate::model::kind::{claim_kind, group_allowed};
 use crate::model::naming::remote_claim_name;
 use crate::model::phase::Phase;
 use crate::model::vocabulary::{IDENTITY_CONFIGMAP, MANAGED_BY, REPLICATED};
@@ -33,6 +33,10 @@ pub struct StatusArgs {
     /// Only claims of this namespace.
     #[arg(long, short = 'n')]
     pub claims_namespace: Option<String>,
+    /// Only claim kinds of these API groups (comma-separated; `*.example.org` matches every subgroup), as
+    /// `claimsync run --claim-groups`; default: every kind claimsync made.
+    #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
+    pub claim_groups: Vec<String>,
 }
 
 pub async fn status(args: StatusArgs) -> Result<(), Error> {
@@ -73,6 +77,9 @@ pub async fn status(args: StatusArgs) -> Result<(), Error> {
         let Some(kind) = claim_kind(&serde_json::to_value(&crd).unwrap_or(Value::Null)) else {
             continue;
         };
+        if !group_allowed(&kind.group, &args.claim_groups) {
+            continue;
+        }
         let resource = api_resource(&kind);
         let claims = match &args.claims_namespace {
             Some(ns) => Api::<DynamicObject>::namespaced_with(local.clone(), ns, &resource),

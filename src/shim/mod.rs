@@ -63,6 +63,8 @@ pub struct ShimSettings {
     pub namespace_selector: Option<String>,
     pub cluster_id: Option<String>,
     pub claim_namespace: Option<String>,
+    /// `--claim-groups`: the kinds shown are those claimsync replicates.
+    pub claim_groups: Vec<String>,
 }
 
 /// The running shim.
@@ -93,6 +95,7 @@ impl Shim {
                 cluster_id: settings.cluster_id.clone(),
                 own_namespace: settings.own_namespace.clone(),
                 remote_namespace: settings.claim_namespace.clone(),
+                claim_groups: settings.claim_groups.clone(),
             },
             start_rv,
         );

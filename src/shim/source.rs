@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::facts::{Dirty, Facts};
 use super::index::Index;
 use super::objects::{KindFacts, claim_facts, kind_facts};
+use crate::model::kind::group_allowed;
 use crate::model::vocabulary::{IDENTITY_CONFIGMAP, MANAGED_BY};
 
 /// How often the journal is read for changes.
@@ -37,6 +38,9 @@ pub struct SourceSettings {
     pub own_namespace: String,
     /// `--claim-namespace`, shown as each twin's namespace.
     pub remote_namespace: Option<String>,
+    /// `--claim-groups`: only kinds of these groups are watched and shown (claimsync replicates no others, and its
+    /// RBAC may not let it read them).
+    pub claim_groups: Vec<String>,
 }
 
 /// The facts, the index they are projected into, and whether everything was listed once.
@@ -85,7 +89,11 @@ pub fn start(settings: SourceSettings, start_rv: u64) -> Arc<Source> {
         complete: watch::channel(false).0,
         journal: OnceLock::new(),
     });
-    tokio::spawn(watch_kinds(source.clone(), settings.client.clone()));
+    tokio::spawn(watch_kinds(
+        source.clone(),
+        settings.client.clone(),
+        settings.claim_groups.clone(),
+    ));
     if let Some(selector) = settings.namespace_selector.clone() {
         tokio::spawn(watch_selection(source.clone(), settings.client.clone(), selector));
     }
@@ -158,7 +166,7 @@ async fn watch_selection(source: Arc<Source>, client: Client, selector: String) 
 }
 
 /// The claim CRDs claimsync made, and one claim watch per established kind.
-async fn watch_kinds(source: Arc<Source>, client: Client) {
+async fn watch_kinds(source: Arc<Source>, client: Client, claim_groups: Vec<String>) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY}=claimsync"));
     let mut events = watcher(crds, ours).default_backoff().boxed();
@@ -168,6 +176,9 @@ async fn watch_kinds(source: Arc<Source>, client: Client) {
         let Some(kind) = kind_facts(&serde_json::to_value(crd).unwrap_or(Value::Null)) else {
             return;
         };
+        if !group_allowed(&kind.group, &claim_groups) {
+            return;
+        }
         let running = claim_watches
             .get(&kind.crd_name)
             .map(|(k, _)| (&k.group, &k.kind, &k.version, &k.plural));

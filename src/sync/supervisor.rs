@@ -46,3 +46,13 @@ impl Running {
         self.kinds.get(crd_name).map(|(kind, _, _)| kind.clone())
     }
 }
+
+/// The controllers are tasks of their own: they stop with the catalog that owns them (when claimsync stops writing,
+/// loses the lead, is disconnected, or reconnects with a rotated kubeconfig), not run on with a stale context.
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (_, _, handle) in self.kinds.values() {
+            handle.abort();
+        }
+    }
+}

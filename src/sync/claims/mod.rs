@@ -120,7 +120,12 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     let controller = if withdrawn {
         controller
     } else {
-        let twin_changes = twin_events.touched_objects();
+        // The twins' watch backs off and keeps its errors to itself: while the control plane refuses every list (a
+        // rejected token, rotated in) a stream of errors would starve the local claims' watch, so the controller's
+        // store never got ready and no claim was told why. The link probe says what is wrong, on every claim.
+        let twin_changes = twin_events
+            .touched_objects()
+            .filter_map(|event| quietly("the control plane's claims", event));
         controller
             .watches_stream_with(twin_changes, claim_mapper, resource.clone())
             .reconcile_on(secrets_changed)
@@ -157,6 +162,18 @@ fn broadcast_stream<T: Clone + Send + 'static>(receiver: broadcast::Receiver<T>)
             }
         }
     })
+}
+
+/// A trigger's event, or nothing for an error, which is logged: the link probe says what is wrong with the control
+/// plane, on every claim.
+async fn quietly<K>(what: &str, event: Result<K, watcher::Error>) -> Option<Result<K, watcher::Error>> {
+    match event {
+        Ok(object) => Some(Ok(object)),
+        Err(e) => {
+            debug!(error = %e, "watching {what}");
+            None
+        }
+    }
 }
 
 /// A signal for each change of the link's declared state: lost, every claim says so (and waits); back, every claim
