@@ -706,8 +706,10 @@ async fn restore_brings_lost_claims_back_without_a_new_composite() {
     assert_eq!(k1.data["spec"]["color"], "red");
     assert_twins_bound_as_before(&kind, &instance, &before).await;
 
-    // 2. Wiped without claimsync seeing a delete (finalizers removed by hand): the twins are reported as orphans
-    // and kept; restore gives the claims back.
+    // 2. Wiped without claimsync seeing a delete (finalizers removed by hand while it was down; with it running, it
+    // may put its finalizer back between the patch and the delete, and then it sees a delete and rightly takes the
+    // twin): the twins are reported as orphans and kept; restore gives the claims back.
+    instance.stop().await;
     for claim in &claims {
         let (ns, name) = claim.split_once('/').unwrap();
         let api = kind.claims(&app, ns);
@@ -720,6 +722,7 @@ async fn restore_brings_lost_claims_back_without_a_new_composite() {
         .unwrap();
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
+    instance.start().await;
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(app.clone(), &instance.own_namespace);
     wait_for("the orphaned twins to be reported", Duration::from_secs(90), || async {
         let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;

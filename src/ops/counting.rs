@@ -37,7 +37,8 @@ pub struct Counted<S> {
     metrics: Arc<Metrics>,
 }
 
-/// The verb of a request as the API server counts it: the method, or WATCH for a watch.
+/// The verb of a request as the API server counts it: WATCH for a watch, LIST for a read of a collection, else
+/// the method (GET, POST, PATCH, PUT, DELETE).
 fn verb<B>(request: &Request<B>) -> String {
     let watch = request
         .uri()
@@ -45,9 +46,28 @@ fn verb<B>(request: &Request<B>) -> String {
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
     if watch {
         "WATCH".to_string()
+    } else if request.method() == http::Method::GET && is_collection(request.uri().path()) {
+        "LIST".to_string()
     } else {
         request.method().as_str().to_string()
     }
+}
+
+/// Whether an API path names a collection (`/api/v1/namespaces/ns/secrets`), not one object
+/// (`/api/v1/namespaces/ns/secrets/name`, `/api/v1/namespaces/ns`). Paths outside `/api` and `/apis` (discovery,
+/// `/version`) are not collections.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => return false,
+    };
+    let rest = match rest {
+        ["namespaces", _namespace, resource @ ..] if !resource.is_empty() => resource,
+        other => other,
+    };
+    rest.len() == 1
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Counted<S>
@@ -95,4 +115,48 @@ pub fn counted_client(
 ) -> Result<kube::Client, kube::Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(builder.with_layer(&CountRequests { cluster, metrics }).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_as_the_api_server_counts_them() {
+        let cases = [
+            ("GET", "/api/v1/namespaces/ns/secrets", "LIST"),
+            (
+                "GET",
+                "/api/v1/namespaces/ns/secrets?watch=true&resourceVersion=1",
+                "WATCH",
+            ),
+            ("GET", "/api/v1/namespaces/ns/secrets/name", "GET"),
+            ("GET", "/api/v1/namespaces", "LIST"),
+            ("GET", "/api/v1/namespaces/ns", "GET"),
+            ("GET", "/apis/k8s.starter.org/v1alpha1/kubernetesclusters", "LIST"),
+            (
+                "GET",
+                "/apis/k8s.starter.org/v1alpha1/namespaces/team/kubernetesclusters/one",
+                "GET",
+            ),
+            ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "LIST"),
+            (
+                "GET",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/x.y",
+                "GET",
+            ),
+            ("GET", "/apis", "GET"),
+            ("GET", "/version", "GET"),
+            (
+                "PATCH",
+                "/apis/k8s.starter.org/v1alpha1/namespaces/team/kubernetesclusters/one/status",
+                "PATCH",
+            ),
+            ("POST", "/api/v1/namespaces/ns/secrets", "POST"),
+        ];
+        for (method, uri, want) in cases {
+            let request = Request::builder().method(method).uri(uri).body(()).unwrap();
+            assert_eq!(verb(&request), want, "{method} {uri}");
+        }
+    }
 }
