@@ -205,6 +205,12 @@ impl Instance {
         env().script(&["link", action, &link.name]);
     }
 
+    /// The process id of the running claimsync (the scale benchmark reads its memory).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Whether claimsync still runs.
     pub fn running(&mut self) -> bool {
         self.child

@@ -102,11 +102,19 @@ pub const DISCONNECTED: &str = "disconnected";
 pub async fn disconnect_switch(local: &Client, namespace: &str) -> Result<watch::Receiver<bool>, Error> {
     let config_maps = Api::<ConfigMap>::namespaced(local.clone(), namespace);
     let object = format!("ConfigMap {namespace}/{IDENTITY_CONFIGMAP}");
-    let clear = serde_json::json!({"data": {DISCONNECTED: null}});
-    config_maps
-        .patch(IDENTITY_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&clear))
+    // Cleared only when it is there: a restart writes nothing it does not have to.
+    let current = config_maps
+        .get_opt(IDENTITY_CONFIGMAP)
         .await
-        .context(Side::App, "clear the disconnect mark on", &object)?;
+        .context(Side::App, "read", &object)?;
+    let marked = current.is_some_and(|cm| cm.data.is_some_and(|d| d.contains_key(DISCONNECTED)));
+    if marked {
+        let clear = serde_json::json!({"data": {DISCONNECTED: null}});
+        config_maps
+            .patch(IDENTITY_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&clear))
+            .await
+            .context(Side::App, "clear the disconnect mark on", &object)?;
+    }
     let (tx, rx) = watch::channel(false);
     let events = watcher(
         config_maps,

@@ -1,0 +1,1054 @@
+//! The scale benchmark: claimsync measured side by side with the raw API servers it sits between, in one run, and
+//! printed as one table of medians, spreads and ratios to the limit. Not part of the test suite; `e2e/bench` runs it
+//! (`e2e/bench --help` for the sizes). It reuses the integration tests' env, instance and platform helpers.
+#![forbid(unsafe_code)]
+
+#[allow(dead_code)]
+#[path = "../tests/instance.rs"]
+mod instance;
+#[allow(dead_code)]
+#[path = "../tests/platform_support.rs"]
+mod platform_support;
+#[allow(dead_code)]
+#[path = "../tests/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+use instance::Instance;
+use platform_support::TestKind;
+use support::{env, wait_for};
+
+/// claimsync's default `--concurrency`: the raw client writes at the same width.
+const CONCURRENCY: usize = 8;
+
+struct Sizes {
+    /// Claims applied at once, per burst (no controller).
+    bursts: Vec<usize>,
+    /// Claims applied at once under real Crossplane (the seed-like kind of the test platform).
+    crossplane_burst: usize,
+    /// Changes timed one after another, per direction and run.
+    changes: usize,
+    /// Repetitions of the latency, limit and read figures, and of bursts up to `repeat_bursts_up_to`.
+    runs: usize,
+    repeat_bursts_up_to: usize,
+}
+
+impl Sizes {
+    fn parse() -> Sizes {
+        let mut sizes = Sizes {
+            bursts: vec![200],
+            crossplane_burst: 50,
+            changes: 100,
+            runs: 2,
+            repeat_bursts_up_to: 1000,
+        };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut i = 0;
+        while i < args.len() {
+            let value = || args.get(i + 1).cloned().unwrap_or_default();
+            let number = |what: &str| {
+                value()
+                    .parse::<usize>()
+                    .unwrap_or_else(|_| panic!("{what} wants a number, got {:?}", value()))
+            };
+            match args[i].as_str() {
+                "--bursts" => {
+                    sizes.bursts = value()
+                        .split(',')
+                        .map(|n| {
+                            n.parse()
+                                .unwrap_or_else(|_| panic!("--bursts wants numbers, got {n:?}"))
+                        })
+                        .collect()
+                }
+                "--crossplane-burst" => sizes.crossplane_burst = number("--crossplane-burst"),
+                "--changes" => sizes.changes = number("--changes"),
+                "--runs" => sizes.runs = number("--runs").max(1),
+                "--repeat-bursts-up-to" => sizes.repeat_bursts_up_to = number("--repeat-bursts-up-to"),
+                "--full" => {
+                    sizes.bursts = vec![1000, 5000, 10000];
+                    sizes.crossplane_burst = 200;
+                    sizes.changes = 1000;
+                    sizes.runs = 3;
+                    i += 1;
+                    continue;
+                }
+                "--help" | "-h" => {
+                    println!(
+                        "scale [--full] [--bursts 1000,5000,10000] [--crossplane-burst 200] [--changes 1000] \
+                         [--runs 3] [--repeat-bursts-up-to 1000]"
+                    );
+                    std::process::exit(0);
+                }
+                // cargo bench passes --bench; other harness flags mean nothing here.
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            }
+            i += 2;
+        }
+        sizes
+    }
+}
+
+/// A figure measured once per run.
+#[derive(Default, Clone)]
+struct Runs(Vec<f64>);
+
+impl Runs {
+    fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    fn show(&self, unit: &str) -> String {
+        let (lo, hi) = self.0.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+        if self.0.len() < 2 {
+            format!("{}{unit} (n=1)", fmt(self.median()))
+        } else {
+            format!(
+                "{}{unit} ({}-{}, n={})",
+                fmt(self.median()),
+                fmt(lo),
+                fmt(hi),
+                self.0.len()
+            )
+        }
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The `q` quantile (0..=1) of samples, nearest rank.
+fn quantile(samples: &[f64], q: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One row of the table.
+struct Row {
+    section: &'static str,
+    what: String,
+    claimsync: String,
+    limit: String,
+    ratio: String,
+    goal: String,
+}
+
+#[derive(Default)]
+struct Table(Vec<Row>);
+
+impl Table {
+    fn add(
+        &mut self,
+        section: &'static str,
+        what: impl Into<String>,
+        claimsync: impl Into<String>,
+        limit: impl Into<String>,
+        ratio: impl Into<String>,
+        goal: &str,
+    ) {
+        let row = Row {
+            section,
+            what: what.into(),
+            claimsync: claimsync.into(),
+            limit: limit.into(),
+            ratio: ratio.into(),
+            goal: goal.into(),
+        };
+        eprintln!(
+            "  {} | {} | {} | {} | {} | {}",
+            row.section, row.what, row.claimsync, row.limit, row.ratio, row.goal
+        );
+        self.0.push(row);
+    }
+
+    fn print(&self) {
+        let headers = ["section", "measure", "claimsync", "limit (raw)", "ratio", "goal"];
+        let cells: Vec<[String; 6]> = self
+            .0
+            .iter()
+            .map(|r| {
+                [
+                    r.section.to_string(),
+                    r.what.clone(),
+                    r.claimsync.clone(),
+                    r.limit.clone(),
+                    r.ratio.clone(),
+                    r.goal.clone(),
+                ]
+            })
+            .collect();
+        println!("| {} |", headers.join(" | "));
+        println!("|{}|", headers.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+        for row in cells {
+            println!("| {} |", row.join(" | "));
+        }
+    }
+}
+
+/// A watch of one collection, kept as the latest objects by name, with a signal on every change.
+struct Mirror {
+    objects: watch::Receiver<BTreeMap<String, Arc<DynamicObject>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Mirror {
+    fn start(api: Api<DynamicObject>) -> Mirror {
+        let (tx, rx) = watch::channel(BTreeMap::new());
+        let task = tokio::spawn(async move {
+            let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+            let mut pending: Option<BTreeMap<String, Arc<DynamicObject>>> = None;
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(o)) => tx.send_modify(|m| {
+                        m.insert(o.name_any(), Arc::new(o));
+                    }),
+                    Ok(watcher::Event::Delete(o)) => tx.send_modify(|m| {
+                        m.remove(&o.name_any());
+                    }),
+                    Ok(watcher::Event::Init) => pending = Some(BTreeMap::new()),
+                    Ok(watcher::Event::InitApply(o)) => {
+                        pending.get_or_insert_default().insert(o.name_any(), Arc::new(o));
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let _ = tx.send(pending.take().unwrap_or_default());
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        Mirror { objects: rx, task }
+    }
+
+    /// Waits until `done` holds of the objects; the time it first did.
+    async fn until(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&BTreeMap<String, Arc<DynamicObject>>) -> bool,
+    ) -> Instant {
+        let mut rx = self.objects.clone();
+        match tokio::time::timeout(limit, rx.wait_for(|m| done(m))).await {
+            Ok(Ok(_)) => Instant::now(),
+            _ => panic!("bench: timed out after {limit:?} waiting for {what}"),
+        }
+    }
+
+    fn count(&self, matching: impl Fn(&DynamicObject) -> bool) -> usize {
+        self.objects.borrow().values().filter(|o| matching(o)).count()
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn replicated(claim: &DynamicObject) -> bool {
+    claim.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Replicated" && c["status"] == "True"))
+}
+
+fn claim(name: &str, size: i64) -> DynamicObject {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"size": size}})).unwrap()
+}
+
+/// Creates `names` in `api` at `CONCURRENCY` writes at once, as one client would.
+async fn create_all(api: &Api<DynamicObject>, resource: &ApiResource, names: &[String]) {
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            let resource = resource.clone();
+            async move {
+                let mut object = claim(&name, 1);
+                object.types = Some(kube::api::TypeMeta {
+                    api_version: resource.api_version.clone(),
+                    kind: resource.kind.clone(),
+                });
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .unwrap_or_else(|e| panic!("bench: create {name}: {e}"));
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Deletes every object of `api` (a namespace's claims) and waits until each of `mirrors` holds none.
+async fn delete_all(api: &Api<DynamicObject>, mirrors: &[&Mirror], what: &str) {
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("bench: delete {what}: {e}"));
+    for mirror in mirrors {
+        mirror.until(what, Duration::from_secs(1200), |m| m.is_empty()).await;
+    }
+}
+
+/// Crossplane paused or running (SIGSTOP / SIGCONT of its process): with it paused, a claim kind has no controller,
+/// and what is measured is claimsync's own cost.
+fn crossplane(signal: &str) {
+    let pid = std::fs::read_to_string(env().dir.join("controlplane/crossplane.pid"))
+        .expect("bench: the env's Crossplane pid file");
+    let status = std::process::Command::new("kill")
+        // The file holds the pid and its start time.
+        .args([signal, pid.split_whitespace().next().unwrap_or_default()])
+        .status()
+        .expect("bench: kill");
+    assert!(status.success(), "bench: kill {signal} Crossplane");
+}
+
+/// The peak and current resident memory of a process, in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// claimsync's own count of API requests by (cluster, verb), from its metrics.
+async fn requests(instance: &Instance) -> BTreeMap<(String, String), f64> {
+    let metrics = instance.ops("/metrics").await.unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("claimsync_api_requests_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let value = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        *counts.entry((label("cluster"), label("verb"))).or_default() += value;
+    }
+    counts
+}
+
+fn show_requests(counts: &BTreeMap<(String, String), f64>, writes: bool) -> String {
+    let write = |verb: &str| matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE");
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|((_, verb), _)| write(verb) == writes)
+        .map(|((cluster, verb), n)| format!("{cluster} {verb} {n:.0}"))
+        .collect();
+    if parts.is_empty() { "0".into() } else { parts.join(", ") }
+}
+
+/// `n` sequential merge patches of one ConfigMap: the latency of a single write on that API server, in ms.
+async fn raw_write_latency(client: &Client, namespace: &str, n: usize) -> Vec<f64> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bench-latency"}})).unwrap();
+    let _ = api.create(&PostParams::default(), &cm).await;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let patch = json!({"data": {"i": i.to_string()}});
+        let start = Instant::now();
+        api.patch("bench-latency", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("bench: raw write");
+        samples.push(ms(start.elapsed()));
+    }
+    samples
+}
+
+struct Bench {
+    sizes: Sizes,
+    table: Table,
+    instance: Instance,
+    kind: TestKind,
+    /// The app namespace of the bench's claims.
+    namespace: String,
+    local: Api<DynamicObject>,
+    twins: Api<DynamicObject>,
+    local_mirror: Mirror,
+    twin_mirror: Mirror,
+    /// Raw create throughput (claims/s) per run, on the control plane, no controller.
+    raw_rate: Runs,
+    /// Raw single-write latency (ms) per run: p50 and p99 on the control plane and on the app cluster.
+    raw_p50: Runs,
+    raw_p99: Runs,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let sizes = Sizes::parse();
+    let started = Instant::now();
+    let control_plane = support::control_plane().await;
+    let app = support::app().await;
+    eprintln!("bench: offering the bench kind");
+    let kind = TestKind::offer(&control_plane, "bench", "Bench", json!({})).await;
+    let mut instance = Instance::new("bench").await;
+    instance.start().await;
+    kind.wait_local(&app).await;
+    let namespace = instance.namespace("bench").await;
+    let local = kind.claims(&app, &namespace);
+    let twins = kind.claims(&control_plane, &instance.claim_namespace);
+    let mut bench = Bench {
+        local_mirror: Mirror::start(local.clone()),
+        twin_mirror: Mirror::start(twins.clone()),
+        sizes,
+        table: Table::default(),
+        instance,
+        kind,
+        namespace,
+        local,
+        twins,
+        raw_rate: Runs::default(),
+        raw_p50: Runs::default(),
+        raw_p99: Runs::default(),
+    };
+    crossplane("-STOP");
+    let outcome = std::panic::AssertUnwindSafe(bench.run(&app, &control_plane));
+    let result = futures::FutureExt::catch_unwind(outcome).await;
+    crossplane("-CONT");
+    if let Err(panic) = result {
+        bench.table.print();
+        std::panic::resume_unwind(panic);
+    }
+    bench.crossplane_burst(&app, &control_plane).await;
+    println!();
+    println!(
+        "claimsync scale benchmark, {} (bursts {:?}, {} changes, {} runs; {:.0} s)",
+        std::env::consts::ARCH,
+        bench.sizes.bursts,
+        bench.sizes.changes,
+        bench.sizes.runs,
+        started.elapsed().as_secs_f64()
+    );
+    bench.table.print();
+}
+
+impl Bench {
+    async fn run(&mut self, app: &Client, control_plane: &Client) {
+        self.limits(app, control_plane).await;
+        self.latency().await;
+        let bursts = self.sizes.bursts.clone();
+        for (i, size) in bursts.iter().enumerate() {
+            self.burst(*size).await;
+            if i + 1 == bursts.len() {
+                self.reads(app, *size).await;
+                self.restart(*size).await;
+            }
+            delete_all(
+                &self.local,
+                &[&self.twin_mirror, &self.local_mirror],
+                "the burst's claims and twins to go",
+            )
+            .await;
+        }
+    }
+
+    /// The raw API servers: single-write latency on each, create throughput on the control plane.
+    async fn limits(&mut self, app: &Client, control_plane: &Client) {
+        eprintln!("bench: limits");
+        let scratch = support::namespace(control_plane, "bench-raw").await;
+        let app_scratch = support::namespace(app, "bench-raw").await;
+        let (mut cp50, mut cp99, mut app50, mut app99) =
+            (Runs::default(), Runs::default(), Runs::default(), Runs::default());
+        let raw_claims = self.kind.claims(control_plane, &scratch);
+        let raw_mirror = Mirror::start(raw_claims.clone());
+        let size = self.sizes.bursts.iter().copied().min().unwrap_or(200).min(1000);
+        for run in 0..self.sizes.runs {
+            let samples = raw_write_latency(control_plane, &scratch, self.sizes.changes.max(50)).await;
+            cp50.push(quantile(&samples, 0.5));
+            cp99.push(quantile(&samples, 0.99));
+            let samples = raw_write_latency(app, &app_scratch, self.sizes.changes.max(50)).await;
+            app50.push(quantile(&samples, 0.5));
+            app99.push(quantile(&samples, 0.99));
+            if run == 0 {
+                // Warm the client's connections and the API server's caches: the first creates of a kind are slower.
+                let warm: Vec<String> = (0..50).map(|i| format!("warm-{i}")).collect();
+                create_all(&raw_claims, &self.kind.resource, &warm).await;
+                delete_all(&raw_claims, &[&raw_mirror], "the warm-up claims to go").await;
+            }
+            let names: Vec<String> = (0..size).map(|i| format!("raw-{run}-{i}")).collect();
+            let start = Instant::now();
+            create_all(&raw_claims, &self.kind.resource, &names).await;
+            self.raw_rate.push(size as f64 / start.elapsed().as_secs_f64());
+            delete_all(&raw_claims, &[&raw_mirror], "the raw claims to go").await;
+        }
+        self.raw_p50 = cp50.clone();
+        self.raw_p99 = cp99.clone();
+        let t = &mut self.table;
+        t.add("limit", "single write p50, control plane", "", cp50.show(" ms"), "", "");
+        t.add("limit", "single write p99, control plane", "", cp99.show(" ms"), "", "");
+        t.add("limit", "single write p50, app cluster", "", app50.show(" ms"), "", "");
+        t.add("limit", "single write p99, app cluster", "", app99.show(" ms"), "", "");
+        t.add(
+            "limit",
+            format!("create throughput, {size} claims, {CONCURRENCY} at once"),
+            "",
+            self.raw_rate.show(" /s"),
+            "",
+            "",
+        );
+    }
+
+    /// Spec up (local edit until the twin has it) and status down (twin status until the local claim shows it).
+    async fn latency(&mut self) {
+        eprintln!("bench: latency");
+        let name = "latency";
+        self.local
+            .create(&PostParams::default(), &typed(claim(name, 0), &self.kind.resource))
+            .await
+            .expect("bench: the latency claim");
+        let twin_name = claimsync::model::naming::remote_claim_name(name, &self.namespace, &self.instance.id);
+        let twin_name2 = twin_name.clone();
+        self.twin_mirror
+            .until("the latency claim's twin", Duration::from_secs(60), |m| {
+                m.contains_key(&twin_name2)
+            })
+            .await;
+        let (mut up50, mut up95, mut up99): (Runs, Runs, Runs) = Default::default();
+        let (mut down50, mut down95, mut down99): (Runs, Runs, Runs) = Default::default();
+        let before = requests(&self.instance).await;
+        for run in 0..self.sizes.runs {
+            let mut up = Vec::new();
+            let mut down = Vec::new();
+            for i in 1..=self.sizes.changes {
+                let size = (run * self.sizes.changes + i) as i64;
+                self.local
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"size": size}})),
+                    )
+                    .await
+                    .expect("bench: edit the local claim");
+                // From the user's write stored (its cost is the raw write) until the twin has it.
+                let start = Instant::now();
+                let twin = twin_name.clone();
+                let at = self
+                    .twin_mirror
+                    .until("the twin to have the edit", Duration::from_secs(60), move |m| {
+                        m.get(&twin).is_some_and(|t| t.data["spec"]["size"] == size)
+                    })
+                    .await;
+                up.push(ms(at - start));
+
+                let mark = format!("R{size}");
+                let status = json!({"status": {"conditions": [{
+                    "type": "BenchMark", "status": "True", "reason": mark,
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+                self.twins
+                    .patch_status(&twin_name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .expect("bench: the twin's status");
+                let start = Instant::now();
+                let local_name = name.to_string();
+                let at = self
+                    .local_mirror
+                    .until(
+                        "the local claim to show the status",
+                        Duration::from_secs(60),
+                        move |m| {
+                            m.get(&local_name).is_some_and(|c| {
+                                c.data["status"]["conditions"].as_array().is_some_and(|cs| {
+                                    cs.iter().any(|c| c["type"] == "BenchMark" && c["reason"] == mark)
+                                })
+                            })
+                        },
+                    )
+                    .await;
+                down.push(ms(at - start));
+            }
+            up50.push(quantile(&up, 0.5));
+            up95.push(quantile(&up, 0.95));
+            up99.push(quantile(&up, 0.99));
+            down50.push(quantile(&down, 0.5));
+            down95.push(quantile(&down, 0.95));
+            down99.push(quantile(&down, 0.99));
+        }
+        let after = requests(&self.instance).await;
+        let edits = (self.sizes.runs * self.sizes.changes) as f64;
+        let per_edit: Vec<String> = after
+            .iter()
+            .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
+            .filter(|(_, v)| *v > 0.0)
+            .map(|((cluster, verb), v)| format!("{cluster} {verb} {}", fmt(v / edits)))
+            .collect();
+        let (raw50, raw99) = (self.raw_p50.median(), self.raw_p99.median());
+        let t = &mut self.table;
+        let n = self.sizes.changes;
+        let ratio = |runs: &Runs, raw: f64| format!("{}x", fmt(runs.median() / raw));
+        t.add(
+            "latency",
+            format!("spec up p50 ({n} edits/run)"),
+            up50.show(" ms"),
+            self.raw_p50.show(" ms"),
+            ratio(&up50, raw50),
+            "<= 2x raw write",
+        );
+        t.add("latency", "spec up p95", up95.show(" ms"), "", ratio(&up95, raw50), "");
+        t.add(
+            "latency",
+            "spec up p99",
+            up99.show(" ms"),
+            self.raw_p99.show(" ms"),
+            ratio(&up99, raw50),
+            "<= 5x raw write p50",
+        );
+        t.add(
+            "latency",
+            format!("status down p50 ({n} patches/run)"),
+            down50.show(" ms"),
+            self.raw_p50.show(" ms"),
+            ratio(&down50, raw50),
+            "<= 2x raw write",
+        );
+        t.add(
+            "latency",
+            "status down p95",
+            down95.show(" ms"),
+            "",
+            ratio(&down95, raw50),
+            "",
+        );
+        t.add(
+            "latency",
+            "status down p99",
+            down99.show(" ms"),
+            self.raw_p99.show(" ms"),
+            ratio(&down99, raw99.max(raw50)),
+            "<= 5x raw write p50",
+        );
+        self.table.add(
+            "latency",
+            "claimsync's API calls per edit (one spec edit and one status patch)",
+            per_edit.join(", "),
+            "",
+            "",
+            "",
+        );
+        self.local
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("bench: delete the latency claim");
+        let local_name = name.to_string();
+        self.local_mirror
+            .until("the latency claim to go", Duration::from_secs(60), move |m| {
+                !m.contains_key(&local_name)
+            })
+            .await;
+    }
+
+    /// `size` claims applied locally at once: until all exist remotely, and until all are Replicated=True.
+    async fn burst(&mut self, size: usize) {
+        let runs = if size <= self.sizes.repeat_bursts_up_to {
+            self.sizes.runs
+        } else {
+            1
+        };
+        let (mut remote, mut replicated_at, mut rss) = (Runs::default(), Runs::default(), Runs::default());
+        for run in 0..runs {
+            eprintln!("bench: burst of {size}, run {}", run + 1);
+            if run > 0 {
+                delete_all(
+                    &self.local,
+                    &[&self.twin_mirror, &self.local_mirror],
+                    "the burst's claims and twins to go",
+                )
+                .await;
+            }
+            let names: Vec<String> = (0..size).map(|i| format!("b{run}-{i}")).collect();
+            let start = Instant::now();
+            create_all(&self.local, &self.kind.resource, &names).await;
+            let created = start.elapsed();
+            let at = self
+                .twin_mirror
+                .until("every twin", Duration::from_secs(3600), |m| m.len() >= size)
+                .await;
+            remote.push(size as f64 / (at - start).as_secs_f64());
+            let at = self
+                .local_mirror
+                .until("every claim Replicated", Duration::from_secs(3600), |m| {
+                    m.values().filter(|c| replicated(c)).count() >= size
+                })
+                .await;
+            replicated_at.push(size as f64 / (at - start).as_secs_f64());
+            rss.push(memory(self.instance.pid().expect("claimsync runs")).1);
+            eprintln!("bench: applying {size} locally took {:.1} s", created.as_secs_f64());
+        }
+        let raw = self.raw_rate.median();
+        let t = &mut self.table;
+        let ratio = |runs: &Runs| format!("{:.0}%", 100.0 * runs.median() / raw);
+        t.add(
+            "burst",
+            format!("{size} claims: all twins exist"),
+            remote.show(" /s"),
+            self.raw_rate.show(" /s"),
+            ratio(&remote),
+            ">= 80% of raw",
+        );
+        t.add(
+            "burst",
+            format!("{size} claims: all Replicated=True"),
+            replicated_at.show(" /s"),
+            self.raw_rate.show(" /s"),
+            ratio(&replicated_at),
+            ">= 80% of raw",
+        );
+        t.add(
+            "memory",
+            format!("claimsync RSS with {size} claims"),
+            rss.show(" MiB"),
+            "",
+            format!("{} KiB/claim", fmt(rss.median() * 1024.0 / size as f64)),
+            "< 200 MiB at 10,000",
+        );
+    }
+
+    /// What a reader of `size` claims waits: locally, and through the control plane behind 20 ms (the proxy's
+    /// path), then with that path cut.
+    async fn reads(&mut self, app: &Client, size: usize) {
+        eprintln!("bench: reads of {size} claims");
+        let link = support::link("bench-reads");
+        env().script(&["link", "delay", "20", &link.name]);
+        let proxied = support::client_for(&link.kubeconfig).await;
+        let proxied_twins = self.kind.claims(&proxied, &self.instance.claim_namespace);
+        let some_claim = self
+            .local_mirror
+            .objects
+            .borrow()
+            .keys()
+            .next()
+            .cloned()
+            .expect("claims");
+        let some_twin = claimsync::model::naming::remote_claim_name(&some_claim, &self.namespace, &self.instance.id);
+        let time = |n: usize, f: &dyn Fn() -> futures::future::BoxFuture<'static, ()>| {
+            let futures: Vec<_> = (0..n).map(|_| f()).collect();
+            async move {
+                let mut samples = Vec::new();
+                for fut in futures {
+                    let start = Instant::now();
+                    fut.await;
+                    samples.push(ms(start.elapsed()));
+                }
+                samples
+            }
+        };
+        let (mut get_local, mut get_proxy, mut list_local, mut list_proxy): (Runs, Runs, Runs, Runs) =
+            Default::default();
+        let (mut get_local99, mut get_proxy99, mut list_local99, mut list_proxy99): (Runs, Runs, Runs, Runs) =
+            Default::default();
+        let (mut kubectl_local, mut kubectl_proxy) = (Runs::default(), Runs::default());
+        for _ in 0..self.sizes.runs {
+            let (api, name) = (self.local.clone(), some_claim.clone());
+            let s = time(100, &move || {
+                let (api, name) = (api.clone(), name.clone());
+                Box::pin(async move {
+                    api.get(&name).await.expect("bench: local GET");
+                })
+            })
+            .await;
+            Runs::push(&mut get_local, quantile(&s, 0.5));
+            get_local99.push(quantile(&s, 0.99));
+            let (api, name) = (proxied_twins.clone(), some_twin.clone());
+            let s = time(100, &move || {
+                let (api, name) = (api.clone(), name.clone());
+                Box::pin(async move {
+                    api.get(&name).await.expect("bench: GET through the path");
+                })
+            })
+            .await;
+            Runs::push(&mut get_proxy, quantile(&s, 0.5));
+            get_proxy99.push(quantile(&s, 0.99));
+            let api = self.local.clone();
+            let s = time(10, &move || {
+                let api = api.clone();
+                Box::pin(async move {
+                    api.list(&ListParams::default()).await.expect("bench: local LIST");
+                })
+            })
+            .await;
+            Runs::push(&mut list_local, quantile(&s, 0.5));
+            list_local99.push(quantile(&s, 0.99));
+            let api = proxied_twins.clone();
+            let s = time(10, &move || {
+                let api = api.clone();
+                Box::pin(async move {
+                    api.list(&ListParams::default())
+                        .await
+                        .expect("bench: LIST through the path");
+                })
+            })
+            .await;
+            Runs::push(&mut list_proxy, quantile(&s, 0.5));
+            list_proxy99.push(quantile(&s, 0.99));
+            let plural = format!("{}.{}", self.kind.resource.plural, self.kind.group);
+            kubectl_local.push(kubectl_get(&env().app_kubeconfig, &plural, &self.namespace).await);
+            kubectl_proxy.push(kubectl_get(&link.kubeconfig, &plural, &self.instance.claim_namespace).await);
+        }
+        // The path cut: the proxy's reads fail; claimsync's answer from the app cluster.
+        env().script(&["link", "cut", &link.name]);
+        let cut_get = tokio::time::timeout(Duration::from_secs(5), proxied_twins.get(&some_twin)).await;
+        let offline_local = {
+            let start = Instant::now();
+            self.local.get(&some_claim).await.expect("bench: local GET while cut");
+            ms(start.elapsed())
+        };
+        drop(link);
+        let _ = app;
+        let t = &mut self.table;
+        let ratio = |local: &Runs, proxy: &Runs| format!("{}x lower", fmt(proxy.median() / local.median()));
+        t.add(
+            "reads",
+            "claim GET p50 (local vs control plane +20 ms)",
+            get_local.show(" ms"),
+            get_proxy.show(" ms"),
+            ratio(&get_local, &get_proxy),
+            ">= 10x lower p50",
+        );
+        t.add(
+            "reads",
+            "claim GET p99",
+            get_local99.show(" ms"),
+            get_proxy99.show(" ms"),
+            ratio(&get_local99, &get_proxy99),
+            "",
+        );
+        t.add(
+            "reads",
+            format!("LIST of {size} claims p50"),
+            list_local.show(" ms"),
+            list_proxy.show(" ms"),
+            ratio(&list_local, &list_proxy),
+            ">= 10x lower p50",
+        );
+        t.add(
+            "reads",
+            format!("LIST of {size} claims p99"),
+            list_local99.show(" ms"),
+            list_proxy99.show(" ms"),
+            ratio(&list_local99, &list_proxy99),
+            "",
+        );
+        t.add(
+            "reads",
+            format!("kubectl get of {size} claims (whole process)"),
+            kubectl_local.show(" ms"),
+            kubectl_proxy.show(" ms"),
+            ratio(&kubectl_local, &kubectl_proxy),
+            "as it is",
+        );
+        t.add(
+            "reads",
+            "claim GET with the control plane cut",
+            format!("{} ms", fmt(offline_local)),
+            match cut_get {
+                Err(_) => "no answer in 5 s".into(),
+                Ok(Err(e)) => format!("error: {e}"),
+                Ok(Ok(_)) => "answered (unexpected)".into(),
+            },
+            "",
+            "claimsync answers",
+        );
+    }
+
+    /// `size` in-sync claims, claimsync killed and started again, with its journal and without.
+    async fn restart(&mut self, size: usize) {
+        for journal in ["with", "without"] {
+            eprintln!("bench: restart {journal} the journal, {size} claims");
+            self.instance.stop().await;
+            if journal == "without" {
+                let _ = std::fs::remove_dir_all(&self.instance.state_dir);
+            }
+            let start = Instant::now();
+            self.instance.start_with(&[]).await;
+            wait_for(
+                "claimsync in sync after the restart",
+                Duration::from_secs(600),
+                || async {
+                    let metrics = self.instance.ops("/metrics").await?;
+                    metrics
+                        .lines()
+                        .any(|l| l == "claimsync_initial_sync_done 1")
+                        .then_some(())
+                        .ok_or_else(|| "not yet".to_string())
+                },
+            )
+            .await;
+            let in_sync = start.elapsed();
+            // Whatever a restart would still write comes within moments of the in-sync mark; count after a settle.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let counts = requests(&self.instance).await;
+            let (peak, _) = memory(self.instance.pid().expect("claimsync runs"));
+            let t = &mut self.table;
+            t.add(
+                "restart",
+                format!("{size} claims, {journal} journal: time to in sync"),
+                format!("{:.2} s", in_sync.as_secs_f64()),
+                "",
+                "",
+                "< 10 s",
+            );
+            t.add(
+                "restart",
+                format!("{size} claims, {journal} journal: writes"),
+                show_requests(&counts, true),
+                "",
+                "",
+                "0",
+            );
+            t.add(
+                "restart",
+                format!("{size} claims, {journal} journal: reads"),
+                show_requests(&counts, false),
+                "",
+                "",
+                "LISTs per kind, no GET per claim",
+            );
+            t.add(
+                "memory",
+                format!("claimsync peak RSS, restart with {size} claims ({journal} journal)"),
+                format!("{peak:.0} MiB"),
+                "",
+                format!("{} KiB/claim", fmt(peak * 1024.0 / size as f64)),
+                "< 200 MiB at 10,000",
+            );
+        }
+    }
+
+    /// The same burst with Crossplane running: the kind composes a ConfigMap per claim, as a user's would compose
+    /// real resources. Twins exist as soon as claimsync writes them; Replicated waits for nothing of Crossplane.
+    async fn crossplane_burst(&mut self, _app: &Client, control_plane: &Client) {
+        let size = self.sizes.crossplane_burst;
+        if size == 0 {
+            return;
+        }
+        eprintln!("bench: burst of {size} under Crossplane");
+        let scratch = support::namespace(control_plane, "bench-raw-xp").await;
+        let raw_claims = self.kind.claims(control_plane, &scratch);
+        let raw_mirror = Mirror::start(raw_claims.clone());
+        let names: Vec<String> = (0..size).map(|i| format!("xp-raw-{i}")).collect();
+        let start = Instant::now();
+        create_all(&raw_claims, &self.kind.resource, &names).await;
+        let raw_rate = size as f64 / start.elapsed().as_secs_f64();
+        let at = raw_mirror
+            .until("Crossplane to bind every raw claim", Duration::from_secs(3600), |m| {
+                m.values().filter(|c| c.data["spec"]["resourceRef"].is_object()).count() >= size
+            })
+            .await;
+        let raw_bound = size as f64 / (at - start).as_secs_f64();
+
+        let names: Vec<String> = (0..size).map(|i| format!("xp-{i}")).collect();
+        let start = Instant::now();
+        create_all(&self.local, &self.kind.resource, &names).await;
+        let at = self
+            .twin_mirror
+            .until("every twin", Duration::from_secs(3600), |m| m.len() >= size)
+            .await;
+        let remote = size as f64 / (at - start).as_secs_f64();
+        let at = self
+            .local_mirror
+            .until("every claim bound (resourceRef down)", Duration::from_secs(3600), |m| {
+                m.values()
+                    .filter(|c| c.data["spec"]["resourceRef"].is_object() && replicated(c))
+                    .count()
+                    >= size
+            })
+            .await;
+        let bound = size as f64 / (at - start).as_secs_f64();
+        let t = &mut self.table;
+        t.add(
+            "burst+Crossplane",
+            format!("{size} claims: all twins exist"),
+            format!("{} /s", fmt(remote)),
+            format!("{} /s", fmt(raw_rate)),
+            format!("{:.0}%", 100.0 * remote / raw_rate),
+            ">= 80% of raw",
+        );
+        t.add(
+            "burst+Crossplane",
+            format!("{size} claims: all bound, resourceRef shown locally"),
+            format!("{} /s", fmt(bound)),
+            format!("{} /s", fmt(raw_bound)),
+            format!("{:.0}%", 100.0 * bound / raw_bound),
+            ">= 80% of raw",
+        );
+        let _ = self.twin_mirror.count(|_| true);
+    }
+}
+
+fn typed(mut object: DynamicObject, resource: &ApiResource) -> DynamicObject {
+    object.types = Some(kube::api::TypeMeta {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+    });
+    object
+}
+
+/// `kubectl get` of a kind in a namespace as a whole process, in ms.
+async fn kubectl_get(kubeconfig: &Path, resource: &str, namespace: &str) -> f64 {
+    let start = Instant::now();
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", resource, "-n", namespace])
+        .output()
+        .await
+        .expect("bench: kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ms(start.elapsed())
+}
