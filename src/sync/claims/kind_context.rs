@@ -111,7 +111,7 @@ impl KindContext {
 /// Whether resource version `seen` is older than `known`. Kubernetes calls resource versions opaque; the
 /// kube-apiserver's are etcd revisions, so they compare as numbers, and whatever does not parse is not called older
 /// (the caller then trusts what it has).
-fn older(seen: Option<&str>, known: Option<&str>) -> bool {
+pub(super) fn older(seen: Option<&str>, known: Option<&str>) -> bool {
     match (
         seen.and_then(|s| s.parse::<u64>().ok()),
         known.and_then(|k| k.parse::<u64>().ok()),

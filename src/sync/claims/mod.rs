@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::model::conditions::Reason;
 use crate::model::kind::ClaimKind;
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
-use crate::model::vocabulary::ORIGIN_CLUSTER;
+use crate::model::vocabulary::{MANAGER_DOWN, MANAGER_UP, ORIGIN_CLUSTER};
 use crate::sync::caches::{Cache, KindCaches, kind_key};
 use crate::sync::orphans;
 
@@ -43,7 +43,8 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
             Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource),
             watcher::Config::default().labels(&format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id)),
         )
-        .default_backoff(),
+        .default_backoff()
+        .modify(keep_own_managed_fields),
     );
     let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone(), withdrawn, twins.clone()));
     let orphan_twins = twins.clone();
@@ -55,7 +56,8 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
             Api::<DynamicObject>::all_with(ctx.local.clone(), &resource),
             watcher::Config::default(),
         )
-        .default_backoff(),
+        .default_backoff()
+        .modify(keep_own_managed_fields),
     );
     let config = controller::Config::default().concurrency(ctx.concurrency);
     let controller =
@@ -149,6 +151,15 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     tokio::spawn(async move {
         tokio::join!(controller, orphans);
     })
+}
+
+/// Keeps of an object's managed fields only the entries of claimsync's own field managers: the rules read no
+/// others (what went up, what came down), and they are most of a cached claim's size (measured: a cache of 10,000
+/// claims and their twins held every user's and Crossplane's entries).
+fn keep_own_managed_fields(object: &mut DynamicObject) {
+    if let Some(entries) = object.metadata.managed_fields.as_mut() {
+        entries.retain(|entry| matches!(entry.manager.as_deref(), Some(MANAGER_UP | MANAGER_DOWN)));
+    }
 }
 
 /// The messages of a broadcast channel as a stream (a receiver that lags skips what it missed).

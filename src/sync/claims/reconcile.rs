@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::cleanup::{self, set_finalizer};
-use super::kind_context::{KindContext, now, unix_now};
+use super::kind_context::{KindContext, now, older, unix_now};
 use super::secret::{self, SecretCopy};
 use super::status::{event, record_phase, show, write_down};
 use crate::error::{Error, KubeContext, Side};
@@ -33,6 +33,10 @@ use crate::sync::offer::kind_withdrawing;
 /// that claims reconciled together at start are not all looked at again at one moment).
 const RESYNC: Duration = Duration::from_secs(600);
 
+/// How long a claim whose cached version is older than claimsync's own last write to it waits for the cache, and
+/// how recent that write must be for the wait (an app cluster restored from a backup has older versions for good).
+const CACHE_CATCH_UP: Duration = Duration::from_secs(5);
+
 /// The resync delay of one claim: [`RESYNC`] with a random tenth added or taken away.
 pub(super) fn resync() -> Duration {
     use std::hash::{BuildHasher, Hasher};
@@ -47,6 +51,23 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
     let namespace = claim.namespace().unwrap_or_default();
     let name = claim.name_any();
     let object = format!("{} {namespace}/{name}", kctx.resource.kind);
+    let key = kctx.key(&namespace, &name);
+    let record = ctx.journal.claim(&key).unwrap_or_else(|e| {
+        warn!(error = %e, "journal unreadable for this claim; resyncing from the clusters");
+        None
+    });
+    // This claim's own last writes made it newer than the cache holds (its watch event is on its way, and with it
+    // another reconcile): writing from the older version would only be refused (409) and retried.
+    if let Some(record) = &record
+        && record.local_uid == claim.uid().unwrap_or_default()
+        && unix_now().saturating_sub(record.updated_unix) < CACHE_CATCH_UP.as_secs()
+        && older(
+            claim.resource_version().as_deref(),
+            Some(record.local_resource_version.as_str()),
+        )
+    {
+        return Ok(Action::requeue(CACHE_CATCH_UP));
+    }
     // Every later write back into the claim is conditional on the version held here.
     let mut claim = claim.clone();
     if !cleanup::held_by_us(kctx, &claim) {
@@ -60,11 +81,6 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
 
     let remote_name = remote_claim_name(&name, &namespace, &ctx.cluster_id);
     let remote_object = format!("{}/{remote_name}", ctx.claim_namespace);
-    let key = kctx.key(&namespace, &name);
-    let record = ctx.journal.claim(&key).unwrap_or_else(|e| {
-        warn!(error = %e, "journal unreadable for this claim; resyncing from the clusters");
-        None
-    });
 
     if let Some((field, why)) = unsupported_field(&local) {
         let message = format!("{field} is not replicated: {why}; the claim is not sent to the control plane");
@@ -277,9 +293,12 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
     let remote_json = serde_json::to_value(&remote).unwrap_or(Value::Null);
     let down = local_down(&local, &remote_json, &condition, &now());
     record_phase(kctx, claim, &condition);
+    let mut local_version = claim.resource_version().unwrap_or_default();
     if !is_shown(&local, &down) {
         let started = Instant::now();
-        write_down(&kctx.local(&namespace), claim, &local, &down).await?;
+        if let Some(written) = write_down(&kctx.local(&namespace), claim, &local, &down).await? {
+            local_version = written;
+        }
         ctx.metrics.synced("down", started.elapsed());
     }
 
@@ -292,7 +311,7 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         &key,
         &ClaimRecord {
             local_uid: uid.clone(),
-            local_resource_version: claim.resource_version().unwrap_or_default(),
+            local_resource_version: local_version,
             remote_name: remote_name.clone(),
             remote_uid: remote.uid(),
             remote_resource_version: remote.resource_version(),

@@ -23,12 +23,13 @@ use crate::sync::caches::Cache;
 /// Writes the down-state into the local claim (`local` is `claim` as JSON): Crossplane's spec fields and
 /// annotations, then the status. Each write holds only while the claim is still at the version it was read at,
 /// so nothing computed from an older read replaces a user's newer change or a newer status (409 instead).
+/// Returns the claim's resource version after the last write.
 pub async fn write_down(
     local_api: &Api<DynamicObject>,
     claim: &DynamicObject,
     local: &Value,
     down: &LocalDown,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let name = claim.name_any();
     let mut current = None;
     if !spec_shown(local, down) {
@@ -48,15 +49,16 @@ pub async fn write_down(
         current = Some(written);
     }
     if local["status"] != down.status {
-        apply_status(
+        let written = apply_status(
             local_api,
             current.as_ref().unwrap_or(claim),
             &down.status,
             "apply status to claim",
         )
         .await?;
+        current = Some(written);
     }
-    Ok(())
+    Ok(current.as_ref().unwrap_or(claim).resource_version())
 }
 
 /// Server-side applies a local claim's whole status as claimsync's down manager, only while the claim is still at
