@@ -854,67 +854,15 @@ impl Bench {
             .cloned()
             .expect("claims");
         let some_twin = claimsync::model::naming::remote_claim_name(&some_claim, &self.namespace, &self.instance.id);
-        let time = |n: usize, f: &dyn Fn() -> futures::future::BoxFuture<'static, ()>| {
-            let futures: Vec<_> = (0..n).map(|_| f()).collect();
-            async move {
-                let mut samples = Vec::new();
-                for fut in futures {
-                    let start = Instant::now();
-                    fut.await;
-                    samples.push(ms(start.elapsed()));
-                }
-                samples
-            }
-        };
-        let (mut get_local, mut get_proxy, mut list_local, mut list_proxy): (Runs, Runs, Runs, Runs) =
-            Default::default();
-        let (mut get_local99, mut get_proxy99, mut list_local99, mut list_proxy99): (Runs, Runs, Runs, Runs) =
-            Default::default();
+        let (mut get_local, mut get_proxy) = (Quantiles::default(), Quantiles::default());
+        let (mut list_local, mut list_proxy) = (Quantiles::default(), Quantiles::default());
         let (mut kubectl_local, mut kubectl_proxy) = (Runs::default(), Runs::default());
+        let plural = format!("{}.{}", self.kind.resource.plural, self.kind.group);
         for _ in 0..self.sizes.runs {
-            let (api, name) = (self.local.clone(), some_claim.clone());
-            let s = time(100, &move || {
-                let (api, name) = (api.clone(), name.clone());
-                Box::pin(async move {
-                    api.get(&name).await.expect("bench: local GET");
-                })
-            })
-            .await;
-            Runs::push(&mut get_local, quantile(&s, 0.5));
-            get_local99.push(quantile(&s, 0.99));
-            let (api, name) = (proxied_twins.clone(), some_twin.clone());
-            let s = time(100, &move || {
-                let (api, name) = (api.clone(), name.clone());
-                Box::pin(async move {
-                    api.get(&name).await.expect("bench: GET through the path");
-                })
-            })
-            .await;
-            Runs::push(&mut get_proxy, quantile(&s, 0.5));
-            get_proxy99.push(quantile(&s, 0.99));
-            let api = self.local.clone();
-            let s = time(10, &move || {
-                let api = api.clone();
-                Box::pin(async move {
-                    api.list(&ListParams::default()).await.expect("bench: local LIST");
-                })
-            })
-            .await;
-            Runs::push(&mut list_local, quantile(&s, 0.5));
-            list_local99.push(quantile(&s, 0.99));
-            let api = proxied_twins.clone();
-            let s = time(10, &move || {
-                let api = api.clone();
-                Box::pin(async move {
-                    api.list(&ListParams::default())
-                        .await
-                        .expect("bench: LIST through the path");
-                })
-            })
-            .await;
-            Runs::push(&mut list_proxy, quantile(&s, 0.5));
-            list_proxy99.push(quantile(&s, 0.99));
-            let plural = format!("{}.{}", self.kind.resource.plural, self.kind.group);
+            get_local.push(&read_times(&self.local, Some(&some_claim), 100).await);
+            get_proxy.push(&read_times(&proxied_twins, Some(&some_twin), 100).await);
+            list_local.push(&read_times(&self.local, None, 10).await);
+            list_proxy.push(&read_times(&proxied_twins, None, 10).await);
             kubectl_local.push(kubectl_get(&env().app_kubeconfig, &plural, &self.namespace).await);
             kubectl_proxy.push(kubectl_get(&link.kubeconfig, &plural, &self.instance.claim_namespace).await);
         }
@@ -930,38 +878,28 @@ impl Bench {
         let _ = app;
         let t = &mut self.table;
         let ratio = |local: &Runs, proxy: &Runs| format!("{}x lower", fmt(proxy.median() / local.median()));
-        t.add(
-            "reads",
-            "claim GET p50 (local vs control plane +20 ms)",
-            get_local.show(" ms"),
-            get_proxy.show(" ms"),
-            ratio(&get_local, &get_proxy),
-            ">= 10x lower p50",
-        );
-        t.add(
-            "reads",
-            "claim GET p99",
-            get_local99.show(" ms"),
-            get_proxy99.show(" ms"),
-            ratio(&get_local99, &get_proxy99),
-            "",
-        );
-        t.add(
-            "reads",
-            format!("LIST of {size} claims p50"),
-            list_local.show(" ms"),
-            list_proxy.show(" ms"),
-            ratio(&list_local, &list_proxy),
-            ">= 10x lower p50",
-        );
-        t.add(
-            "reads",
-            format!("LIST of {size} claims p99"),
-            list_local99.show(" ms"),
-            list_proxy99.show(" ms"),
-            ratio(&list_local99, &list_proxy99),
-            "",
-        );
+        let rows = [
+            ("claim GET", &get_local, &get_proxy),
+            (&*format!("LIST of {size} claims"), &list_local, &list_proxy),
+        ];
+        for (what, local, proxy) in rows {
+            t.add(
+                "reads",
+                format!("{what} p50 (local vs control plane +20 ms)"),
+                local.p50.show(" ms"),
+                proxy.p50.show(" ms"),
+                ratio(&local.p50, &proxy.p50),
+                ">= 10x lower p50",
+            );
+            t.add(
+                "reads",
+                format!("{what} p99"),
+                local.p99.show(" ms"),
+                proxy.p99.show(" ms"),
+                ratio(&local.p99, &proxy.p99),
+                "",
+            );
+        }
         t.add(
             "reads",
             format!("kubectl get of {size} claims (whole process)"),
@@ -1115,6 +1053,34 @@ fn typed(mut object: DynamicObject, resource: &ApiResource) -> DynamicObject {
         kind: resource.kind.clone(),
     });
     object
+}
+
+/// The p50 and p99 of each run's samples.
+#[derive(Default)]
+struct Quantiles {
+    p50: Runs,
+    p99: Runs,
+}
+
+impl Quantiles {
+    fn push(&mut self, samples: &[f64]) {
+        self.p50.push(quantile(samples, 0.5));
+        self.p99.push(quantile(samples, 0.99));
+    }
+}
+
+/// `n` reads one after another, in ms each: a GET of `name`, or a LIST of the whole collection.
+async fn read_times(api: &Api<DynamicObject>, name: Option<&str>, n: usize) -> Vec<f64> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        match name {
+            Some(name) => drop(api.get(name).await.expect("bench: GET")),
+            None => drop(api.list(&ListParams::default()).await.expect("bench: LIST")),
+        }
+        samples.push(ms(start.elapsed()));
+    }
+    samples
 }
 
 /// `kubectl get` of a kind in a namespace as a whole process, in ms.
