@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::model::conditions::Reason;
 use crate::model::kind::ClaimKind;
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
-use crate::model::vocabulary::{MANAGER_DOWN, MANAGER_UP, ORIGIN_CLUSTER};
+use crate::model::vocabulary::{LAST_APPLIED, MANAGER_DOWN, MANAGER_UP, ORIGIN_CLUSTER};
 use crate::sync::caches::{Cache, KindCaches, kind_key};
 use crate::sync::orphans;
 
@@ -44,7 +44,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
             watcher::Config::default().labels(&format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id)),
         )
         .default_backoff()
-        .modify(keep_own_managed_fields),
+        .modify(slim),
     );
     let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone(), withdrawn, twins.clone()));
     let orphan_twins = twins.clone();
@@ -57,7 +57,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(keep_own_managed_fields),
+        .modify(slim),
     );
     let config = controller::Config::default().concurrency(ctx.concurrency);
     let controller =
@@ -153,12 +153,19 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     })
 }
 
-/// Keeps of an object's managed fields only the entries of claimsync's own field managers: the rules read no
-/// others (what went up, what came down), and they are most of a cached claim's size (measured: a cache of 10,000
-/// claims and their twins held every user's and Crossplane's entries).
-fn keep_own_managed_fields(object: &mut DynamicObject) {
+/// What a cached claim or twin keeps: of its managed fields only claimsync's own managers' entries for the main
+/// resource (the rules read no others: what went up, what came down), and no `kubectl apply` copy of the whole
+/// object. The rest is most of a cached claim's size (the nested field sets are many small maps), and a cache of
+/// 10,000 claims and their twins held it all.
+fn slim(object: &mut DynamicObject) {
     if let Some(entries) = object.metadata.managed_fields.as_mut() {
-        entries.retain(|entry| matches!(entry.manager.as_deref(), Some(MANAGER_UP | MANAGER_DOWN)));
+        entries.retain(|entry| {
+            matches!(entry.manager.as_deref(), Some(MANAGER_UP | MANAGER_DOWN))
+                && entry.subresource.as_deref().unwrap_or_default().is_empty()
+        });
+    }
+    if let Some(annotations) = object.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
     }
 }
 
