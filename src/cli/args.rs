@@ -11,11 +11,34 @@ use kube::api::Api;
 use crate::error::Error;
 use crate::model::identity::IdSource;
 
+/// Where the app cluster is and claimsync's own namespace in it: every subcommand's, also those that never reach
+/// the control plane (`status`, `disconnect`).
 #[derive(Debug, Args)]
-pub struct ClusterArgs {
+pub struct AppArgs {
     /// Kubeconfig of the app cluster (default: in-cluster config, else $KUBECONFIG or ~/.kube/config).
     #[arg(long, env = "CLAIMSYNC_APP_KUBECONFIG")]
     pub app_kubeconfig: Option<PathBuf>,
+    /// claimsync's own namespace in the app cluster, where it records the cluster id (ConfigMap
+    /// `claimsync-identity`) and the disconnect mark; default: $POD_NAMESPACE, else `claimsync-system`. It must exist.
+    #[arg(long, env = "CLAIMSYNC_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl AppArgs {
+    /// claimsync's own namespace: the flag, else the pod's namespace, else `claimsync-system`.
+    pub fn own_namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| "claimsync-system".to_string())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
     /// Kubeconfig file of the control plane.
     #[arg(
         long,
@@ -38,10 +61,6 @@ pub struct ClusterArgs {
     /// chosen it is pinned: a different one is refused.
     #[arg(long, env = "CLAIMSYNC_CLUSTER_ID")]
     pub cluster_id: Option<String>,
-    /// claimsync's own namespace in the app cluster, where it records the cluster id (ConfigMap
-    /// `claimsync-identity`); default: $POD_NAMESPACE, else `claimsync-system`. It must exist.
-    #[arg(long, env = "CLAIMSYNC_NAMESPACE")]
-    pub namespace: Option<String>,
 }
 
 impl ClusterArgs {
@@ -55,13 +74,8 @@ impl ClusterArgs {
         Ok(())
     }
 
-    /// claimsync's own namespace: the flag, else the pod's namespace, else `claimsync-system`.
     pub fn own_namespace(&self) -> String {
-        self.namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
-            .unwrap_or_else(|| "claimsync-system".to_string())
+        self.app.own_namespace()
     }
 
     /// The cluster id to use and where it came from: `--cluster-id`, else the uid of `kube-system`.

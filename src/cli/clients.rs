@@ -11,7 +11,7 @@ use kube::{Client, Config};
 
 use std::sync::Arc;
 
-use super::args::ClusterArgs;
+use super::args::{AppArgs, ClusterArgs};
 use crate::error::Error;
 use crate::ops::counting::counted_client;
 use crate::ops::metrics::Metrics;
@@ -19,7 +19,7 @@ use crate::ops::metrics::Metrics;
 /// How long start-up waits for each API server before giving up with a clear message.
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub async fn app_client(args: &ClusterArgs, metrics: &Arc<Metrics>) -> Result<Client, Error> {
+pub async fn app_client(args: &AppArgs, metrics: &Arc<Metrics>) -> Result<Client, Error> {
     let config = match &args.app_kubeconfig {
         Some(path) => from_file(path, "--app-kubeconfig").await?,
         None => Config::infer().await.map_err(|e| {

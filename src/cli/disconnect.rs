@@ -4,7 +4,6 @@
 //! claimsync made (once no claim of them is left). It never talks to the control plane.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use clap::Args;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -13,7 +12,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::args::ClusterArgs;
+use super::args::AppArgs;
 use crate::error::{Error, KubeContext, Side};
 use crate::model::kind::{claim_kind, group_allowed};
 use crate::model::vocabulary::{FINALIZER, IDENTITY_CONFIGMAP, MANAGED_BY, REPLICATED_BY};
@@ -22,13 +21,9 @@ use crate::sync::identity::DISCONNECTED;
 
 #[derive(Debug, Args)]
 pub struct DisconnectArgs {
-    /// Kubeconfig of the app cluster (default: in-cluster config, else $KUBECONFIG or ~/.kube/config).
-    #[arg(long, env = "CLAIMSYNC_APP_KUBECONFIG")]
-    pub app_kubeconfig: Option<PathBuf>,
-    /// claimsync's own namespace (default: $POD_NAMESPACE, else `claimsync-system`): the claims it holds there
-    /// are released.
-    #[arg(long, env = "CLAIMSYNC_NAMESPACE")]
-    pub namespace: Option<String>,
+    // The app cluster, and claimsync's namespace there: the claims that claimsync holds are released.
+    #[command(flatten)]
+    pub app: AppArgs,
     /// Also delete the local claims that are released, and the claim CRDs claimsync made once they hold no claim.
     /// The control plane is never touched: every twin stays.
     #[arg(long)]
@@ -49,17 +44,9 @@ const PASSES: usize = 10;
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
-    let clusters = ClusterArgs {
-        app_kubeconfig: args.app_kubeconfig.clone(),
-        control_plane_kubeconfig: None,
-        control_plane_kubeconfig_secret: None,
-        claim_namespace: String::new(),
-        cluster_id: None,
-        namespace: args.namespace.clone(),
-    };
-    let instance = clusters.own_namespace();
+    let instance = args.app.own_namespace();
     let local =
-        super::clients::app_client(&clusters, &std::sync::Arc::new(crate::ops::metrics::Metrics::new())).await?;
+        super::clients::app_client(&args.app, &std::sync::Arc::new(crate::ops::metrics::Metrics::new())).await?;
     super::clients::reachable(&local, "app cluster").await?;
     mark_disconnected(&local, &instance).await?;
 

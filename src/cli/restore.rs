@@ -52,7 +52,7 @@ struct Row {
 pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
     let clusters = &args.clusters;
     clusters.check()?;
-    let local = app_client(clusters, &Arc::new(Metrics::new())).await?;
+    let local = app_client(&clusters.app, &Arc::new(Metrics::new())).await?;
     reachable(&local, "app cluster").await?;
     let (config, _) = RemoteSource::from_args(clusters)?.load(&local).await?;
     let remote = Client::try_from(config).map_err(|e| Error::Config(format!("control plane: {e}")))?;

@@ -67,7 +67,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     if !args.ops_addr.is_empty() {
         ops::server::serve(&args.ops_addr, ops.clone()).await?;
     }
-    let local = app_client(clusters, &metrics).await?;
+    let local = app_client(&clusters.app, &metrics).await?;
     reachable(&local, "app cluster").await?;
     // The aggregated API needs only the app cluster: it serves before (and whether or not) the rest starts.
     let shim = super::shim::start(&args, &local).await?;

@@ -2,7 +2,6 @@
 //! cluster alone: claimsync's CRDs, their claims and each claim's `Replicated` condition, so it answers while the
 //! control plane is unreachable. Reads only.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -12,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::Value;
 
-use super::args::ClusterArgs;
+use super::args::{AppArgs, kube_system_uid};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::kind::{claim_kind, group_allowed};
 use crate::model::naming::remote_claim_name;
@@ -23,13 +22,8 @@ use crate::sync::claims::api_resource;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Kubeconfig of the app cluster (default: in-cluster config, else $KUBECONFIG or ~/.kube/config).
-    #[arg(long, env = "CLAIMSYNC_APP_KUBECONFIG")]
-    pub app_kubeconfig: Option<PathBuf>,
-    /// claimsync's own namespace, where its cluster id is recorded (default: $POD_NAMESPACE, else
-    /// `claimsync-system`).
-    #[arg(long, env = "CLAIMSYNC_NAMESPACE")]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub app: AppArgs,
     /// Only claims of this namespace.
     #[arg(long, short = 'n')]
     pub claims_namespace: Option<String>,
@@ -40,16 +34,8 @@ pub struct StatusArgs {
 }
 
 pub async fn status(args: StatusArgs) -> Result<(), Error> {
-    let clusters = ClusterArgs {
-        app_kubeconfig: args.app_kubeconfig.clone(),
-        control_plane_kubeconfig: None,
-        control_plane_kubeconfig_secret: None,
-        claim_namespace: String::new(),
-        cluster_id: None,
-        namespace: args.namespace.clone(),
-    };
-    let local = super::clients::app_client(&clusters, &Arc::new(Metrics::new())).await?;
-    let own = clusters.own_namespace();
+    let local = super::clients::app_client(&args.app, &Arc::new(Metrics::new())).await?;
+    let own = args.app.own_namespace();
     // The recorded id names the twins; without a record, the default one.
     let recorded = Api::<ConfigMap>::namespaced(local.clone(), &own)
         .get_opt(IDENTITY_CONFIGMAP)
@@ -59,7 +45,7 @@ pub async fn status(args: StatusArgs) -> Result<(), Error> {
         .and_then(|d| d.get("clusterID").cloned());
     let cluster_id = match recorded {
         Some(id) => id,
-        None => clusters.cluster_id(&local).await?.0,
+        None => kube_system_uid(&local).await?,
     };
     let crds = Api::<CustomResourceDefinition>::all(local.clone())
         .list(&ListParams::default().labels(&format!("{MANAGED_BY}=claimsync")))
