@@ -193,6 +193,30 @@ impl Instance {
         )
     }
 
+    /// Runs `claimsync restore` for this instance as an operator would (with `extra`, e.g. `--dry-run`), expecting
+    /// success; returns what it printed.
+    pub async fn restore(&self, extra: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_claimsync"))
+            .arg("restore")
+            .args(extra)
+            .arg("--app-kubeconfig")
+            .arg(&self.app_kubeconfig)
+            .arg("--control-plane-kubeconfig")
+            .arg(&env().control_plane_kubeconfig)
+            .args(["--claim-namespace", &self.claim_namespace, "--cluster-id", &self.id])
+            .args(["--namespace", &self.own_namespace])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "restore failed: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
     /// Makes this instance reach the control plane through a link of its own, which the test can cut, reset,
     /// delay and restore (`link("cut")`); call before starting it.
     pub fn use_link(&mut self) {

@@ -628,33 +628,6 @@ async fn a_rotated_token_is_picked_up_and_a_rejected_one_is_said() {
     }
 }
 
-/// Runs `claimsync restore` as an operator would; returns what it printed.
-async fn restore(instance: &Instance) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_claimsync"))
-        .arg("restore")
-        .arg("--app-kubeconfig")
-        .arg(&env().app_kubeconfig)
-        .arg("--control-plane-kubeconfig")
-        .arg(&env().control_plane_kubeconfig)
-        .args([
-            "--claim-namespace",
-            &instance.claim_namespace,
-            "--cluster-id",
-            &instance.id,
-        ])
-        .args(["--namespace", &instance.own_namespace])
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "restore failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_brings_lost_claims_back_without_a_new_composite() {
     let _env = support::env_shared().await;
@@ -692,7 +665,7 @@ async fn restore_brings_lost_claims_back_without_a_new_composite() {
         .await
         .unwrap();
     kind.wait_local(&app).await;
-    let said = restore(&instance).await;
+    let said = instance.restore(&[]).await;
     assert_eq!(said.matches("restored").count(), 2, "{said}");
     wait_converged(
         &kind,
@@ -737,7 +710,7 @@ async fn restore_brings_lost_claims_back_without_a_new_composite() {
     })
     .await;
     assert_eq!(twins(&kind, &instance).await.len(), 2, "orphaned twins are kept");
-    let said = restore(&instance).await;
+    let said = instance.restore(&[]).await;
     assert_eq!(said.matches("restored").count(), 2, "{said}");
     wait_converged(
         &kind,

@@ -276,26 +276,7 @@ async fn labels_that_lie_do_not_let_one_tenant_reach_the_other() {
         "the other cluster's twin was written"
     );
     // Nor is it the first cluster's orphan, nor restored there.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_claimsync"))
-        .arg("restore")
-        .arg("--dry-run")
-        .arg("--app-kubeconfig")
-        .arg(&env().app_kubeconfig)
-        .arg("--control-plane-kubeconfig")
-        .arg(&env().control_plane_kubeconfig)
-        .args([
-            "--claim-namespace",
-            &shared,
-            "--cluster-id",
-            &first.id,
-            "--namespace",
-            &first.own_namespace,
-        ])
-        .output()
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let said = first.restore(&["--dry-run"]).await;
     assert!(!said.contains(&second_name), "{said}");
     let local_secret = Api::<Secret>::namespaced(first.app.clone(), &ns)
         .get("mine-conn")
