@@ -72,31 +72,21 @@ impl RemoteCaches {
                 }
             }
         });
-        let (crds, crd_events) = Cache::fill(
-            reflector::store::Writer::<CustomResourceDefinition>::default(),
-            watcher(
-                Api::<CustomResourceDefinition>::all(remote.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff(),
+        let (crds, crds_task) = watched(
+            reflector::store::Writer::default(),
+            Api::<CustomResourceDefinition>::all(remote.clone()),
+            watcher::Config::default(),
         );
-        let crds_task = tokio::spawn(crd_events.for_each(|_| futures::future::ready(())));
-        let resource = xrd_resource();
-        let (xrds, xrd_events) = Cache::fill(
-            reflector::store::Writer::<DynamicObject>::new(resource.clone()),
-            watcher(
-                Api::<DynamicObject>::all_with(remote.clone(), &resource),
-                watcher::Config::default(),
-            )
-            .default_backoff(),
+        let (xrds, xrds_task) = watched(
+            reflector::store::Writer::new(xrd_resource()),
+            Api::<DynamicObject>::all_with(remote.clone(), &xrd_resource()),
+            watcher::Config::default(),
         );
-        let xrds_task = tokio::spawn(xrd_events.for_each(|_| futures::future::ready(())));
-        let ours = watcher::Config::default().labels(&format!("{MANAGED_BY}=claimsync"));
-        let (local_secrets, local_events) = Cache::fill(
-            reflector::store::Writer::<Secret>::default(),
-            watcher(Api::<Secret>::all(local.clone()), ours).default_backoff(),
+        let (local_secrets, local_task) = watched(
+            reflector::store::Writer::default(),
+            Api::<Secret>::all(local.clone()),
+            watcher::Config::default().labels(&format!("{MANAGED_BY}=claimsync")),
         );
-        let local_task = tokio::spawn(local_events.for_each(|_| futures::future::ready(())));
         let caches = RemoteCaches {
             secrets,
             secret_changes,
@@ -129,6 +119,16 @@ impl RemoteCaches {
     pub fn kind(&self, key: &str) -> Option<KindCaches> {
         self.kinds.lock().expect("kind caches").get(key).cloned()
     }
+}
+
+/// A cache kept by a watch of `api` that a task of its own drives (until aborted).
+fn watched<K>(writer: reflector::store::Writer<K>, api: Api<K>, config: watcher::Config) -> (Cache<K>, JoinHandle<()>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (cache, events) = Cache::fill(writer, watcher(api, config).default_backoff());
+    (cache, tokio::spawn(events.for_each(|_| futures::future::ready(()))))
 }
 
 /// A store and whether its first listing has filled it. (Not `Store::wait_until_ready`: in kube-runtime 5 its
