@@ -193,6 +193,34 @@ async fn mismatch(kind: &TestKind, instance: &Instance) -> Option<String> {
     None
 }
 
+/// A claimsync (through a link of its own when `link`), a claim kind of its own offered and established in the
+/// app cluster, a namespace it replicates, and `count` claims `<ns>/<name_prefix><i>` created there.
+async fn fleet(
+    prefix: &str,
+    kind_name: &str,
+    link: bool,
+    name_prefix: &str,
+    count: usize,
+) -> (Instance, TestKind, String, Vec<String>) {
+    let mut instance = Instance::new(prefix).await;
+    if link {
+        instance.use_link();
+    }
+    instance.start().await;
+    let kind = TestKind::offer(
+        &instance.control_plane,
+        prefix,
+        kind_name,
+        json!({"color": {"type": "string"}}),
+    )
+    .await;
+    kind.wait_local(&instance.app).await;
+    let ns = instance.namespace(prefix).await;
+    let claims: Vec<String> = (0..count).map(|i| format!("{ns}/{name_prefix}{i}")).collect();
+    create_claims(&kind, &instance.app, &claims).await;
+    (instance, kind, ns, claims)
+}
+
 async fn wait_converged(kind: &TestKind, instance: &Instance, what: &str, timeout: Duration) {
     wait_for(what, timeout, || async {
         match mismatch(kind, instance).await {
@@ -306,15 +334,8 @@ async fn an_outage_with_hundreds_of_changes_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn started_while_cut_it_works_offline_and_converges_when_the_link_returns() {
     let _env = support::env_shared().await;
-    let mut instance = Instance::new("cutstart").await;
-    instance.use_link();
-    instance.start().await;
+    let (mut instance, kind, ns, claims) = fleet("cutstart", "Cutstart", true, "c", 5).await;
     let (app, cp) = (instance.app.clone(), instance.control_plane.clone());
-    let kind = TestKind::offer(&cp, "cutstart", "Cutstart", json!({"color": {"type": "string"}})).await;
-    kind.wait_local(&app).await;
-    let ns = instance.namespace("cutstart").await;
-    let claims: Vec<String> = (0..5).map(|i| format!("{ns}/c{i}")).collect();
-    create_claims(&kind, &app, &claims).await;
     wait_converged(
         &kind,
         &instance,
@@ -387,15 +408,8 @@ async fn started_while_cut_it_works_offline_and_converges_when_the_link_returns(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_link_with_edits_throughout_converges() {
     let _env = support::env_shared().await;
-    let mut instance = Instance::new("flap").await;
-    instance.use_link();
-    instance.start().await;
+    let (instance, kind, _, claims) = fleet("flap", "Flapper", true, "f", 10).await;
     let (app, cp) = (instance.app.clone(), instance.control_plane.clone());
-    let kind = TestKind::offer(&cp, "flap", "Flapper", json!({"color": {"type": "string"}})).await;
-    kind.wait_local(&app).await;
-    let ns = instance.namespace("flap").await;
-    let claims: Vec<String> = (0..10).map(|i| format!("{ns}/f{i}")).collect();
-    create_claims(&kind, &app, &claims).await;
     wait_converged(
         &kind,
         &instance,
@@ -631,14 +645,8 @@ async fn a_rotated_token_is_picked_up_and_a_rejected_one_is_said() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_brings_lost_claims_back_without_a_new_composite() {
     let _env = support::env_shared().await;
-    let mut instance = Instance::new("restore").await;
-    instance.start().await;
+    let (mut instance, kind, ns, claims) = fleet("restore", "Keeper", false, "k", 2).await;
     let (app, cp) = (instance.app.clone(), instance.control_plane.clone());
-    let kind = TestKind::offer(&cp, "restore", "Keeper", json!({"color": {"type": "string"}})).await;
-    kind.wait_local(&app).await;
-    let ns = instance.namespace("restore").await;
-    let claims: Vec<String> = ["k1", "k2"].iter().map(|n| format!("{ns}/{n}")).collect();
-    create_claims(&kind, &app, &claims).await;
     patch_claim(
         &kind,
         &app,
@@ -674,9 +682,9 @@ async fn restore_brings_lost_claims_back_without_a_new_composite() {
         Duration::from_secs(120),
     )
     .await;
-    let k1 = kind.claims(&app, &ns).get("k1").await.unwrap();
-    assert_eq!(k1.labels().get("team").map(String::as_str), Some("blue"));
-    assert_eq!(k1.data["spec"]["color"], "red");
+    let k0 = kind.claims(&app, &ns).get("k0").await.unwrap();
+    assert_eq!(k0.labels().get("team").map(String::as_str), Some("blue"));
+    assert_eq!(k0.data["spec"]["color"], "red");
     assert_twins_bound_as_before(&kind, &instance, &before).await;
 
     // 2. Wiped without claimsync seeing a delete (finalizers removed by hand while it was down; with it running, it
