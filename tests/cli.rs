@@ -186,7 +186,7 @@ async fn claimsync(args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_the_sync_table_and_disconnect_lets_go_of_every_claim() {
     let _env = support::env_shared().await;
-    let (instance, ns, local) = crate::claim_support::ready_instance("disc", "kept").await;
+    let (mut instance, ns, local) = crate::claim_support::ready_instance("disc", "kept").await;
     kubectl_apply(&cluster_claim_yaml(
         &ns,
         "also",
@@ -243,4 +243,18 @@ async fn status_shows_the_sync_table_and_disconnect_lets_go_of_every_claim() {
         assert_eq!(before.uid(), after.uid());
         assert!(after.metadata.deletion_timestamp.is_none(), "a twin is being deleted");
     }
+
+    // Starting again means replicating again: the start clears the mark, and a new claim goes up.
+    instance.stop().await;
+    instance.start().await;
+    kubectl_apply(&cluster_claim_yaml(
+        &ns,
+        "again",
+        &support::unique("kc"),
+        "again-conn",
+        "",
+    ))
+    .await
+    .unwrap();
+    wait_ready(&local, "again", &instance).await;
 }
