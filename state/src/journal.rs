@@ -3,6 +3,7 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,6 +17,16 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &[u8] = b"claimsync.format_version";
 /// File sled 0.34 keeps its data in, inside the database directory.
 const SLED_DATA_FILE: &str = "db";
+
+/// How long an open waits for the file lock of a journal that was just closed: sled lets go of it from its
+/// background flusher a moment after the last handle is dropped (a reset reopens at once; found as a flaky unit
+/// test). A journal another process holds is still refused, after this wait.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether sled could not take the journal's file lock (it says so only in the error's text).
+fn is_lock_busy(error: &std::io::Error) -> bool {
+    error.to_string().contains("could not acquire lock")
+}
 
 /// sled's page cache: its default (1 GiB) let the journal of 10,000 claims grow claimsync's memory by what it
 /// read and wrote; a few MiB keep the hot records, and a miss is a read of a local file.
@@ -47,14 +58,20 @@ impl Journal {
     /// Opens (creating if missing) the journal in `dir` and checks its format version.
     pub fn open(dir: &Path) -> Result<Journal, JournalError> {
         let existed = dir.join(SLED_DATA_FILE).exists();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|source| JournalError::Open {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open() {
+                Err(sled::Error::Io(e)) if is_lock_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened => {
+                    break opened.map_err(|source| JournalError::Open {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+            }
+        };
         Self::init(db, dir, existed)
     }
 
