@@ -1,10 +1,28 @@
 //! Field ownership from `metadata.managedFields`: which parts of an object each field manager set, so claimsync
 //! can tell the user's intent from what defaulting or Crossplane filled in. Pure functions over JSON.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
-/// The union of the field sets (`fieldsV1`) of every manager accepted by `include`, for the main resource (not
-/// the status subresource). `None` when the object carries no managed fields at all.
+/// A field set packed into its JSON text, for objects held in a cache: a field set is a tree of small maps, and as
+/// a `Value` each map costs a few hundred bytes, several times its text. `owned_fields` reads either form.
+pub fn pack(set: &mut Value) {
+    if !set.is_string() {
+        *set = Value::String(set.to_string());
+    }
+}
+
+/// A field set as a tree, unpacking one that `pack` made (a packed set that does not parse counts as empty).
+fn unpacked(set: &Value) -> Cow<'_, Value> {
+    match set {
+        Value::String(text) => Cow::Owned(serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Map::new()))),
+        tree => Cow::Borrowed(tree),
+    }
+}
+
+/// The union of the field sets (`fieldsV1`, packed or not) of every manager accepted by `include`, for the main
+/// resource (not the status subresource). `None` when the object carries no managed fields at all.
 pub fn owned_fields(object: &Value, include: impl Fn(&str) -> bool) -> Option<Value> {
     let entries = object.pointer("/metadata/managedFields")?.as_array()?;
     if entries.is_empty() {
@@ -18,7 +36,7 @@ pub fn owned_fields(object: &Value, include: impl Fn(&str) -> bool) -> Option<Va
             && include(manager)
             && let Some(set) = entry.get("fieldsV1")
         {
-            merge_sets(&mut union, set);
+            merge_sets(&mut union, &unpacked(set));
         }
     }
     Some(union)
@@ -147,6 +165,25 @@ mod tests {
         let set = owned_fields(&obj, |m| m != "claimsync-down").unwrap();
         assert_eq!(set, json!({"f:spec": {"f:id": {}, "f:parameters": {"f:size": {}}}}));
         assert_eq!(owned_fields(&json!({"metadata": {}}), |_| true), None);
+    }
+
+    #[test]
+    fn packed_field_sets_read_as_the_trees_they_were() {
+        let mut packed = json!({"f:spec": {".": {}, "f:parameters": {"f:size": {}}}});
+        let tree = packed.clone();
+        pack(&mut packed);
+        assert!(packed.is_string());
+        let mut twice = packed.clone();
+        pack(&mut twice);
+        assert_eq!(twice, packed, "packing a packed set leaves it as it is");
+        let obj = object_with(json!([
+            {"manager": "claimsync", "fieldsV1": packed},
+            {"manager": "claimsync", "fieldsV1": {"f:metadata": {"f:labels": {"f:a": {}}}}},
+            {"manager": "claimsync", "fieldsV1": "not a field set"},
+        ]));
+        let union = owned_fields(&obj, |_| true).unwrap();
+        assert_eq!(union["f:spec"], tree["f:spec"]);
+        assert_eq!(union["f:metadata"], json!({"f:labels": {"f:a": {}}}));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -27,6 +28,7 @@ pub use self::kind_context::api_resource;
 use crate::context::Context;
 use crate::error::Error;
 use crate::model::conditions::Reason;
+use crate::model::fields::pack;
 use crate::model::kind::ClaimKind;
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::vocabulary::{LAST_APPLIED, MANAGER_DOWN, MANAGER_UP, ORIGIN_CLUSTER};
@@ -154,15 +156,21 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
 }
 
 /// What a cached claim or twin keeps: of its managed fields only claimsync's own managers' entries for the main
-/// resource (the rules read no others: what went up, what came down), and no `kubectl apply` copy of the whole
-/// object. The rest is most of a cached claim's size (the nested field sets are many small maps), and a cache of
-/// 10,000 claims and their twins held it all.
+/// resource (the rules read no others: what went up, what came down), their field sets packed into text, and no
+/// `kubectl apply` copy of the whole object. The rest was most of a cached claim's size (the nested field sets are
+/// many small maps), and a cache of 10,000 claims and their twins held it all. Cached objects are never written
+/// back whole.
 fn slim(object: &mut DynamicObject) {
     if let Some(entries) = object.metadata.managed_fields.as_mut() {
         entries.retain(|entry| {
             matches!(entry.manager.as_deref(), Some(MANAGER_UP | MANAGER_DOWN))
                 && entry.subresource.as_deref().unwrap_or_default().is_empty()
         });
+        for entry in entries.iter_mut() {
+            if let Some(FieldsV1(set)) = entry.fields_v1.as_mut() {
+                pack(set);
+            }
+        }
     }
     if let Some(annotations) = object.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
