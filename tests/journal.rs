@@ -137,6 +137,17 @@ async fn restart_against_in_sync_clusters_writes_nothing() {
     .await;
     instance.stop().await;
     assert_no_writes_after_start(&mut instance, "restart with the journal").await;
+    // Nor into its journal: confirming a claim in sync rewrites no record.
+    let metrics = instance.ops("/metrics").await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "claimsync_journal_claim_writes_total 0"),
+        "restart with the journal rewrote claim records:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("journal"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     assert_events_mirrored_once(&instance, &ns, "restart with the journal").await;
     instance.stop().await;

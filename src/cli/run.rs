@@ -122,6 +122,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     let mut disconnected = identity::disconnect_switch(&local, &instance).await?;
     ops.ready.store(true, Ordering::Relaxed);
+    metrics.count_journal_writes(&journal);
     tokio::spawn(measure_journal(journal.clone(), metrics.clone()));
     let mut shutdown = std::pin::pin!(shutdown_signal());
 

@@ -3,13 +3,15 @@
 //! done. Recording only; the controllers call in, the ops server encodes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use claimsync_state::Journal;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -65,9 +67,27 @@ impl Collector for Phases {
     }
 }
 
+/// Claim records the journal wrote, read from the journal at each scrape (0 until `count_journal_writes`).
+#[derive(Clone, Debug, Default)]
+struct JournalWrites(Arc<OnceLock<Journal>>);
+
+impl Collector for JournalWrites {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let writes = ConstCounter::new(self.0.get().map_or(0, Journal::claim_writes));
+        let metric = encoder.encode_descriptor(
+            "journal_claim_writes",
+            "Claim records written to or removed from the journal since start",
+            None,
+            writes.metric_type(),
+        )?;
+        writes.encode(metric)
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     phases: Phases,
+    journal_writes: JournalWrites,
     pub syncs: Family<DirectionLabels, Counter>,
     pub sync_seconds: Family<DirectionLabels, Histogram>,
     pub api_requests: Family<ApiLabels, Counter>,
@@ -90,6 +110,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("claimsync");
         let phases = Phases::default();
         registry.register_collector(Box::new(phases.clone()));
+        let journal_writes = JournalWrites::default();
+        registry.register_collector(Box::new(journal_writes.clone()));
         let syncs = Family::<DirectionLabels, Counter>::default();
         registry.register(
             "syncs",
@@ -142,6 +164,7 @@ impl Metrics {
             registry,
             claim_kinds,
             phases,
+            journal_writes,
             syncs,
             sync_seconds,
             api_requests,
@@ -151,6 +174,11 @@ impl Metrics {
             orphans,
             initial_sync_done,
         }
+    }
+
+    /// Counts the claim records `journal` writes from now on (the first journal given is the one counted).
+    pub fn count_journal_writes(&self, journal: &Journal) {
+        let _ = self.journal_writes.0.set(journal.clone());
     }
 
     /// Records a claim's phase (`key` is its journal key, `kind` its kind).
@@ -208,5 +236,18 @@ mod tests {
         );
         assert!(!text.contains(r#"kind="B""#), "{text}");
         assert!(text.contains(r#"claimsync_syncs_total{direction="up"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn journal_writes_are_read_from_the_journal_counted() {
+        let metrics = Metrics::new();
+        assert!(metrics.encode().contains("claimsync_journal_claim_writes_total 0"));
+        let journal = Journal::temporary().expect("journal");
+        metrics.count_journal_writes(&journal);
+        let key = claimsync_state::ClaimKey::new("g", "K", "ns", "a");
+        journal.put_claim(&key, &Default::default()).expect("put");
+        journal.remove_claim(&key).expect("remove");
+        let text = metrics.encode();
+        assert!(text.contains("claimsync_journal_claim_writes_total 2"), "{text}");
     }
 }

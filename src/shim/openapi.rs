@@ -108,7 +108,7 @@ fn schemas() -> Value {
                 "message": string("The message of the claim's Replicated condition."),
                 "localResourceVersion": string("The local claim's resourceVersion."),
                 "remoteResourceVersion": string("The twin's resourceVersion when last synced (from the journal)."),
-                "lastSyncTime": {"type": "string", "format": "date-time", "description": "When the claim was last synced (from the journal; else since when it is Synced)."},
+                "lastSyncTime": {"type": "string", "format": "date-time", "description": "When claimsync last synced a change of the claim, up or down (from the journal; else since when it is Synced). A resync that finds nothing to change leaves it."},
                 "lastError": string("The last error replicating the claim (from the journal)."),
                 "pendingPatch": {"type": "array", "description": "What would go up but has not yet: an RFC 6902 JSON Patch against the last remote state.",
                                  "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},

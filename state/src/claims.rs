@@ -1,6 +1,8 @@
 //! Claim records: what was last synced for each replicated claim, keyed by
 //! [`ClaimKey`] (see `keys.rs` for the encoding that makes per-kind scans exact).
 
+use std::sync::atomic::Ordering;
+
 use crate::error::JournalError;
 use crate::journal::{CLAIMS, Journal, decode, encode, storage};
 use crate::keys::{decode_claim_key, encode_claim_key, kind_prefix};
@@ -19,6 +21,7 @@ impl Journal {
     /// Stores `rec` as the record of `key`, replacing any previous one.
     pub fn put_claim(&self, key: &ClaimKey, rec: &ClaimRecord) -> Result<(), JournalError> {
         let value = encode(CLAIMS, key, rec)?;
+        self.claim_writes.fetch_add(1, Ordering::Relaxed);
         self.claims
             .insert(encode_claim_key(key), value)
             .map(drop)
@@ -48,6 +51,7 @@ impl Journal {
                 .compare_and_swap(&raw_key, old, new)
                 .map_err(storage(|| format!("updating claim {key}")))?;
             if swapped.is_ok() {
+                self.claim_writes.fetch_add(1, Ordering::Relaxed);
                 return Ok(next);
             }
         }
@@ -55,6 +59,7 @@ impl Journal {
 
     /// Forgets the record of `key` (no error if there is none).
     pub fn remove_claim(&self, key: &ClaimKey) -> Result<(), JournalError> {
+        self.claim_writes.fetch_add(1, Ordering::Relaxed);
         self.claims
             .remove(encode_claim_key(key))
             .map(drop)

@@ -3,6 +3,8 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -52,6 +54,8 @@ pub struct Journal {
     pub(crate) catalog: sled::Tree,
     /// Mirrored-event marks.
     pub(crate) events: sled::Tree,
+    /// Claim records written or removed through this handle and its clones since it was opened.
+    pub(crate) claim_writes: Arc<AtomicU64>,
 }
 
 impl Journal {
@@ -162,7 +166,14 @@ impl Journal {
             catalog: open_tree(CATALOG)?,
             events: open_tree(EVENTS)?,
             db,
+            claim_writes: Arc::default(),
         })
+    }
+
+    /// How many claim records were written or removed since the journal was opened (a confirmation that changes
+    /// nothing should not be one).
+    pub fn claim_writes(&self) -> u64 {
+        self.claim_writes.load(Ordering::Relaxed)
     }
 
     /// Decodes every stored entry, returning the first corruption found.

@@ -73,6 +73,16 @@ pub struct ClaimRecord {
     pub updated_unix: u64,
 }
 
+impl ClaimRecord {
+    /// Whether two records say the same of their claim, whenever each was written: a record that only confirms
+    /// the one before needs no write.
+    pub fn says_the_same(&self, other: &ClaimRecord) -> bool {
+        let mut same_time = other.clone();
+        same_time.updated_unix = self.updated_unix;
+        *self == same_time
+    }
+}
+
 /// A claim kind offered by the control plane, as last replicated locally.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CatalogEntry {
@@ -104,4 +114,43 @@ pub(crate) struct EventMark {
     pub count: u64,
     /// Unix time (seconds) the mark was last written.
     pub recorded_unix: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_that_differ_only_in_time_say_the_same() {
+        let first = ClaimRecord {
+            local_uid: "u".into(),
+            local_resource_version: "10".into(),
+            last_status: Some(serde_json::json!({"ready": true})),
+            updated_unix: 100,
+            ..ClaimRecord::default()
+        };
+        let later = ClaimRecord {
+            updated_unix: 900,
+            ..first.clone()
+        };
+        assert!(first.says_the_same(&later));
+        assert_eq!(later.updated_unix, 900, "the comparison leaves both as they are");
+        let changed = [
+            ClaimRecord {
+                local_resource_version: "11".into(),
+                ..later.clone()
+            },
+            ClaimRecord {
+                last_status: Some(serde_json::json!({"ready": false})),
+                ..later.clone()
+            },
+            ClaimRecord {
+                last_error: Some("refused".into()),
+                ..later.clone()
+            },
+        ];
+        for other in changed {
+            assert!(!first.says_the_same(&other), "{other:?}");
+        }
+    }
 }

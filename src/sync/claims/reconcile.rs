@@ -307,25 +307,27 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         _ => None,
     };
     let status_hash = content_hash(&json!({"spec": down.spec, "annotations": down.annotations, "status": down.status}));
-    ctx.journal.put_claim(
-        &key,
-        &ClaimRecord {
-            local_uid: uid.clone(),
-            local_resource_version: local_version,
-            remote_name: remote_name.clone(),
-            remote_uid: remote.uid(),
-            remote_resource_version: remote.resource_version(),
-            spec_hash_up: Some(intent_hash),
-            last_intent: Some(intent),
-            status_hash_down: Some(status_hash),
-            secret_hash_down: secret_hash,
-            secret_name_down: secret_name.map(str::to_string),
-            last_status: Some(down.status),
-            pending_patch: None,
-            last_error: None,
-            updated_unix: unix_now(),
-        },
-    )?;
+    let synced = ClaimRecord {
+        local_uid: uid.clone(),
+        local_resource_version: local_version,
+        remote_name: remote_name.clone(),
+        remote_uid: remote.uid(),
+        remote_resource_version: remote.resource_version(),
+        spec_hash_up: Some(intent_hash),
+        last_intent: Some(intent),
+        status_hash_down: Some(status_hash),
+        secret_hash_down: secret_hash,
+        secret_name_down: secret_name.map(str::to_string),
+        last_status: Some(down.status),
+        pending_patch: None,
+        last_error: None,
+        updated_unix: unix_now(),
+    };
+    // A resync that only confirms what the journal says writes nothing (10,000 claims after a restart would be
+    // 10,000 journal writes); `updated_unix` therefore tells when something last changed.
+    if record.as_ref().is_none_or(|old| !old.says_the_same(&synced)) {
+        ctx.journal.put_claim(&key, &synced)?;
+    }
     Ok(Action::requeue(resync()))
 }
 
