@@ -221,14 +221,21 @@ async fn claims_of_a_withdrawn_kind_can_still_be_deleted() {
     let _env = support::env_shared().await;
     let mut instance = Instance::new("wdel").await;
     instance.start().await;
+    // A journal from before the kind existed (that knows another kind), to start from at the end.
+    let earlier = TestKind::offer(&instance.control_plane, "wdel", "Sprocket", json!({})).await;
+    earlier.wait_local(&instance.app).await;
+    instance.stop().await;
+    let old_journal = instance.state_dir.with_extension("before-gizmo");
+    copy_dir(&instance.state_dir, &old_journal);
+    instance.start().await;
     let ns = instance.namespace("wdel").await;
     let kind = TestKind::offer(&instance.control_plane, "wdel", "Gizmo", json!({})).await;
     kind.wait_local(&instance.app).await;
     let claims = kind.claims(&instance.app, &ns);
-    for name in ["g1", "g2"] {
+    for name in ["g1", "g2", "g3"] {
         create_claim(&claims, &widget(&kind, &ns, name)).await;
     }
-    for name in ["g1", "g2"] {
+    for name in ["g1", "g2", "g3"] {
         wait_ready(&claims, name, &instance).await;
     }
     kind.withdraw(&instance.control_plane).await;
@@ -239,6 +246,28 @@ async fn claims_of_a_withdrawn_kind_can_still_be_deleted() {
     instance.stop().await;
     instance.start().await;
     delete_and_wait_gone(&claims, "g2", &instance).await;
+    // And with a journal that never heard of the kind (restored from a backup): the local CRD claimsync made
+    // still brings up the kind's controller.
+    instance.stop().await;
+    std::fs::remove_dir_all(&instance.state_dir).unwrap();
+    copy_dir(&old_journal, &instance.state_dir);
+    instance.start().await;
+    delete_and_wait_gone(&claims, "g3", &instance).await;
+}
+
+/// Copies a directory (a stopped claimsync's journal) with `cp -a`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cp -a {from:?} {to:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 async fn delete_and_wait_gone(claims: &Api<DynamicObject>, name: &str, instance: &Instance) {

@@ -183,32 +183,37 @@ impl Catalog {
         }
     }
 
-    /// Runs the controllers of the kinds known from before: the journal's catalog, or, when the journal is new, the
-    /// local CRDs claimsync made (the same spec as the remote ones, so the same kind and version).
+    /// Runs the controllers of the kinds known from before: the journal's catalog and the local CRDs claimsync made
+    /// (the same spec as the remote ones, so the same kind and version). Both count: the journal may be older than
+    /// the CRDs (restored from a backup, or a write that failed), and a kind it never heard of that was withdrawn
+    /// meanwhile still has claims that must stay deletable.
     async fn resume(&mut self, ctx: &Arc<Context>) {
-        let mut known: Vec<(ClaimKind, bool)> = ctx
+        let mut known: BTreeMap<String, (ClaimKind, bool)> = ctx
             .journal
             .catalog()
             .unwrap_or_default()
             .into_iter()
             .filter(|e| group_allowed(&e.group, &ctx.claim_groups))
-            .filter_map(|e| claim_kind(&e.crd).map(|kind| (kind, e.withdrawn)))
+            .filter_map(|e| claim_kind(&e.crd).map(|kind| (kind.crd_name.clone(), (kind, e.withdrawn))))
             .collect();
-        if known.is_empty() {
-            let ours = ListParams::default().labels(&format!("{MANAGED_BY}=claimsync"));
-            match Api::<CustomResourceDefinition>::all(ctx.local.clone())
-                .list(&ours)
-                .await
-            {
-                Ok(crds) => known.extend(crds.items.iter().filter_map(|crd| {
-                    let crd = serde_json::to_value(crd).ok()?;
-                    let kind = claim_kind(&crd)?;
-                    group_allowed(&kind.group, &ctx.claim_groups).then_some((kind, false))
-                })),
-                Err(e) => warn!(error = %e, "could not list the local claim CRDs to resume from"),
+        let ours = ListParams::default().labels(&format!("{MANAGED_BY}=claimsync"));
+        match Api::<CustomResourceDefinition>::all(ctx.local.clone())
+            .list(&ours)
+            .await
+        {
+            Ok(crds) => {
+                for crd in &crds.items {
+                    let Some(kind) = serde_json::to_value(crd).ok().and_then(|crd| claim_kind(&crd)) else {
+                        continue;
+                    };
+                    if group_allowed(&kind.group, &ctx.claim_groups) && !known.contains_key(&kind.crd_name) {
+                        known.insert(kind.crd_name.clone(), (kind, false));
+                    }
+                }
             }
+            Err(e) => warn!(error = %e, "could not list the local claim CRDs to resume from"),
         }
-        for (kind, withdrawn) in known {
+        for (kind, withdrawn) in known.into_values() {
             if withdrawn {
                 self.withdrawn.insert(kind.crd_name.clone());
             }
