@@ -158,6 +158,18 @@ impl Instance {
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        // A heap profile of each claimsync a test or the benchmark starts: `CLAIMSYNC_HEAPTRACK=/tmp/ht` preloads
+        // heaptrack (Debian's package) and each process writes its raw trace to `/tmp/ht.<start in ms>` (see README
+        // "Performance" for reading one).
+        if let Ok(prefix) = std::env::var("CLAIMSYNC_HEAPTRACK") {
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            command
+                .env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+                .env("DUMP_HEAPTRACK_OUTPUT", format!("{prefix}.{started}"));
+        }
         command
     }
 

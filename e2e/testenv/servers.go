@@ -70,7 +70,9 @@ func serveAPIServer(dir, cluster string) error {
 		"--audit-log-mode=blocking",
 		"--audit-log-maxsize=100",
 		"--audit-log-maxbackup=1",
-		"--profiling=false",
+		// CLAIMSYNC_ENV_PROFILING=1 at `env up` serves Go's pprof under /debug/pprof (for the benchmark's
+		// question of where an API server's CPU goes: README "Performance").
+		"--profiling=" + fmt.Sprint(os.Getenv("CLAIMSYNC_ENV_PROFILING") == "1"),
 		"--v=1",
 	}
 	cmd := apiserver.NewAPIServerCommand()
