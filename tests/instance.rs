@@ -156,6 +156,8 @@ impl Instance {
                 "RUST_LOG",
                 std::env::var("CLAIMSYNC_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
             )
+            // As claimsync's image runs it (deploy/Dockerfile): one malloc arena.
+            .env("MALLOC_ARENA_MAX", "1")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         // A heap profile of each claimsync a test or the benchmark starts: `CLAIMSYNC_HEAPTRACK=/tmp/ht` preloads
