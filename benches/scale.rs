@@ -459,6 +459,41 @@ async fn raw_write_latency(client: &Client, namespace: &str, n: usize) -> Vec<f6
     samples
 }
 
+/// A claim edited on the control plane with no controller about: per edit, how long the write took and how long
+/// until a watcher (`mirror`) saw it. The floor of one hop of replication: spec up is a local edit seen by
+/// claimsync's watch, then this on the control plane.
+async fn raw_watched_write_latency(
+    api: &Api<DynamicObject>,
+    resource: &ApiResource,
+    mirror: &Mirror,
+    n: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let name = "bench-floor";
+    let _ = api
+        .create(&PostParams::default(), &typed(claim(name, 0), resource))
+        .await;
+    let (mut written, mut seen) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 1..=n as i64 {
+        let start = Instant::now();
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": i}})),
+        )
+        .await
+        .expect("bench: raw claim edit");
+        written.push(ms(start.elapsed()));
+        let at = mirror
+            .until("a watcher to see the raw edit", Duration::from_secs(60), move |m| {
+                m.get(name).is_some_and(|c| c.data["spec"]["size"] == i)
+            })
+            .await;
+        seen.push(ms(at - start));
+    }
+    let _ = api.delete(name, &Default::default()).await;
+    (written, seen)
+}
+
 struct Bench {
     sizes: Sizes,
     table: Table,
@@ -565,6 +600,8 @@ impl Bench {
         let raw_claims = self.kind.claims(control_plane, &scratch);
         let raw_mirror = Mirror::start(raw_claims.clone());
         let mut raw_cpu = Runs::default();
+        let (mut claim50, mut claim99, mut seen50, mut seen99) =
+            (Runs::default(), Runs::default(), Runs::default(), Runs::default());
         let size = self.sizes.bursts.iter().copied().min().unwrap_or(200).min(1000);
         for run in 0..self.sizes.runs {
             let samples = raw_write_latency(control_plane, &scratch, self.sizes.changes.max(50)).await;
@@ -573,6 +610,17 @@ impl Bench {
             let samples = raw_write_latency(app, &app_scratch, self.sizes.changes.max(50)).await;
             app50.push(quantile(&samples, 0.5));
             app99.push(quantile(&samples, 0.99));
+            let (written, seen) = raw_watched_write_latency(
+                &raw_claims,
+                &self.kind.resource,
+                &raw_mirror,
+                self.sizes.changes.max(50),
+            )
+            .await;
+            claim50.push(quantile(&written, 0.5));
+            claim99.push(quantile(&written, 0.99));
+            seen50.push(quantile(&seen, 0.5));
+            seen99.push(quantile(&seen, 0.99));
             if run == 0 {
                 // Warm the client's connections and the API server's caches: the first creates of a kind are slower.
                 let warm: Vec<String> = (0..50).map(|i| format!("warm-{i}")).collect();
@@ -593,6 +641,22 @@ impl Bench {
         t.add("limit", "single write p99, control plane", "", cp99.show(" ms"), "", "");
         t.add("limit", "single write p50, app cluster", "", app50.show(" ms"), "", "");
         t.add("limit", "single write p99, app cluster", "", app99.show(" ms"), "", "");
+        t.add(
+            "limit",
+            "claim edit p50 / p99, control plane",
+            "",
+            format!("{} / {}", claim50.show(" ms"), claim99.show(" ms")),
+            "",
+            "",
+        );
+        t.add(
+            "limit",
+            "claim edit until a watcher sees it, p50 / p99, control plane",
+            "",
+            format!("{} / {}", seen50.show(" ms"), seen99.show(" ms")),
+            "",
+            "one hop: spec up is two",
+        );
         t.add(
             "limit",
             format!("create throughput, {size} claims, {} at once", concurrency()),
