@@ -287,3 +287,38 @@ async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn slim_keeps_claimsyncs_own_field_sets_packed_and_drops_the_rest() {
+        let mut claim: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "g/v1", "kind": "K",
+            "metadata": {"name": "a", "namespace": "ns",
+                "annotations": {LAST_APPLIED: "{}", "keep": "me"},
+                "managedFields": [
+                    {"manager": MANAGER_UP, "operation": "Apply", "fieldsV1": {"f:spec": {"f:size": {}}}},
+                    {"manager": MANAGER_DOWN, "operation": "Apply", "subresource": "status",
+                     "fieldsV1": {"f:status": {"f:conditions": {}}}},
+                    {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:other": {}}}},
+                ]},
+            "spec": {"size": 1}
+        }))
+        .unwrap();
+        slim(&mut claim);
+        let entries = claim.metadata.managed_fields.as_ref().unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].manager.as_deref(), Some(MANAGER_UP));
+        let json = serde_json::to_value(&claim).unwrap();
+        assert!(json["metadata"]["managedFields"][0]["fieldsV1"].is_string(), "{json}");
+        assert_eq!(
+            crate::model::fields::owned_fields(&json, |m| m == MANAGER_UP),
+            Some(json!({"f:spec": {"f:size": {}}}))
+        );
+        assert_eq!(claim.annotations().len(), 1);
+        assert_eq!(claim.data["spec"]["size"], 1);
+    }
+}
