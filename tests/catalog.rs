@@ -10,14 +10,14 @@ use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use crate::instance::{Instance, tail};
-use crate::platform_support::{apply, composition, composition_resource, local_crd, xrd, xrd_resource};
+use crate::platform_support::{
+    apply, composition, composition_resource, local_crd, wait_claim_crd_gone, xrd, xrd_resource,
+};
 use crate::support::{self, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,43 +164,7 @@ async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
         local_crd(&app, &crd_name).await.is_ok(),
         "the local CRD is never deleted"
     );
-    // Crossplane requeues its XRD with a per-item backoff that doubles while it waits for the claims to go (past two
-    // minutes once, on a loaded CI machine); a change to the XRD puts it back in the queue at once, so the wait
-    // touches it every two seconds.
-    let remote_crds = Api::<CustomResourceDefinition>::all(instance.control_plane.clone());
-    let xrds = Api::<DynamicObject>::all_with(instance.control_plane.clone(), &xrd_resource());
-    let mut round = 0;
-    wait_for(
-        "Crossplane to remove the withdrawn claim CRD",
-        Duration::from_secs(180),
-        || {
-            round += 1;
-            let (remote_crds, xrds, crd_name, group) = (&remote_crds, &xrds, &crd_name, &group);
-            async move {
-                if remote_crds
-                    .get_opt(crd_name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none()
-                {
-                    return Ok(());
-                }
-                if round % 10 != 0 {
-                    return Err("still there".to_string());
-                }
-                let nudge = json!({"metadata": {"annotations": {"claimsync.dev/test-nudge": round.to_string()}}});
-                let _ = xrds
-                    .patch(
-                        &format!("xgadgets.{group}"),
-                        &PatchParams::default(),
-                        &Patch::Merge(&nudge),
-                    )
-                    .await;
-                Err("still there".to_string())
-            }
-        },
-    )
-    .await;
+    wait_claim_crd_gone(&instance.control_plane, &crd_name, &format!("xgadgets.{group}")).await;
     watch.abort();
     assert_eq!(
         *twins_seen.lock().unwrap(),

@@ -93,6 +93,43 @@ pub(crate) async fn local_crd(client: &Client, name: &str) -> Result<Value, Stri
     Ok(serde_json::to_value(crd).unwrap())
 }
 
+/// Waits until Crossplane has removed the claim CRD `crd_name` of the withdrawn XRD `xrd_name` (after deleting its
+/// claims). Crossplane requeues a deleting XRD with a per-item backoff that doubles while it waits for the claims to
+/// go (past two minutes once, on a loaded CI machine); a change to the XRD puts it back in the queue at once, so the
+/// wait touches it every two seconds.
+pub(crate) async fn wait_claim_crd_gone(control_plane: &Client, crd_name: &str, xrd_name: &str) {
+    let remote_crds = Api::<CustomResourceDefinition>::all(control_plane.clone());
+    let xrds = Api::<DynamicObject>::all_with(control_plane.clone(), &xrd_resource());
+    let mut round = 0;
+    wait_for(
+        "Crossplane to remove the withdrawn claim CRD",
+        Duration::from_secs(180),
+        || {
+            round += 1;
+            let (remote_crds, xrds) = (&remote_crds, &xrds);
+            async move {
+                if remote_crds
+                    .get_opt(crd_name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
+                    return Ok(());
+                }
+                if round % 10 != 0 {
+                    return Err("still there".to_string());
+                }
+                let nudge = json!({"metadata": {"annotations": {"claimsync.dev/test-nudge": round.to_string()}}});
+                let _ = xrds
+                    .patch(xrd_name, &PatchParams::default(), &Patch::Merge(&nudge))
+                    .await;
+                Err("still there".to_string())
+            }
+        },
+    )
+    .await;
+}
+
 /// A claim kind of one test: `<Kind>` in group `<unique>.test.starter.org`, at version v1alpha1.
 pub(crate) struct TestKind {
     pub group: String,
@@ -145,11 +182,15 @@ impl TestKind {
 
     /// Withdraws the kind: deletes its XRD on the control plane.
     pub(crate) async fn withdraw(&self, control_plane: &Client) {
-        let lower = self.kind.to_lowercase();
         Api::<DynamicObject>::all_with(control_plane.clone(), &xrd_resource())
-            .delete(&format!("x{lower}s.{}", self.group), &DeleteParams::default())
+            .delete(&self.xrd_name(), &DeleteParams::default())
             .await
             .unwrap();
+    }
+
+    /// The name of the kind's XRD.
+    pub(crate) fn xrd_name(&self) -> String {
+        format!("x{}s.{}", self.kind.to_lowercase(), self.group)
     }
 
     /// The local claims of this kind in `namespace`.

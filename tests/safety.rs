@@ -17,7 +17,7 @@ use crate::claim_support::{
     cluster_claim_yaml, condition, kubectl_apply, ready_instance, wait_event, wait_ready, wait_reason,
 };
 use crate::instance::{INSTANCE_LABEL, Instance, tail};
-use crate::platform_support::TestKind;
+use crate::platform_support::{TestKind, wait_claim_crd_gone};
 use crate::support::{self, env, wait_for};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
 
@@ -246,9 +246,11 @@ async fn claims_of_a_withdrawn_kind_can_still_be_deleted() {
     instance.stop().await;
     instance.start().await;
     delete_and_wait_gone(&claims, "g2", &instance).await;
-    // And with a journal that never heard of the kind (restored from a backup): the local CRD claimsync made
-    // still brings up the kind's controller.
+    // And with a journal that never heard of the kind (restored from a backup), once the control plane has nothing
+    // of the kind left (Crossplane deleted its claims and then its claim CRD): the local CRD claimsync made still
+    // brings up the kind's controller.
     instance.stop().await;
+    wait_claim_crd_gone(&instance.control_plane, &kind.crd_name, &kind.xrd_name()).await;
     std::fs::remove_dir_all(&instance.state_dir).unwrap();
     copy_dir(&old_journal, &instance.state_dir);
     instance.start().await;
