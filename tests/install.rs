@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use claimsync::model::naming::remote_claim_name;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -434,6 +435,63 @@ async fn chart_installs_and_claimsync_runs_with_only_its_rights_then_uninstalls_
         wait_claim(&local, name, &process, ready).await;
         crate::claim_support::wait_secret(&app, &ns, &format!("{name}-conn")).await;
     }
+    // A twin written by another app cluster with this cluster id: the claim says NameConflict and claimsync tells
+    // the other cluster with an Event on the twin, written with the control plane's Role (deploy/
+    // control-plane-rbac.yaml; a refusal would show in the audit check at the end).
+    let contested_twin = remote_claim_name("contested", &ns, &id);
+    let foreign: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
+        "metadata": {"name": contested_twin, "namespace": claim_ns, "labels": {
+            "claimsync.dev/origin-cluster": id, "claimsync.dev/origin-namespace": ns,
+            "claimsync.dev/origin-name": "contested", "claimsync.dev/origin-cluster-uid": "another-app-cluster"}},
+        "spec": {"id": support::unique("kc"), "parameters": {"nodes": {"count": 1, "size": "small"}}}
+    }))
+    .unwrap();
+    remote.create(&Default::default(), &foreign).await.unwrap();
+    let yaml = cluster_claim_yaml(&ns, "contested", &support::unique("kc"), "contested-conn", "");
+    kubectl_apply(&yaml)
+        .await
+        .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
+    wait_claim(&local, "contested", &process, |c| {
+        condition(c, "Replicated").is_some_and(|(_, reason)| reason == "NameConflict")
+    })
+    .await;
+    let remote_events = Api::<Event>::namespaced(control_plane.clone(), &claim_ns);
+    wait_for(
+        "the TwinContested Event on the twin",
+        Duration::from_secs(60),
+        || async {
+            let events = remote_events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            events
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("TwinContested")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(contested_twin.as_str())
+                })
+                .then_some(())
+                .ok_or_else(|| tail(&process.log(), 10))
+        },
+    )
+    .await;
+    // Deleting that claim lets go of it and leaves the other cluster's twin alone.
+    local.delete("contested", &DeleteParams::default()).await.unwrap();
+    wait_gone(
+        "the contested claim",
+        Duration::from_secs(60),
+        &local,
+        "contested",
+        |c| format!("{:?}", c.finalizers()),
+    )
+    .await;
+    let untouched = remote.get(&contested_twin).await.unwrap();
+    assert!(
+        untouched.metadata.deletion_timestamp.is_none(),
+        "the other cluster's twin was deleted"
+    );
     // Other claim kinds of the app cluster (other tests') are outside this account's rights: --claim-groups, as the
     // chart gives run and the hook, leaves them out.
     let status = claimsync(
