@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 
 use crate::claim_support::{cluster_claim_yaml, kubectl_apply, wait_ready, wait_secret};
 use crate::instance::{Instance, tail};
@@ -232,4 +232,64 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_ahead_of_the_app_cluster_delays_a_change_by_seconds_not_for_ever() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("ahead").await;
+    instance.start().await;
+    let kind =
+        crate::platform_support::TestKind::offer(&instance.control_plane, "ahead", "Sprocket", serde_json::json!({}))
+            .await;
+    kind.wait_local(&instance.app).await;
+    let ns = instance.namespace("ahead").await;
+    let claims = kind.claims(&instance.app, &ns);
+    let mut claim = DynamicObject::new("s", &kind.resource).within(&ns);
+    claim.data = serde_json::json!({"spec": {"size": 1}});
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+    wait_ready(&claims, "s", &instance).await;
+
+    // The app cluster is restored from a backup (its resource versions are now behind what the journal recorded),
+    // and the journal's record was written by a clock an hour ahead of this one.
+    instance.stop().await;
+    let journal = claimsync_state::Journal::open(&instance.state_dir).unwrap();
+    let key = claimsync_state::ClaimKey::new(&kind.group, &kind.kind, &ns, "s");
+    let hour_ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    // (claimsync was killed: its last record may not have reached the disk, so the test writes the one it needs.)
+    let uid = claims.get("s").await.unwrap().metadata.uid.unwrap();
+    journal
+        .update_claim(&key, |record| {
+            let mut record = record.unwrap_or_default();
+            record.local_uid = uid.clone();
+            record.local_resource_version = "999999999999".into();
+            record.updated_unix = hour_ahead;
+            Some(record)
+        })
+        .unwrap();
+    journal.flush().unwrap();
+    drop(journal);
+
+    claims
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"size": 2}})),
+        )
+        .await
+        .unwrap();
+    instance.start().await;
+    let twins = kind.claims(&instance.control_plane, &instance.claim_namespace);
+    let twin_name = claimsync::model::naming::remote_claim_name("s", &ns, &instance.id);
+    wait_for("the edit to reach the twin", Duration::from_secs(60), || async {
+        let twin = twins.get(&twin_name).await.map_err(|e| e.to_string())?;
+        (twin.data["spec"]["size"] == 2)
+            .then_some(())
+            .ok_or_else(|| format!("{}\n{}", twin.data["spec"], tail(&instance.log(), 8)))
+    })
+    .await;
 }

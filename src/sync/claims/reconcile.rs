@@ -57,10 +57,14 @@ pub(super) async fn sync(kctx: &KindContext, claim: &DynamicObject) -> Result<Ac
         None
     });
     // This claim's own last writes made it newer than the cache holds (its watch event is on its way, and with it
-    // another reconcile): writing from the older version would only be refused (409) and retried.
+    // another reconcile): writing from the older version would only be refused (409) and retried. Only for a record
+    // written in the last seconds: an app cluster restored from a backup has older versions for good, and a record
+    // from a clock that was ahead must not hold the claim until this clock catches up.
     if let Some(record) = &record
         && record.local_uid == claim.uid().unwrap_or_default()
-        && unix_now().saturating_sub(record.updated_unix) < CACHE_CATCH_UP.as_secs()
+        && unix_now()
+            .checked_sub(record.updated_unix)
+            .is_some_and(|age| age < CACHE_CATCH_UP.as_secs())
         && older(
             claim.resource_version().as_deref(),
             Some(record.local_resource_version.as_str()),
