@@ -28,7 +28,8 @@ impl Journal {
             .map_err(storage(|| format!("writing claim {key}")))
     }
 
-    /// Atomically replaces the record of `key` by `f(current)`; `None` removes it.
+    /// Atomically replaces the record of `key` by `f(current)`; `None` removes it. A result equal to the current
+    /// record writes nothing.
     ///
     /// Runs as a compare-and-swap loop, so `f` may be called more than once under
     /// contention and must be free of side effects. Returns what was stored.
@@ -44,7 +45,10 @@ impl Journal {
                 .get(&raw_key)
                 .map_err(storage(|| format!("reading claim {key}")))?;
             let current = old.as_ref().map(|raw| decode(CLAIMS, key, raw)).transpose()?;
-            let next = f(current);
+            let next = f(current.clone());
+            if next == current {
+                return Ok(next);
+            }
             let new = next.as_ref().map(|rec| encode(CLAIMS, key, rec)).transpose()?;
             let swapped = self
                 .claims
@@ -229,7 +233,12 @@ mod tests {
             ..record(1)
         };
         assert_eq!(stored.as_ref(), Some(&expected));
-        assert_eq!(journal.claim(&k).expect("get"), Some(expected));
+        assert_eq!(journal.claim(&k).expect("get"), Some(expected.clone()));
+
+        let writes = journal.claim_writes();
+        let stored = journal.update_claim(&k, |cur| cur).expect("unchanged");
+        assert_eq!(stored, Some(expected));
+        assert_eq!(journal.claim_writes(), writes, "an unchanged record is not written");
 
         let stored = journal.update_claim(&k, |_| None).expect("remove");
         assert_eq!(stored, None);

@@ -346,6 +346,7 @@ fn remember_pending(
     error: Option<String>,
 ) -> Result<(), Error> {
     kctx.ctx.journal.update_claim(key, |record| {
+        let before = record.clone();
         let mut record = record.unwrap_or_else(|| ClaimRecord {
             local_uid: claim.uid().unwrap_or_default(),
             remote_name: remote_name.to_string(),
@@ -354,7 +355,11 @@ fn remember_pending(
         record.local_resource_version = claim.resource_version().unwrap_or_default();
         record.pending_patch = (change_count(&pending) > 0).then(|| pending.clone());
         record.last_error = error.clone();
-        record.updated_unix = unix_now();
+        // The same wait said again (every claim is looked at when the link flips) keeps its record as it was, which
+        // the journal then does not write.
+        if before.as_ref() != Some(&record) {
+            record.updated_unix = unix_now();
+        }
         Some(record)
     })?;
     Ok(())
