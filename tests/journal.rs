@@ -170,17 +170,26 @@ async fn requests_made(instance: &Instance, cluster: &str, verb: &str) -> f64 {
         .sum()
 }
 
+/// A running instance, a claim kind of its own offered and established locally, a namespace it replicates, and
+/// that namespace's claims of the kind.
+async fn instance_with_kind(
+    prefix: &str,
+    kind: &str,
+) -> (Instance, crate::platform_support::TestKind, String, Api<DynamicObject>) {
+    let mut instance = Instance::new(prefix).await;
+    instance.start().await;
+    let kind =
+        crate::platform_support::TestKind::offer(&instance.control_plane, prefix, kind, serde_json::json!({})).await;
+    kind.wait_local(&instance.app).await;
+    let ns = instance.namespace(prefix).await;
+    let claims = kind.claims(&instance.app, &ns);
+    (instance, kind, ns, claims)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_reads_lists_per_kind_not_a_get_per_claim() {
     let _env = support::env_shared().await;
-    let mut instance = Instance::new("reads").await;
-    instance.start().await;
-    let kind =
-        crate::platform_support::TestKind::offer(&instance.control_plane, "reads", "Reader", serde_json::json!({}))
-            .await;
-    kind.wait_local(&instance.app).await;
-    let ns = instance.namespace("reads").await;
-    let claims = kind.claims(&instance.app, &ns);
+    let (mut instance, kind, ns, claims) = instance_with_kind("reads", "Reader").await;
     let count = 30;
     for i in 0..count {
         let mut claim = DynamicObject::new(&format!("r{i}"), &kind.resource).within(&ns);
@@ -237,14 +246,7 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_ahead_of_the_app_cluster_delays_a_change_by_seconds_not_for_ever() {
     let _env = support::env_shared().await;
-    let mut instance = Instance::new("ahead").await;
-    instance.start().await;
-    let kind =
-        crate::platform_support::TestKind::offer(&instance.control_plane, "ahead", "Sprocket", serde_json::json!({}))
-            .await;
-    kind.wait_local(&instance.app).await;
-    let ns = instance.namespace("ahead").await;
-    let claims = kind.claims(&instance.app, &ns);
+    let (mut instance, kind, ns, claims) = instance_with_kind("ahead", "Sprocket").await;
     let mut claim = DynamicObject::new("s", &kind.resource).within(&ns);
     claim.data = serde_json::json!({"spec": {"size": 1}});
     claims.create(&PostParams::default(), &claim).await.unwrap();
