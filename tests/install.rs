@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use claimsync::model::naming::remote_claim_name;
+use claimsync::model::vocabulary::{ORIGIN_CLUSTER, ORIGIN_CLUSTER_UID, ORIGIN_NAME, ORIGIN_NAMESPACE};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
@@ -442,8 +443,8 @@ async fn chart_installs_and_claimsync_runs_with_only_its_rights_then_uninstalls_
     let foreign: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
         "metadata": {"name": contested_twin, "namespace": claim_ns, "labels": {
-            "claimsync.dev/origin-cluster": id, "claimsync.dev/origin-namespace": ns,
-            "claimsync.dev/origin-name": "contested", "claimsync.dev/origin-cluster-uid": "another-app-cluster"}},
+            ORIGIN_CLUSTER: id, ORIGIN_NAMESPACE: ns, ORIGIN_NAME: "contested",
+            ORIGIN_CLUSTER_UID: "another-app-cluster"}},
         "spec": {"id": support::unique("kc"), "parameters": {"nodes": {"count": 1, "size": "small"}}}
     }))
     .unwrap();

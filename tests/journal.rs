@@ -192,9 +192,10 @@ async fn a_restart_reads_lists_per_kind_not_a_get_per_claim() {
     let (mut instance, kind, ns, claims) = instance_with_kind("reads", "Reader").await;
     let count = 30;
     for i in 0..count {
-        let mut claim = DynamicObject::new(&format!("r{i}"), &kind.resource).within(&ns);
-        claim.data = serde_json::json!({"spec": {"size": 1}});
-        claims.create(&kube::api::PostParams::default(), &claim).await.unwrap();
+        claims
+            .create(&PostParams::default(), &kind.claim(&ns, &format!("r{i}")))
+            .await
+            .unwrap();
     }
     for i in 0..count {
         wait_ready(&claims, &format!("r{i}"), &instance).await;
@@ -247,9 +248,10 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
 async fn a_journal_ahead_of_the_app_cluster_delays_a_change_by_seconds_not_for_ever() {
     let _env = support::env_shared().await;
     let (mut instance, kind, ns, claims) = instance_with_kind("ahead", "Sprocket").await;
-    let mut claim = DynamicObject::new("s", &kind.resource).within(&ns);
-    claim.data = serde_json::json!({"spec": {"size": 1}});
-    claims.create(&PostParams::default(), &claim).await.unwrap();
+    claims
+        .create(&PostParams::default(), &kind.claim(&ns, "s"))
+        .await
+        .unwrap();
     wait_ready(&claims, "s", &instance).await;
 
     // The app cluster is restored from a backup (its resource versions are now behind what the journal recorded),

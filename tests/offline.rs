@@ -98,10 +98,8 @@ async fn create_claims(kind: &TestKind, app: &Client, names: &[String]) {
     futures::stream::iter(names.iter().cloned())
         .map(|key| async move {
             let (ns, name) = key.split_once('/').unwrap();
-            let mut claim = DynamicObject::new(name, &kind.resource).within(ns);
-            claim.data = json!({"spec": {"size": 1}});
             kind.claims(app, ns)
-                .create(&PostParams::default(), &claim)
+                .create(&PostParams::default(), &kind.claim(ns, name))
                 .await
                 .map(drop)
         })

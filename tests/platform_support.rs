@@ -193,6 +193,13 @@ impl TestKind {
         format!("x{}s.{}", self.kind.to_lowercase(), self.group)
     }
 
+    /// A claim of this kind, `namespace/name`, with the spec every test kind accepts (`size: 1`).
+    pub(crate) fn claim(&self, namespace: &str, name: &str) -> DynamicObject {
+        let mut claim = DynamicObject::new(name, &self.resource).within(namespace);
+        claim.data = json!({"spec": {"size": 1}});
+        claim
+    }
+
     /// The local claims of this kind in `namespace`.
     pub(crate) fn claims(&self, client: &Client, namespace: &str) -> Api<DynamicObject> {
         Api::namespaced_with(client.clone(), namespace, &self.resource)

@@ -34,12 +34,6 @@ async fn create_claim(claims: &Api<DynamicObject>, claim: &DynamicObject) {
     .await;
 }
 
-fn widget(kind: &TestKind, ns: &str, name: &str) -> DynamicObject {
-    let mut claim = DynamicObject::new(name, &kind.resource).within(ns);
-    claim.data = json!({"spec": {"size": 1}});
-    claim
-}
-
 /// The uids of a kind's composite resources on the control plane.
 async fn composite_uids(kind: &TestKind, control_plane: &Client) -> Vec<String> {
     let mut uids: Vec<String> = kind
@@ -64,7 +58,7 @@ async fn a_deleted_local_crd_takes_its_claims_but_not_their_twins() {
     let kind = TestKind::offer(&instance.control_plane, "crddel", "Widget", json!({})).await;
     let first_crd = kind.wait_local(&instance.app).await;
     let claims = kind.claims(&instance.app, &ns);
-    create_claim(&claims, &widget(&kind, &ns, "w1")).await;
+    create_claim(&claims, &kind.claim(&ns, "w1")).await;
     wait_ready(&claims, "w1", &instance).await;
     let remote = Api::<DynamicObject>::namespaced_with(
         instance.control_plane.clone(),
@@ -111,7 +105,7 @@ async fn a_deleted_local_crd_takes_its_claims_but_not_their_twins() {
     assert_eq!(composite_uids(&kind, &instance.control_plane).await, composites);
 
     // Applying the claim again adopts its twin in place: no second composite.
-    create_claim(&claims, &widget(&kind, &ns, "w1")).await;
+    create_claim(&claims, &kind.claim(&ns, "w1")).await;
     wait_ready(&claims, "w1", &instance).await;
     assert_eq!(remote.get(&twin_name).await.unwrap().uid(), twin.uid());
     assert_eq!(composite_uids(&kind, &instance.control_plane).await, composites);
@@ -233,7 +227,7 @@ async fn claims_of_a_withdrawn_kind_can_still_be_deleted() {
     kind.wait_local(&instance.app).await;
     let claims = kind.claims(&instance.app, &ns);
     for name in ["g1", "g2", "g3"] {
-        create_claim(&claims, &widget(&kind, &ns, name)).await;
+        create_claim(&claims, &kind.claim(&ns, name)).await;
     }
     for name in ["g1", "g2", "g3"] {
         wait_ready(&claims, name, &instance).await;

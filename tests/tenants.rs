@@ -75,8 +75,7 @@ fn bound_to(claim: &DynamicObject) -> String {
 }
 
 async fn create_widget(kind: &TestKind, client: &Client, ns: &str, name: &str) {
-    let mut claim = DynamicObject::new(name, &kind.resource).within(ns);
-    claim.data = json!({"spec": {"size": 1}});
+    let claim = kind.claim(ns, name);
     let api = kind.claims(client, ns);
     wait_for("the claim to be stored", Duration::from_secs(30), || async {
         match api.create(&PostParams::default(), &claim).await {
