@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-
-use claimsync_state::Journal;
 use std::time::Duration;
 
+use claimsync_state::Journal;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};

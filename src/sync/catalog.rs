@@ -206,8 +206,8 @@ impl Catalog {
                     let Some(kind) = serde_json::to_value(crd).ok().and_then(|crd| claim_kind(&crd)) else {
                         continue;
                     };
-                    if group_allowed(&kind.group, &ctx.claim_groups) && !known.contains_key(&kind.crd_name) {
-                        known.insert(kind.crd_name.clone(), (kind, false));
+                    if group_allowed(&kind.group, &ctx.claim_groups) {
+                        known.entry(kind.crd_name.clone()).or_insert((kind, false));
                     }
                 }
             }
