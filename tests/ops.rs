@@ -41,6 +41,8 @@ async fn the_ops_endpoint_answers_health_readiness_and_metrics() {
         "claimsync_link_up",
         "claimsync_leader",
         "claimsync_initial_sync_done",
+        // The claim's create, and the twin's, each waited for a reconcile.
+        "claimsync_queue_wait_seconds_count",
     ];
     for check in checks {
         assert!(

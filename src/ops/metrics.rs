@@ -89,6 +89,7 @@ pub struct Metrics {
     journal_writes: JournalWrites,
     pub syncs: Family<DirectionLabels, Counter>,
     pub sync_seconds: Family<DirectionLabels, Histogram>,
+    pub queue_wait: Histogram,
     pub api_requests: Family<ApiLabels, Counter>,
     pub link_up: Gauge,
     pub leader: Gauge,
@@ -124,6 +125,14 @@ impl Metrics {
             "sync_duration_seconds",
             "How long one sync write took",
             sync_seconds.clone(),
+        );
+        let queue_wait = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]);
+        registry.register(
+            "queue_wait_seconds",
+            "How long a claim's oldest unhandled change waited from its watch event until its reconcile started",
+            queue_wait.clone(),
         );
         let api_requests = Family::<ApiLabels, Counter>::default();
         registry.register(
@@ -166,6 +175,7 @@ impl Metrics {
             journal_writes,
             syncs,
             sync_seconds,
+            queue_wait,
             api_requests,
             link_up,
             leader,
@@ -201,6 +211,11 @@ impl Metrics {
         };
         self.syncs.get_or_create(&labels).inc();
         self.sync_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// Records how long a claim's change waited until its reconcile started.
+    pub fn waited(&self, wait: Duration) {
+        self.queue_wait.observe(wait.as_secs_f64());
     }
 
     /// The metrics in the Prometheus text format.

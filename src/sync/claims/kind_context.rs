@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 
 use kube::runtime::reflector::ObjectRef;
 
+use super::arrivals::Arrivals;
 use crate::context::Context;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::kind::ClaimKind;
@@ -31,6 +32,8 @@ pub(crate) struct KindContext {
     pub remote_secrets: Api<Secret>,
     /// The twins of this kind this claimsync wrote (label-selected), kept by the controller's watch.
     pub twins: Cache<DynamicObject>,
+    /// When each claim's oldest unhandled change arrived.
+    pub arrivals: Arrivals,
 }
 
 impl KindContext {
@@ -46,6 +49,7 @@ impl KindContext {
             remote,
             remote_secrets,
             twins,
+            arrivals: Arrivals::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! context, and the entry of each reconcile, which hands a live claim to `reconcile.rs` and a deleted one to
 //! `cleanup.rs`. The rules are the pure functions of `model`; these files do the I/O.
 
+mod arrivals;
 mod cleanup;
 mod kind_context;
 mod reconcile;
@@ -10,7 +11,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
@@ -23,6 +24,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::arrivals::arrival_key;
 use self::kind_context::KindContext;
 pub use self::kind_context::api_resource;
 use crate::context::Context;
@@ -61,6 +63,18 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
         .default_backoff()
         .modify(slim),
     );
+    // Every claim event starts the clock of the claim's wait for its reconcile; a deleted claim stops it.
+    let arriving = kctx.clone();
+    let claim_events = claim_events.inspect(move |event| match event {
+        Ok(watcher::Event::Apply(claim) | watcher::Event::InitApply(claim)) => arriving.arrivals.note(
+            arrival_key(&claim.namespace().unwrap_or_default(), &claim.name_any()),
+            Instant::now(),
+        ),
+        Ok(watcher::Event::Delete(claim)) => arriving
+            .arrivals
+            .forget(&arrival_key(&claim.namespace().unwrap_or_default(), &claim.name_any())),
+        _ => {}
+    });
     let config = controller::Config::default().concurrency(ctx.concurrency);
     let controller =
         Controller::for_stream_with(claim_events.applied_objects(), claims.store.clone(), resource.clone())
@@ -97,6 +111,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     let origins: Arc<Mutex<HashMap<String, ObjectRef<DynamicObject>>>> = Arc::default();
     let (cluster_id, cluster_uid) = (ctx.cluster_id.clone(), ctx.cluster_uid.clone());
     let (ar, index) = (resource.clone(), origins.clone());
+    let (mapped, mapped_claims) = (kctx.clone(), claims.store.clone());
     let claim_mapper = move |remote: DynamicObject| {
         let target = local_ref(&remote, &cluster_id, &cluster_uid, &ar);
         if let Some(target) = &target {
@@ -104,14 +119,21 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
                 .lock()
                 .expect("origin index")
                 .insert(remote.name_any(), target.clone());
+            note_arrival(&mapped, &mapped_claims, target);
         }
         target
     };
-    let secrets_changed = broadcast_stream(ctx.caches.secret_changes.subscribe())
-        .filter_map(move |secret| futures::future::ready(origins.lock().expect("origin index").get(&secret).cloned()));
+    let (noted, noted_claims) = (kctx.clone(), claims.store.clone());
+    let secrets_changed = broadcast_stream(ctx.caches.secret_changes.subscribe()).filter_map(move |secret| {
+        let target = origins.lock().expect("origin index").get(&secret).cloned();
+        if let Some(target) = &target {
+            note_arrival(&noted, &noted_claims, target);
+        }
+        futures::future::ready(target)
+    });
 
     // A namespace that joins or leaves the selection has its claims looked at now, not at their next change.
-    let (selected_claims, claims_resource) = (claims.store.clone(), resource.clone());
+    let (selected_claims, claims_resource, joining) = (claims.store.clone(), resource.clone(), kctx.clone());
     let joined_or_left = broadcast_stream(ctx.namespace_changes.subscribe()).flat_map(move |namespace| {
         let refs: Vec<ObjectRef<DynamicObject>> = selected_claims
             .state()
@@ -119,6 +141,12 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
             .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
             .map(|c| ObjectRef::from_obj_with(c.as_ref(), claims_resource.clone()))
             .collect();
+        for claim in &refs {
+            joining.arrivals.note(
+                arrival_key(claim.namespace.as_deref().unwrap_or_default(), &claim.name),
+                Instant::now(),
+            );
+        }
         futures::stream::iter(refs)
     });
     let controller = if withdrawn {
@@ -153,6 +181,17 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     tokio::spawn(async move {
         tokio::join!(controller, orphans);
     })
+}
+
+/// Starts the wait of the local claim `target` for its reconcile, if the claim is there to be reconciled (a
+/// twin or Secret whose claim is gone would leave a clock no reconcile stops).
+fn note_arrival(kctx: &KindContext, claims: &reflector::Store<DynamicObject>, target: &ObjectRef<DynamicObject>) {
+    if claims.get(target).is_some() {
+        kctx.arrivals.note(
+            arrival_key(target.namespace.as_deref().unwrap_or_default(), &target.name),
+            Instant::now(),
+        );
+    }
 }
 
 /// What a cached claim or twin keeps: of its managed fields only claimsync's own managers' entries for the main
@@ -243,6 +282,12 @@ const RECONCILE_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<Action, Error> {
     let namespace = claim.namespace().unwrap_or_default();
+    if let Some(wait) = kctx
+        .arrivals
+        .take(&arrival_key(&namespace, &claim.name_any()), Instant::now())
+    {
+        kctx.ctx.metrics.waited(wait);
+    }
     let key = kctx.key_of(&claim).to_string();
     let span = info_span!("claim", key = %key);
     let result = async {
