@@ -26,7 +26,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
-use instance::Instance;
+use instance::{Instance, in_sync, metric_sum};
 use platform_support::TestKind;
 use support::env;
 
@@ -435,15 +435,9 @@ async fn requests(instance: &Instance) -> BTreeMap<(String, String), f64> {
 /// claimsync's queue wait so far: the sum of the waits in ms, and how many reconciles waited.
 async fn queue_wait(instance: &Instance) -> (f64, f64) {
     let metrics = instance.ops("/metrics").await.unwrap_or_default();
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     (
-        value("claimsync_queue_wait_seconds_sum") * 1000.0,
-        value("claimsync_queue_wait_seconds_count"),
+        metric_sum(&metrics, "claimsync_queue_wait_seconds_sum") * 1000.0,
+        metric_sum(&metrics, "claimsync_queue_wait_seconds_count"),
     )
 }
 
@@ -1028,8 +1022,7 @@ impl Bench {
             // Polled every 10 ms (the tests' 200 ms would round a restart of a few hundred claims by a third).
             let deadline = start + Duration::from_secs(600);
             loop {
-                let metrics = self.instance.ops("/metrics").await.unwrap_or_default();
-                if metrics.lines().any(|l| l == "claimsync_initial_sync_done 1") {
+                if in_sync(&self.instance.ops("/metrics").await.unwrap_or_default()) {
                     break;
                 }
                 assert!(

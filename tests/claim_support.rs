@@ -175,15 +175,21 @@ pub(crate) fn keys(secret: &Secret) -> BTreeSet<String> {
     secret.data.clone().unwrap_or_default().into_keys().collect()
 }
 
+/// `kubectl apply`s a KubernetesCluster claim `name` into `ns`, with an id of its own and connection Secret
+/// `<name>-conn`.
+pub(crate) async fn apply_claim(ns: &str, name: &str) {
+    let yaml = cluster_claim_yaml(ns, name, &support::unique("kc"), &format!("{name}-conn"), "");
+    kubectl_apply(&yaml)
+        .await
+        .unwrap_or_else(|e| panic!("kubectl apply {ns}/{name}: {e}"));
+}
+
 /// A running instance with a namespace of its own holding a Ready KubernetesCluster claim `name`.
 pub(crate) async fn ready_instance(prefix: &str, name: &str) -> (Instance, String, Api<DynamicObject>) {
     let mut instance = Instance::new(prefix).await;
     instance.start().await;
     let ns = instance.namespace(prefix).await;
-    let yaml = cluster_claim_yaml(&ns, name, &support::unique("kc"), &format!("{name}-conn"), "");
-    kubectl_apply(&yaml)
-        .await
-        .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
+    apply_claim(&ns, name).await;
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kubernetes_cluster_resource());
     wait_ready(&local, name, &instance).await;
     (instance, ns, local)

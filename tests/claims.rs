@@ -12,8 +12,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde_json::json;
 
 use crate::claim_support::{
-    cluster_claim_yaml, column, composite_resource, keys, kubectl_apply, postgres_resource, ready_instance, wait_event,
-    wait_ready, wait_reason, wait_secret,
+    apply_claim, cluster_claim_yaml, column, composite_resource, keys, kubectl_apply, postgres_resource,
+    ready_instance, wait_event, wait_ready, wait_reason, wait_secret,
 };
 use crate::instance::{Instance, tail};
 use crate::support::{self, env, wait_for};
@@ -176,15 +176,7 @@ async fn deleting_a_claim_deletes_its_twin_unless_orphaned() {
     let mut instance = Instance::new("del").await;
     instance.start().await;
     let ns = instance.namespace("del").await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "gone",
-        &support::unique("kc"),
-        "gone-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "gone").await;
     let orphan = "\n    claimsync.dev/deletion-policy: Orphan";
     kubectl_apply(&cluster_claim_yaml(
         &ns,
@@ -270,15 +262,7 @@ async fn conflicts_leave_foreign_objects_alone() {
     let mut squatter = DynamicObject::new(&remote_name, &kc).within(&instance.claim_namespace);
     squatter.data = json!({"spec": {"id": support::unique("sq")}});
     remote.create(&PostParams::default(), &squatter).await.unwrap();
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "squat",
-        &support::unique("kc"),
-        "squat-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "squat").await;
     wait_reason(&local, "squat", "NameConflict", &instance).await;
     let untouched = remote.get(&remote_name).await.unwrap();
     assert_eq!(untouched.data["spec"]["id"], squatter.data["spec"]["id"]);

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::json;
 
-use crate::claim_support::{cluster_claim_yaml, kubectl_apply, wait_ready};
+use crate::claim_support::{apply_claim, cluster_claim_yaml, kubectl_apply, wait_ready};
 use crate::instance::{INSTANCE_LABEL, Instance};
 use crate::support::{self, env, wait_for};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
@@ -31,15 +31,7 @@ async fn the_control_plane_kubeconfig_can_come_from_a_secret() {
         .unwrap();
     instance.control_plane_secret = Some(format!("{ns}/controlplane:config"));
     instance.start().await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "viasecret",
-        &support::unique("kc"),
-        "viasecret-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "viasecret").await;
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kubernetes_cluster_resource());
     wait_ready(&local, "viasecret", &instance).await;
 }
@@ -70,15 +62,7 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
     let yaml = cluster_claim_yaml(&ns, "huge", "huge", "huge-conn", "").replace("size: small", "size: enormous");
     let rejected = kubectl_apply(&yaml).await.expect_err("the CRD rejects size: enormous");
     assert!(rejected.contains("spec.parameters.nodes.size"), "{rejected}");
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "fine",
-        &support::unique("kc"),
-        "fine-conn",
-        "",
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
+    apply_claim(&ns, "fine").await;
     let kc = kubernetes_cluster_resource();
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
     let before = local.get("fine").await.unwrap();
@@ -187,15 +171,7 @@ async fn claimsync(args: &[&str]) -> (i32, String, String) {
 async fn status_shows_the_sync_table_and_disconnect_lets_go_of_every_claim() {
     let _env = support::env_shared().await;
     let (mut instance, ns, local) = crate::claim_support::ready_instance("disc", "kept").await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "also",
-        &support::unique("kc"),
-        "also-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "also").await;
     wait_ready(&local, "also", &instance).await;
 
     let (code, table, stderr) = claimsync(&["status", "--namespace", &instance.own_namespace, "-n", &ns]).await;
@@ -247,14 +223,6 @@ async fn status_shows_the_sync_table_and_disconnect_lets_go_of_every_claim() {
     // Starting again means replicating again: the start clears the mark, and a new claim goes up.
     instance.stop().await;
     instance.start().await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "again",
-        &support::unique("kc"),
-        "again-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "again").await;
     wait_ready(&local, "again", &instance).await;
 }

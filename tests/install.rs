@@ -21,7 +21,7 @@ use crate::helm_support::{
     Release, chart, container_args, documents, example_values, find, helm, render, server_and_ca,
     service_account_kubeconfig, service_account_token, token_kubeconfig,
 };
-use crate::instance::{INSTANCE_LABEL, free_port, ops_get, tail};
+use crate::instance::{INSTANCE_LABEL, free_port, in_sync, ops_get, tail};
 use crate::shim_support::{API_SERVICE, Registration};
 use crate::support::{self, audit_writes, env, wait_for, wait_gone};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
@@ -409,7 +409,7 @@ async fn chart_installs_and_claimsync_runs_with_only_its_rights_then_uninstalls_
     let mut process = Process::start(&deployment, &sa_kubeconfig, &dir).await;
     wait_for("claimsync to sync", Duration::from_secs(90), || async {
         let metrics = ops_get(process.ops_port, "/metrics").await?;
-        (metrics.lines().any(|l| l == "claimsync_initial_sync_done 1") && metrics.contains("claimsync_leader 1"))
+        (in_sync(&metrics) && metrics.contains("claimsync_leader 1"))
             .then_some(())
             .ok_or_else(|| tail(&process.log(), 15))
     })

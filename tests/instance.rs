@@ -108,7 +108,7 @@ impl Instance {
         self.start_with(extra).await;
         wait_for("claimsync to report it is in sync", Duration::from_secs(90), || async {
             let metrics = self.ops("/metrics").await?;
-            if metrics.lines().any(|l| l == "claimsync_initial_sync_done 1") {
+            if in_sync(&metrics) {
                 Ok(())
             } else {
                 Err(format!("log so far:\n{}", tail(&self.log(), 15)))
@@ -290,6 +290,20 @@ async fn create_namespace(client: &Client, name: &str, instance: Option<&str>) {
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether a claimsync's `/metrics` text says its first full sync is done.
+pub fn in_sync(metrics: &str) -> bool {
+    metrics.lines().any(|l| l == "claimsync_initial_sync_done 1")
+}
+
+/// The sum of the samples whose line starts with `name` (a metric and some of its labels) in a `/metrics` text.
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A port nothing listens on now, for a claimsync's ops endpoint.

@@ -8,8 +8,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 
-use crate::claim_support::{cluster_claim_yaml, kubectl_apply, wait_ready, wait_secret};
-use crate::instance::{Instance, tail};
+use crate::claim_support::{apply_claim, wait_ready, wait_secret};
+use crate::instance::{Instance, metric_sum, tail};
 use crate::support::{self, wait_for};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
 
@@ -113,12 +113,8 @@ async fn restart_against_in_sync_clusters_writes_nothing() {
     let mut instance = Instance::new("restart").await;
     instance.start().await;
     let ns = instance.namespace("restart").await;
-    kubectl_apply(&cluster_claim_yaml(&ns, "one", &support::unique("kc"), "one-conn", ""))
-        .await
-        .unwrap();
-    kubectl_apply(&cluster_claim_yaml(&ns, "two", &support::unique("kc"), "two-conn", ""))
-        .await
-        .unwrap();
+    apply_claim(&ns, "one").await;
+    apply_claim(&ns, "two").await;
     let kc = kubernetes_cluster_resource();
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
     for name in ["one", "two"] {
@@ -162,12 +158,10 @@ async fn restart_against_in_sync_clusters_writes_nothing() {
 /// The sum of claimsync's own count of API requests to `cluster` with `verb` (every response code).
 async fn requests_made(instance: &Instance, cluster: &str, verb: &str) -> f64 {
     let metrics = instance.ops("/metrics").await.unwrap_or_default();
-    let prefix = format!(r#"claimsync_api_requests_total{{cluster="{cluster}",verb="{verb}","#);
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(
+        &metrics,
+        &format!(r#"claimsync_api_requests_total{{cluster="{cluster}",verb="{verb}","#),
+    )
 }
 
 /// A running instance, a claim kind of its own offered and established locally, a namespace it replicates, and
@@ -233,15 +227,6 @@ async fn a_restart_reads_lists_per_kind_not_a_get_per_claim() {
              of {offered} offered kinds"
         );
     }
-}
-
-/// The sum of the samples whose line starts with `name` (a metric and some of its labels) in a `/metrics` text.
-fn metric_sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Map, json};
 
 use crate::claim_support::{
-    cluster_claim_yaml, condition, kubectl_apply, ready_instance, wait_event, wait_ready, wait_reason,
+    apply_claim, condition, kubectl_apply, ready_instance, wait_event, wait_ready, wait_reason,
 };
 use crate::instance::{INSTANCE_LABEL, Instance, tail};
 use crate::platform_support::{TestKind, wait_claim_crd_gone};
@@ -192,15 +192,7 @@ async fn namespaces_that_leave_the_selector_are_released_and_joining_ones_synced
 
     // A namespace with a claim joins the selector: its claim is replicated now, not at its next change.
     let joining = support::namespace(&instance.app, "join").await;
-    kubectl_apply(&cluster_claim_yaml(
-        &joining,
-        "joiner",
-        &support::unique("kc"),
-        "joiner-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&joining, "joiner").await;
     let label = json!({"metadata": {"labels": {INSTANCE_LABEL: instance.id}}});
     namespaces
         .patch(&joining, &PatchParams::default(), &Patch::Merge(&label))
@@ -284,15 +276,7 @@ async fn writes_from_a_stale_read_never_undo_a_newer_change() {
     let app = support::app().await;
     // No claimsync replicates this namespace: the test plays claimsync's writes itself.
     let ns = support::namespace(&app, "stale").await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "racy",
-        &support::unique("kc"),
-        "racy-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "racy").await;
     let claims = Api::<DynamicObject>::namespaced_with(app.clone(), &ns, &kubernetes_cluster_resource());
     let stale = claims.get("racy").await.unwrap();
     let stale_json = serde_json::to_value(&stale).unwrap();
@@ -462,15 +446,7 @@ async fn a_claim_namespace_that_is_briefly_missing_is_waited_for_not_refused() {
         |_| "still there".into(),
     )
     .await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "early",
-        &support::unique("kc"),
-        "early-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "early").await;
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kubernetes_cluster_resource());
     let claim = wait_reason(&local, "early", "Error", &instance).await;
     assert!(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
-use crate::claim_support::{cluster_claim_yaml, column, kubectl_apply};
+use crate::claim_support::{apply_claim, cluster_claim_yaml, column, kubectl_apply};
 use crate::instance::{Instance, tail};
 use crate::shim_support::{Identity, Registration, SERVICE, availability, direct_get, shim_port, wait_available};
 use crate::support::{self, env, wait_for};
@@ -178,15 +178,7 @@ async fn claimsync_dev_through_the_aggregator() {
         .await
         .unwrap();
     kubectl_apply(&postgres_claim_yaml(&ns, "alpha")).await.unwrap();
-    kubectl_apply(&cluster_claim_yaml(
-        &ns2,
-        "beta",
-        &support::unique("kc"),
-        "beta-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns2, "beta").await;
     wait_phase(&ns, &["alpha"], "Synced", &instance).await;
     wait_phase(&ns2, &["beta"], "Synced", &instance).await;
 
@@ -300,15 +292,7 @@ async fn claimsync_dev_through_the_aggregator() {
         l.contains("beta")
     })
     .await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns2,
-        "gamma",
-        &support::unique("kc"),
-        "gamma-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns2, "gamma").await;
     all.until("the new claimsync to be Synced", Duration::from_secs(90), |l| {
         l.starts_with("gamma ") && l.contains("Synced")
     })

@@ -15,8 +15,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::claim_support::{
-    cluster_claim_yaml, condition, kubectl_apply, postgres_resource, ready_instance, wait_ready, wait_reason,
-    wait_secret,
+    apply_claim, cluster_claim_yaml, condition, kubectl_apply, postgres_resource, ready_instance, wait_ready,
+    wait_reason, wait_secret,
 };
 use crate::instance::{Instance, tail};
 use crate::support::{self, env, wait_for};
@@ -127,15 +127,7 @@ async fn a_remote_secret_crossplane_did_not_write_for_the_twin_is_not_copied() {
         .create(&PostParams::default(), &bait)
         .await
         .unwrap();
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "lured",
-        &support::unique("kc"),
-        "lured-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "lured").await;
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kubernetes_cluster_resource());
     let claim = wait_reason(&local, "lured", "RemoteSecretConflict", &instance).await;
     assert!(claim.data["status"].to_string().contains("not written by Crossplane"));
@@ -167,15 +159,7 @@ async fn only_claim_crds_an_xrd_controls_and_allowed_groups_come_down() {
     // claimsync limited to the seed's KubernetesCluster group, with a claim of each seed kind waiting.
     let mut instance = Instance::new("groups").await;
     let ns = instance.namespace("groups").await;
-    kubectl_apply(&cluster_claim_yaml(
-        &ns,
-        "allowed",
-        &support::unique("kc"),
-        "allowed-conn",
-        "",
-    ))
-    .await
-    .unwrap();
+    apply_claim(&ns, "allowed").await;
     let db = format!(
         "apiVersion: db.starter.org/v1alpha1\nkind: PostgreSQLInstance\nmetadata:\n  name: skipped\n  namespace: {ns}\nspec:\n  parameters:\n    storageGB: 20\n"
     );
