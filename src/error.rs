@@ -21,6 +21,9 @@ impl fmt::Display for Side {
     }
 }
 
+/// Any error a lower layer hands up, kept whole as the source of one of claimsync's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{side}: {action} {object}: {}", detail(source))]
@@ -33,6 +36,45 @@ pub enum Error {
     },
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
+    /// A flag, environment variable or reference claimsync was given that it cannot use as it is.
+    #[error("{setting}: {problem}")]
+    Setting { setting: String, problem: String },
+    /// What a setting names (a kubeconfig, a Secret, a listen address) could not be read or used.
+    #[error("failed to {action} {setting}: {source}")]
+    Load {
+        setting: String,
+        action: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// An API server that must answer at start did not.
+    #[error("the {side} did not answer: {source}")]
+    NotReached {
+        side: Side,
+        #[source]
+        source: BoxError,
+    },
+    /// claimsync refuses to start or go on: what it found contradicts what it was told, and going on would lose
+    /// or duplicate something. The message says what to do.
+    #[error("refusing to go on: {why}")]
+    Refused { why: String },
+    /// An object claimsync cannot work with as it is.
+    #[error("{object}: {problem}")]
+    Object { object: String, problem: String },
+    /// An object that could not be read as the JSON the rules take.
+    #[error("failed to read {object} as JSON: {source}")]
+    Json {
+        object: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A pass over an object that took longer than its deadline.
+    #[error("{object}: no answer within {}s ({while_}); retrying", after.as_secs())]
+    Timeout {
+        object: String,
+        after: std::time::Duration,
+        while_: &'static str,
+    },
     #[error("{0}")]
     Config(String),
     #[error("{object}: {message}")]

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::Api;
 
-use crate::error::Error;
+use crate::error::{Error, KubeContext, Side};
 use crate::model::identity::IdSource;
 
 /// Where the app cluster is and claimsync's own namespace in it: every subcommand's, also those that never reach
@@ -67,9 +67,10 @@ impl ClusterArgs {
     /// Checks what clap cannot.
     pub fn check(&self) -> Result<(), Error> {
         if self.claim_namespace.trim().is_empty() {
-            return Err(Error::Config(
-                "--claim-namespace (CLAIMSYNC_CLAIM_NAMESPACE) must name a namespace of the control plane".into(),
-            ));
+            return Err(Error::Setting {
+                setting: "--claim-namespace (CLAIMSYNC_CLAIM_NAMESPACE)".into(),
+                problem: "must name a namespace of the control plane".into(),
+            });
         }
         Ok(())
     }
@@ -89,15 +90,13 @@ impl ClusterArgs {
 
 /// The uid of the app cluster's `kube-system` namespace: what tells this app cluster from any other.
 pub async fn kube_system_uid(local: &Client) -> Result<String, Error> {
-    Api::<Namespace>::all(local.clone())
-        .get("kube-system")
-        .await
-        .ok()
-        .and_then(|ns| ns.metadata.uid)
-        .ok_or_else(|| {
-            Error::Config(
-                "cannot read the uid of the app cluster's kube-system namespace (claimsync needs get on namespaces)"
-                    .into(),
-            )
-        })
+    let namespace = Api::<Namespace>::all(local.clone()).get("kube-system").await.context(
+        Side::App,
+        "get namespace (claimsync needs get on namespaces)",
+        "kube-system",
+    )?;
+    namespace.metadata.uid.ok_or_else(|| Error::Object {
+        object: "namespace kube-system".into(),
+        problem: "has no uid, which claimsync takes as the app cluster's identity".into(),
+    })
 }

@@ -12,7 +12,7 @@ use kube::{Client, Config};
 use std::sync::Arc;
 
 use super::args::{AppArgs, ClusterArgs};
-use crate::error::Error;
+use crate::error::{BoxError, Error, Side};
 use crate::ops::counting::counted_client;
 use crate::ops::metrics::Metrics;
 
@@ -22,13 +22,17 @@ pub const REACH_TIMEOUT: Duration = Duration::from_secs(15);
 pub async fn app_client(args: &AppArgs, metrics: &Arc<Metrics>) -> Result<Client, Error> {
     let config = match &args.app_kubeconfig {
         Some(path) => from_file(path, "--app-kubeconfig").await?,
-        None => Config::infer().await.map_err(|e| {
-            Error::Config(format!(
-                "app cluster: no in-cluster config and no usable $KUBECONFIG: {e}"
-            ))
+        None => Config::infer().await.map_err(|e| Error::Load {
+            setting: "the app cluster's in-cluster config or $KUBECONFIG".into(),
+            action: "load",
+            source: e.into(),
         })?,
     };
-    counted_client(config, "app", metrics.clone()).map_err(|e| Error::Config(format!("app cluster: {e}")))
+    counted_client(config, "app", metrics.clone()).map_err(|e| Error::Load {
+        setting: "the app cluster's client".into(),
+        action: "build",
+        source: e.into(),
+    })
 }
 
 /// Where the control plane's kubeconfig comes from; it is read again when it changes (a rotated token).
@@ -46,10 +50,9 @@ impl RemoteSource {
         match (&args.control_plane_kubeconfig, &args.control_plane_kubeconfig_secret) {
             (Some(path), _) => Ok(RemoteSource::File(path.clone())),
             (None, Some(reference)) => {
-                let (namespace, rest) = reference.split_once('/').ok_or_else(|| {
-                    Error::Config(format!(
-                        "--control-plane-kubeconfig-secret {reference:?}: want <namespace>/<name>[:<key>]"
-                    ))
+                let (namespace, rest) = reference.split_once('/').ok_or_else(|| Error::Setting {
+                    setting: format!("--control-plane-kubeconfig-secret {reference:?}"),
+                    problem: "want <namespace>/<name>[:<key>]".into(),
                 })?;
                 let (name, key) = rest.split_once(':').unwrap_or((rest, "kubeconfig"));
                 Ok(RemoteSource::Secret {
@@ -58,9 +61,10 @@ impl RemoteSource {
                     key: key.to_string(),
                 })
             }
-            (None, None) => Err(Error::Config(
-                "the control plane's kubeconfig is missing: set --control-plane-kubeconfig or --control-plane-kubeconfig-secret".into(),
-            )),
+            (None, None) => Err(Error::Setting {
+                setting: "the control plane's kubeconfig".into(),
+                problem: "missing: set --control-plane-kubeconfig or --control-plane-kubeconfig-secret".into(),
+            }),
         }
     }
 
@@ -76,19 +80,20 @@ impl RemoteSource {
     /// The kubeconfig's text as it is now.
     async fn text(&self, local: &Client) -> Result<String, Error> {
         match self {
-            RemoteSource::File(path) => {
-                std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", self.describe())))
-            }
+            RemoteSource::File(path) => std::fs::read_to_string(path).map_err(|e| self.failed("read", e)),
             RemoteSource::Secret { namespace, name, key } => {
                 let secret = Api::<Secret>::namespaced(local.clone(), namespace)
                     .get(name)
                     .await
-                    .map_err(|e| Error::Config(format!("{}: reading it from the app cluster: {e}", self.describe())))?;
+                    .map_err(|e| self.failed("read from the app cluster", e))?;
                 let raw = secret
                     .data
                     .and_then(|d| d.get(key).cloned())
-                    .ok_or_else(|| Error::Config(format!("{}: the Secret has no such key", self.describe())))?;
-                String::from_utf8(raw.0).map_err(|_| Error::Config(format!("{}: not text", self.describe())))
+                    .ok_or_else(|| Error::Setting {
+                        setting: self.describe(),
+                        problem: "the Secret has no such key".into(),
+                    })?;
+                String::from_utf8(raw.0).map_err(|e| self.failed("read as text", e))
             }
         }
     }
@@ -96,22 +101,30 @@ impl RemoteSource {
     /// Reads and checks the kubeconfig; returns the client configuration and a fingerprint of the text.
     pub async fn load(&self, local: &Client) -> Result<(Config, String), Error> {
         let text = self.text(local).await?;
-        let kubeconfig =
-            Kubeconfig::from_yaml(&text).map_err(|e| Error::Config(format!("{}: {e}", self.describe())))?;
+        let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| self.failed("parse", e))?;
         if let RemoteSource::Secret { .. } = self {
-            inline_only(&kubeconfig).map_err(|field| {
-                Error::Config(format!(
-                    "{}: {field} is refused: a kubeconfig read from a Secret may carry only inline credentials \
-                     (token, client certificate and key data, CA data), since whoever can write that Secret would \
-                     otherwise run programs or read files in claimsync's pod",
-                    self.describe()
-                ))
+            inline_only(&kubeconfig).map_err(|field| Error::Setting {
+                setting: self.describe(),
+                problem: format!(
+                    "{field} is refused: a kubeconfig read from a Secret may carry only inline credentials (token, \
+                     client certificate and key data, CA data), since whoever can write that Secret would otherwise \
+                     run programs or read files in claimsync's pod"
+                ),
             })?;
         }
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
-            .map_err(|e| Error::Config(format!("{}: {e}", self.describe())))?;
+            .map_err(|e| self.failed("use", e))?;
         Ok((config, claimsync_state::content_hash(&serde_json::Value::String(text))))
+    }
+
+    /// The kubeconfig could not be had: what was tried, and why it failed.
+    fn failed(&self, action: &'static str, source: impl Into<BoxError>) -> Error {
+        Error::Load {
+            setting: self.describe(),
+            action,
+            source: source.into(),
+        }
     }
 
     /// Waits until the kubeconfig differs from `fingerprint` and is usable; returns it. A changed kubeconfig that is
@@ -134,21 +147,25 @@ impl RemoteSource {
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 async fn from_file(path: &std::path::Path, flag: &str) -> Result<Config, Error> {
-    let kubeconfig =
-        Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("{flag} {}: {e}", path.display())))?;
+    let failed = |action, source: BoxError| Error::Load {
+        setting: format!("{flag} {}", path.display()),
+        action,
+        source,
+    };
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| failed("read", e.into()))?;
     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::Config(format!("{flag} {}: {e}", path.display())))
+        .map_err(|e| failed("use", e.into()))
 }
 
-pub async fn reachable(client: &Client, which: &str) -> Result<(), Error> {
+pub async fn reachable(client: &Client, side: Side) -> Result<(), Error> {
     match tokio::time::timeout(REACH_TIMEOUT, client.apiserver_version()).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::Config(format!("{which} is unreachable: {e}"))),
-        Err(_) => Err(Error::Config(format!(
-            "{which} did not answer within {}s",
-            REACH_TIMEOUT.as_secs()
-        ))),
+        Ok(Err(e)) => Err(Error::NotReached { side, source: e.into() }),
+        Err(e) => Err(Error::NotReached {
+            side,
+            source: format!("no answer within {}s ({e})", REACH_TIMEOUT.as_secs()).into(),
+        }),
     }
 }
 

@@ -47,7 +47,7 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
     let instance = args.app.own_namespace();
     let local =
         super::clients::app_client(&args.app, &std::sync::Arc::new(crate::ops::metrics::Metrics::new())).await?;
-    super::clients::reachable(&local, "app cluster").await?;
+    super::clients::reachable(&local, Side::App).await?;
     mark_disconnected(&local, &instance).await?;
 
     let mut crds = Api::<CustomResourceDefinition>::all(local.clone())
@@ -80,10 +80,12 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
             break;
         }
         if pass == PASSES - 1 {
-            return Err(Error::Config(format!(
-                "claims kept getting claimsync's finalizer back after {PASSES} passes: a claimsync of namespace \
-                 {instance} still runs and does not see the disconnect mark; stop it first"
-            )));
+            return Err(Error::Refused {
+                why: format!(
+                    "claims kept getting claimsync's finalizer back after {PASSES} passes: a claimsync of namespace \
+                     {instance} still runs and does not see the disconnect mark; stop it first"
+                ),
+            });
         }
         tokio::time::sleep(SETTLE).await;
     }

@@ -53,10 +53,14 @@ pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
     let clusters = &args.clusters;
     clusters.check()?;
     let local = app_client(&clusters.app, &Arc::new(Metrics::new())).await?;
-    reachable(&local, "app cluster").await?;
+    reachable(&local, Side::App).await?;
     let (config, _) = RemoteSource::from_args(clusters)?.load(&local).await?;
-    let remote = Client::try_from(config).map_err(|e| Error::Config(format!("control plane: {e}")))?;
-    reachable(&remote, "control plane").await?;
+    let remote = Client::try_from(config).map_err(|e| Error::Load {
+        setting: "the control plane's client".into(),
+        action: "build",
+        source: e.into(),
+    })?;
+    reachable(&remote, Side::ControlPlane).await?;
     let (cluster_id, _) = clusters.cluster_id(&local).await?;
     let cluster_uid = kube_system_uid(&local).await?;
     let restorer = Restorer {
@@ -133,10 +137,10 @@ pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
         }
         // The kind must be served locally before its claims can be made.
         if let Copied::NotOwned = copy_crd(&local, &crd).await? {
-            return Err(Error::Config(format!(
-                "a local CRD {} exists and is not claimsync's; its claims cannot be restored",
-                kind.crd_name
-            )));
+            return Err(Error::Object {
+                object: format!("CRD {}", kind.crd_name),
+                problem: "exists in the app cluster and is not claimsync's; its claims cannot be restored".into(),
+            });
         }
         let mut namespaces_made = BTreeSet::new();
         for (twin, claim) in missing {
@@ -145,9 +149,9 @@ pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
             if namespaces_made.insert(namespace.clone()) {
                 ensure_namespace(&local, &namespace).await?;
             }
-            let object: DynamicObject = serde_json::from_value(claim).map_err(|e| Error::Invalid {
+            let object: DynamicObject = serde_json::from_value(claim).map_err(|e| Error::Json {
                 object: format!("{} {namespace}/{name}", kind.kind),
-                message: e.to_string(),
+                source: e,
             })?;
             Api::<DynamicObject>::namespaced_with(local.clone(), &namespace, &resource)
                 .create(&PostParams::default(), &object)

@@ -17,8 +17,7 @@ use tracing::{info, warn};
 
 use super::args::{ClusterArgs, kube_system_uid};
 use super::clients::{REACH_TIMEOUT, RemoteSource, app_client, reachable};
-use crate::context::{Context, Settings};
-use crate::error::Error;
+use crate::error::{Error, Side};
 use crate::model::link::{LinkState, Probe};
 use crate::ops;
 use crate::ops::counting::counted_client;
@@ -26,6 +25,7 @@ use crate::ops::leader::Elector;
 use crate::ops::metrics::Metrics;
 use crate::ops::server::OpsState;
 use crate::sync::caches::RemoteCaches;
+use crate::sync::context::{Context, Settings};
 use crate::sync::{catalog, events, identity, link, namespaces};
 
 #[derive(Debug, Args)]
@@ -68,7 +68,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         ops::server::serve(&args.ops_addr, ops.clone()).await?;
     }
     let local = app_client(&clusters.app, &metrics).await?;
-    reachable(&local, "app cluster").await?;
+    reachable(&local, Side::App).await?;
     // The aggregated API needs only the app cluster: it serves before (and whether or not) the rest starts.
     let shim = super::shim::start(&args, &local).await?;
     // Configuration errors stop claimsync here; an unreachable control plane does not (it starts offline).
@@ -225,8 +225,11 @@ async fn measure_journal(journal: Journal, metrics: Arc<Metrics>) {
 }
 
 fn control_plane_client(config: &kube::Config, metrics: &Arc<Metrics>) -> Result<Client, Error> {
-    counted_client(config.clone(), "controlplane", metrics.clone())
-        .map_err(|e| Error::Config(format!("control plane: {e}")))
+    counted_client(config.clone(), "controlplane", metrics.clone()).map_err(|e| Error::Load {
+        setting: "the control plane's client".into(),
+        action: "build",
+        source: e.into(),
+    })
 }
 
 /// Whether the control plane can be used now (the link's state to start from), after checking that the claim
@@ -247,9 +250,13 @@ async fn claim_namespace_exists(remote: &Client, claim_namespace: &str) -> Resul
     let namespaces = Api::<Namespace>::all(remote.clone());
     match tokio::time::timeout(REACH_TIMEOUT, namespaces.get_opt(claim_namespace)).await {
         Ok(Ok(Some(_))) => Ok(()),
-        Ok(Ok(None)) => Err(Error::Config(format!(
-            "claim namespace {claim_namespace:?} does not exist on the control plane; create it first (kubectl create namespace {claim_namespace})"
-        ))),
+        Ok(Ok(None)) => Err(Error::Setting {
+            setting: "--claim-namespace".into(),
+            problem: format!(
+                "claim namespace {claim_namespace:?} does not exist on the control plane; create it first (kubectl \
+                 create namespace {claim_namespace})"
+            ),
+        }),
         Ok(Err(e)) => {
             warn!(error = %e, namespace = %claim_namespace, "could not check that the claim namespace exists on the control plane");
             Ok(())

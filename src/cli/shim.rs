@@ -45,7 +45,10 @@ pub async fn start(args: &RunArgs, local: &Client) -> Result<Option<Shim>, Error
             let (namespace, name) = reference
                 .split_once('/')
                 .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-                .ok_or_else(|| Error::Config(format!("--shim-cert-secret {reference:?}: want <namespace>/<name>")))?;
+                .ok_or_else(|| Error::Setting {
+                    setting: format!("--shim-cert-secret {reference:?}"),
+                    problem: "want <namespace>/<name>".into(),
+                })?;
             CertSource::Given {
                 namespace: namespace.to_string(),
                 name: name.to_string(),

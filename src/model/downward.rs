@@ -8,7 +8,7 @@ use crate::model::fields::owned_fields;
 use crate::model::vocabulary::{CROSSPLANE_SPEC_FIELDS, EXTERNAL_NAME, MANAGER_DOWN, REPLICATED};
 
 /// The local side of a claim as claimsync writes it.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LocalDown {
     /// Crossplane-owned spec fields, applied by the down manager.
     pub spec: Map<String, Value>,

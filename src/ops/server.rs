@@ -36,12 +36,13 @@ impl OpsState {
 
 /// Binds `addr` and serves the ops endpoint in the background; returns the bound address.
 pub async fn serve(addr: &str, state: Arc<OpsState>) -> Result<SocketAddr, Error> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Config(format!("--ops-addr {addr}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::Config(format!("--ops-addr {addr}: {e}")))?;
+    let listen = |e: std::io::Error| Error::Load {
+        setting: format!("--ops-addr {addr}"),
+        action: "listen on",
+        source: e.into(),
+    };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
     info!(addr = %bound, "serving /healthz, /readyz and /metrics");
     tokio::spawn(async move {
         loop {

@@ -18,12 +18,12 @@ use serde_json::Value;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tracing::{error, info, warn};
 
-use crate::context::{Context, retry_backoff};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated as ConditionReplicated};
 use crate::model::kind::{ClaimKind, claim_kind, group_allowed, is_claim_crd, is_current, local_crd, served_versions};
 use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
 use crate::sync::claims::status::mark_all;
+use crate::sync::context::{Context, retry_backoff};
 use crate::sync::supervisor::Running;
 
 /// Outcome of copying one remote claim CRD into the app cluster.
@@ -71,9 +71,9 @@ pub async fn copy_crd(local: &Client, remote: &Value) -> Result<Copied, Error> {
             return Ok(Copied::Established(desired));
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(Error::Invalid {
+            return Err(Error::Object {
                 object: format!("CRD {name}"),
-                message: "not established after 60s".into(),
+                problem: "not established after 60s".into(),
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -114,9 +114,9 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
         crd: desired.clone(),
         withdrawn: false,
     })?;
-    claim_kind(remote).map(Replicated::Ready).ok_or_else(|| Error::Invalid {
+    claim_kind(remote).map(Replicated::Ready).ok_or_else(|| Error::Object {
         object: format!("CRD {name}"),
-        message: "has no versions or names".into(),
+        problem: "has no versions or names".into(),
     })
 }
 

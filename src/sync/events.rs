@@ -16,11 +16,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::context::Context;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::notes::mirrored_note;
 use crate::sync::caches::kind_key;
+use crate::sync::context::Context;
 
 /// Marks of mirrored Events are kept this long.
 const REMEMBER: Duration = Duration::from_secs(24 * 3600);

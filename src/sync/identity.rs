@@ -34,10 +34,13 @@ pub async fn pin_cluster_id(
         .context(Side::App, "get namespace", namespace)?
         .is_none()
     {
-        return Err(Error::Config(format!(
-            "claimsync's own namespace {namespace:?} does not exist in the app cluster (--namespace, \
-             CLAIMSYNC_NAMESPACE or POD_NAMESPACE); create it first (kubectl create namespace {namespace})"
-        )));
+        return Err(Error::Setting {
+            setting: "--namespace (CLAIMSYNC_NAMESPACE or POD_NAMESPACE)".into(),
+            problem: format!(
+                "claimsync's own namespace {namespace:?} does not exist in the app cluster; create it first (kubectl \
+                 create namespace {namespace})"
+            ),
+        });
     }
     let config_maps = Api::<ConfigMap>::namespaced(local.clone(), namespace);
     let object = format!("ConfigMap {namespace}/{IDENTITY_CONFIGMAP}");
@@ -51,18 +54,20 @@ pub async fn pin_cluster_id(
         .and_then(|d| d.get(KEY).cloned());
     let in_journal = journal.cluster_id()?;
     match pin(in_cluster.as_deref(), in_journal.as_deref(), effective) {
-        Pinning::Refuse { recorded, recorded_in } => Err(Error::Config(format!(
-            "cluster id {effective:?} (from {}) differs from {recorded:?}, recorded in {recorded_in} ({}): every \
+        Pinning::Refuse { recorded, recorded_in } => Err(Error::Refused {
+            why: format!(
+                "cluster id {effective:?} (from {}) differs from {recorded:?}, recorded in {recorded_in} ({}): every \
              twin on the control plane is named after {recorded:?}, so {effective:?} would replicate every claim a \
              second time and duplicate its infrastructure. Start with --cluster-id {recorded}; only if this really \
              is another app cluster, delete {object} and the journal in the state dir first",
-            source.describe(),
-            if recorded_in == "the journal" {
-                "the state dir".to_string()
-            } else {
-                object.clone()
-            },
-        ))),
+                source.describe(),
+                if recorded_in == "the journal" {
+                    "the state dir".to_string()
+                } else {
+                    object.clone()
+                },
+            ),
+        }),
         Pinning::Use {
             record_in_cluster,
             record_in_journal,

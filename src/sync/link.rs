@@ -11,8 +11,8 @@ use kube::runtime::events::{Event, EventType};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::context::Context;
 use crate::model::link::{Down, Hysteresis, LinkState, Probe};
+use crate::sync::context::Context;
 
 const PROBE_EVERY: Duration = Duration::from_secs(3);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

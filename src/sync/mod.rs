@@ -5,10 +5,10 @@
 pub mod caches;
 pub mod catalog;
 pub mod claims;
+pub mod context;
 pub mod events;
 pub mod identity;
 pub mod link;
 pub mod namespaces;
 pub mod offer;
-pub mod orphans;
 pub mod supervisor;

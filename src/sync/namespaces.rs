@@ -29,7 +29,11 @@ pub async fn select(local: &Client, selector: &str) -> Result<Selection, Error> 
     namespaces
         .list(&ListParams::default().labels(selector).limit(1))
         .await
-        .map_err(|e| Error::Config(format!("--namespace-selector {selector:?}: {e}")))?;
+        .map_err(|e| Error::Load {
+            setting: format!("--namespace-selector {selector:?}"),
+            action: "list namespaces with",
+            source: e.into(),
+        })?;
     let writer = Writer::<Namespace>::default();
     let store = writer.as_reader();
     let (changes, _) = broadcast::channel(1024);
@@ -49,10 +53,11 @@ pub async fn select(local: &Client, selector: &str) -> Result<Selection, Error> 
             }
         }
     });
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Config(format!("namespace selector: {e}")))?;
+    store.wait_until_ready().await.map_err(|e| Error::Load {
+        setting: format!("--namespace-selector {selector:?}"),
+        action: "watch namespaces with",
+        source: e.into(),
+    })?;
     Ok(Selection { store, changes })
 }
 

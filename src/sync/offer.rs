@@ -6,10 +6,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 
-use crate::context::Context;
 use crate::error::{Error, KubeContext, Side};
 use crate::model::kind::ClaimKind;
 use crate::sync::caches::{CACHE_WAIT, xrd_resource};
+use crate::sync::context::Context;
 
 /// Whether the control plane is taking this kind away: its claim CRD, or the XRD that owns it, is gone or being
 /// deleted. Crossplane then deletes every claim of the kind itself, and recreating them would fight it. Read from

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::context::Context;
 use crate::model::kind::ClaimKind;
 use crate::ops::metrics::KindStateLabels;
 use crate::sync::claims;
+use crate::sync::context::Context;
 
 /// The running claim controllers, by CRD name, with whether each runs for a withdrawn kind.
 #[derive(Default)]

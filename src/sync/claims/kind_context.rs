@@ -1,7 +1,8 @@
 //! What the reconciles of one claim kind share: the context, the kind as kube-rs addresses it, the remote APIs of
 //! the claim namespace, and the clock and key helpers every reconcile file uses. No reconcile logic here.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use claimsync_state::ClaimKey;
@@ -14,18 +15,23 @@ use kube::{Resource, ResourceExt};
 use kube::runtime::reflector::ObjectRef;
 
 use super::arrivals::Arrivals;
-use crate::context::Context;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::kind::ClaimKind;
 use crate::model::notes::bounded_note;
+use crate::model::plan::{Claims, Identity, KindFacts, older};
 use crate::sync::caches::{CACHE_WAIT, Cache};
+use crate::sync::context::Context;
+
+/// A local claim as the controller's queue names it.
+pub(super) type ClaimRef = ObjectRef<DynamicObject>;
+
+/// Which local claim each twin name stands for, as the twins' watch last said.
+pub(super) type Origins = Arc<Mutex<HashMap<String, ClaimRef>>>;
 
 /// What every reconcile of one kind shares: the context, the kind, and the remote APIs of the claim namespace.
 pub(crate) struct KindContext {
     pub ctx: Arc<Context>,
     pub kind: ClaimKind,
-    /// The control plane no longer offers the kind: its claims are only shown so, and released when deleted.
-    pub withdrawn: bool,
     /// The kind as kube-rs addresses it.
     pub resource: ApiResource,
     pub remote: Api<DynamicObject>,
@@ -34,6 +40,11 @@ pub(crate) struct KindContext {
     pub twins: Cache<DynamicObject>,
     /// When each claim's oldest unhandled change arrived.
     pub arrivals: Arrivals,
+    /// Which local claim each twin name stands for (the twins' watch fills it; Secret changes read it).
+    pub origins: Origins,
+    /// The kind and this claimsync as the planner sees them.
+    pub facts: KindFacts,
+    pub who: Identity,
 }
 
 impl KindContext {
@@ -41,15 +52,30 @@ impl KindContext {
         let resource = api_resource(&kind);
         let remote = Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
         let remote_secrets = Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace);
+        let facts = KindFacts {
+            rules: &Claims,
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+            crd_name: kind.crd_name.clone(),
+            withdrawn,
+        };
+        let who = Identity {
+            cluster_id: ctx.cluster_id.clone(),
+            cluster_uid: ctx.cluster_uid.clone(),
+            claim_namespace: ctx.claim_namespace.clone(),
+            instance: ctx.instance.clone(),
+        };
         KindContext {
             ctx,
             kind,
-            withdrawn,
             resource,
             remote,
             remote_secrets,
             twins,
             arrivals: Arrivals::default(),
+            origins: Origins::default(),
+            facts,
+            who,
         }
     }
 
@@ -109,19 +135,6 @@ impl KindContext {
 
     pub fn key_of(&self, claim: &DynamicObject) -> ClaimKey {
         self.key(&claim.namespace().unwrap_or_default(), &claim.name_any())
-    }
-}
-
-/// Whether resource version `seen` is older than `known`. Kubernetes calls resource versions opaque; the
-/// kube-apiserver's are etcd revisions, so they compare as numbers, and whatever does not parse is not called older
-/// (the caller then trusts what it has).
-pub(super) fn older(seen: Option<&str>, known: Option<&str>) -> bool {
-    match (
-        seen.and_then(|s| s.parse::<u64>().ok()),
-        known.and_then(|k| k.parse::<u64>().ok()),
-    ) {
-        (Some(seen), Some(known)) => seen < known,
-        _ => false,
     }
 }
 

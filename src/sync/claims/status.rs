@@ -1,5 +1,6 @@
 //! What claimsync writes into a local claim: Crossplane's spec fields and the status (write_down), the
-//! `Replicated` condition alone (show, mark_all), and Events on the claim. Server-side apply as the down manager.
+//! `Replicated` condition alone (show, mark_all), and Events on the claim. Server-side apply as the down manager,
+//! each write conditional on the resource version it was computed from.
 
 use std::sync::Arc;
 
@@ -10,15 +11,14 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use super::kind_context::{KindContext, claim_key, now};
-use crate::context::Context;
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Replicated, with_replicated};
 use crate::model::downward::{LocalDown, spec_shown};
 use crate::model::kind::ClaimKind;
 use crate::model::notes::bounded_note;
-use crate::model::phase::Phase;
 use crate::model::vocabulary::MANAGER_DOWN;
 use crate::sync::caches::Cache;
+use crate::sync::context::Context;
 
 /// Writes the down-state into the local claim (`local` is `claim` as JSON): Crossplane's spec fields and
 /// annotations, then the status. Each write holds only while the claim is still at the version it was read at,
@@ -83,39 +83,21 @@ pub async fn apply_status(
 }
 
 /// Sets only the `Replicated` condition, keeping the rest of the status (the last known remote status); fails
-/// with 409 if the claim changed since `claim` was read.
+/// with 409 if the claim changed since `claim` was read (`local` is `claim` as JSON). Returns the claim as written,
+/// or `None` when it already showed the condition.
 pub(super) async fn show(
-    kctx: &KindContext,
-    claim: &DynamicObject,
-    local: &Value,
-    cond: Replicated,
-) -> Result<(), Error> {
-    record_phase(kctx, claim, &cond);
-    let local_api = kctx.local(&claim.namespace().unwrap_or_default());
-    show_on(&local_api, claim, local, &cond).await
-}
-
-/// Keeps the claim's phase in the metrics.
-pub(super) fn record_phase(kctx: &KindContext, claim: &DynamicObject, cond: &Replicated) {
-    let deleting = claim.meta().deletion_timestamp.is_some();
-    let phase = Phase::of(Some(cond.reason.as_str()), deleting);
-    kctx.ctx
-        .metrics
-        .set_phase(&kctx.key_of(claim).to_string(), &kctx.kind.kind, phase);
-}
-
-async fn show_on(
     local_api: &Api<DynamicObject>,
     claim: &DynamicObject,
     local: &Value,
     cond: &Replicated,
-) -> Result<(), Error> {
+) -> Result<Option<DynamicObject>, Error> {
     let status = with_replicated(&local["status"], cond, &now());
     if status == local["status"] {
-        return Ok(());
+        return Ok(None);
     }
-    apply_status(local_api, claim, &status, "set Replicated condition on claim").await?;
-    Ok(())
+    let mut written = apply_status(local_api, claim, &status, "set Replicated condition on claim").await?;
+    written.types = written.types.or_else(|| claim.types.clone());
+    Ok(Some(written))
 }
 
 /// How often a condition set outside a reconcile reads the claim again after a conflict before giving up.
@@ -132,7 +114,7 @@ pub async fn set_replicated(
     let mut claim = claim;
     for _ in 0..CONFLICT_RETRIES {
         let local = serde_json::to_value(&claim).unwrap_or(Value::Null);
-        match show_on(local_api, &claim, &local, cond).await {
+        match show(local_api, &claim, &local, cond).await.map(|_| ()) {
             Err(e) if e.is_conflict() => {
                 let Some(mut fresh) =
                     local_api
@@ -148,9 +130,9 @@ pub async fn set_replicated(
             other => return other,
         }
     }
-    Err(Error::Invalid {
+    Err(Error::Object {
         object: claim_key(&claim),
-        message: format!(
+        problem: format!(
             "the claim kept changing; the Replicated condition was not set after {CONFLICT_RETRIES} tries"
         ),
     })
@@ -186,11 +168,11 @@ pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -
     Ok(())
 }
 
-/// Publishes an Event on the local claim; a failure to do so is only logged.
-pub(super) async fn event(kctx: &KindContext, claim: &DynamicObject, type_: EventType, reason: &str, note: &str) {
+/// Publishes a Warning Event on the local claim; a failure to do so is only logged.
+pub(super) async fn event(kctx: &KindContext, claim: &DynamicObject, reason: &str, note: &str) {
     let reference = claim.object_ref(&kctx.resource);
     let ev = Event {
-        type_,
+        type_: EventType::Warning,
         reason: reason.into(),
         note: Some(bounded_note(note)),
         action: "Replicate".into(),

@@ -3,7 +3,6 @@
 //! (log and an Event on claimsync) and kept in a list the metrics and the shim read. `claimsync restore` brings
 //! their claims back. Reads only.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,18 +13,16 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
 
-use crate::context::Context;
+use super::kind_context::api_resource;
 use crate::model::kind::ClaimKind;
 use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
 use crate::model::notes::bounded_note;
+use crate::model::orphans::Orphans;
 use crate::sync::caches::Cache;
-use crate::sync::claims::api_resource;
+use crate::sync::context::Context;
 
 /// How often each kind's twins are compared with its local claims.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
-
-/// A twin without its local claim: the claim's key (`group/Kind namespace/name`) and the twin's name.
-pub type Orphans = BTreeMap<String, String>;
 
 /// Compares the twins of one kind with its local claims every half minute while the link is up. Both sides come
 /// from the controller's watch caches; a twin that looks orphaned for the first time is confirmed with a GET of its
@@ -37,11 +34,8 @@ pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Cache<DynamicObje
     }
     loop {
         if ctx.link_state().is_up() {
-            let known: BTreeMap<String, String> = {
-                let orphans = ctx.orphans.lock().expect("orphans lock");
-                orphans.clone()
-            };
-            let mut found = Orphans::new();
+            let known = ctx.orphans.lock().expect("orphans lock").clone();
+            let mut found = Orphans::default();
             for twin in twins
                 .store
                 .state()
@@ -66,7 +60,7 @@ pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Cache<DynamicObje
                     continue;
                 }
                 let key = format!("{}/{} {namespace}/{name}", kind.group, kind.kind);
-                if known.contains_key(&key) || claim_is_gone(&ctx, &resource, &namespace, &name).await {
+                if known.contains(&key) || claim_is_gone(&ctx, &resource, &namespace, &name).await {
                     found.insert(key, twin.name_any());
                 }
             }
@@ -87,13 +81,7 @@ async fn report(ctx: &Context, kind: &ClaimKind, found: Orphans) {
     let prefix = format!("{}/{} ", kind.group, kind.kind);
     let new: Vec<(String, String)> = {
         let mut orphans = ctx.orphans.lock().expect("orphans lock");
-        orphans.retain(|key, _| !key.starts_with(&prefix) || found.contains_key(key));
-        let new = found
-            .iter()
-            .filter(|(key, _)| !orphans.contains_key(*key))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        orphans.extend(found);
+        let new = orphans.replace_kind(&prefix, found);
         ctx.metrics.orphans.set(orphans.len() as i64);
         new
     };

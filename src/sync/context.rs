@@ -1,5 +1,6 @@
 //! The state shared by every reconciler: both clients, the settings, the journal, the event recorder, the
 //! namespace selection, per-claim retry counts, and the tracker that announces, once, that everything is in sync.
+//! It holds what `sync`'s controllers share; it must not import any of them (they import it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,10 +17,10 @@ use tokio::sync::{broadcast, watch};
 use tracing::info;
 
 use crate::model::link::LinkState;
+use crate::model::orphans::Orphans;
 use crate::ops::metrics::Metrics;
 use crate::sync::caches::RemoteCaches;
 use crate::sync::namespaces::Selection;
-use crate::sync::orphans::Orphans;
 
 pub struct Context {
     pub local: Client,
@@ -48,7 +49,7 @@ pub struct Context {
     pub caches: RemoteCaches,
     pub concurrency: u16,
     pub sync: SyncTracker,
-    /// Twins whose local claim is gone unseen, by claim key (see sync/orphans.rs).
+    /// Twins whose local claim is gone unseen, by claim key (see sync/claims/orphans.rs).
     pub orphans: Mutex<Orphans>,
     failures: Mutex<HashMap<String, ExponentialBackoff>>,
 }

@@ -1,0 +1,49 @@
+//! A family of replicated objects: the rules that differ between Crossplane claims and (next) Crossplane v2's
+//! namespaced composite resources: the twin's name, what goes up, what comes down, which Secret the user asked
+//! for. The planner is the same for every family; a new family is a new implementation of [`Family`].
+
+use serde_json::Value;
+
+use crate::model::conditions::Replicated;
+use crate::model::downward::{LocalDown, local_down};
+use crate::model::naming::remote_claim_name;
+use crate::model::upward::{RemoteTarget, remote_intent, unsupported_field};
+
+/// The rules of one family of replicated objects.
+pub trait Family: Sync {
+    /// The twin's name in the claim namespace.
+    fn remote_name(&self, name: &str, namespace: &str, cluster_id: &str) -> String;
+    /// A field the local object sets that cannot be replicated, with why.
+    fn unsupported_field(&self, local: &Value) -> Option<(&'static str, &'static str)>;
+    /// The twin as claimsync's up manager applies it.
+    fn remote_intent(&self, local: &Value, target: &RemoteTarget) -> Value;
+    /// What the local object must show of its twin.
+    fn local_down(&self, local: &Value, remote: &Value, cond: &Replicated, now: &str) -> LocalDown;
+    /// The local connection Secret's name the user asked for, if any.
+    fn connection_secret<'v>(&self, local: &'v Value) -> Option<&'v str>;
+}
+
+/// Crossplane claims (v1 XRDs' `claimNames`).
+pub struct Claims;
+
+impl Family for Claims {
+    fn remote_name(&self, name: &str, namespace: &str, cluster_id: &str) -> String {
+        remote_claim_name(name, namespace, cluster_id)
+    }
+
+    fn unsupported_field(&self, local: &Value) -> Option<(&'static str, &'static str)> {
+        unsupported_field(local)
+    }
+
+    fn remote_intent(&self, local: &Value, target: &RemoteTarget) -> Value {
+        remote_intent(local, target)
+    }
+
+    fn local_down(&self, local: &Value, remote: &Value, cond: &Replicated, now: &str) -> LocalDown {
+        local_down(local, remote, cond, now)
+    }
+
+    fn connection_secret<'v>(&self, local: &'v Value) -> Option<&'v str> {
+        local["spec"]["writeConnectionSecretToRef"]["name"].as_str()
+    }
+}

@@ -1,0 +1,920 @@
+//! The planner's rules, one row per behaviour as the README names it. Each row sets up a claim, its journal record
+//! and a world (what a read or write would return), drives the planner to the end as the executor would, and
+//! checks the steps it asked for and how the reconcile ends.
+
+use claimsync_state::ClaimRecord;
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::model::conditions::Reason;
+use crate::model::link::Down;
+use crate::model::vocabulary::{ADOPT_FROM, DELETION_POLICY, MANAGED_BY, ORIGIN_CLUSTER, ORIGIN_CLUSTER_UID};
+use crate::model::vocabulary::{ORIGIN_NAME, ORIGIN_NAMESPACE};
+
+const NOW: u64 = 1_000_000;
+
+fn kind(withdrawn: bool) -> KindFacts {
+    KindFacts {
+        rules: &Claims,
+        api_version: "k8s.starter.org/v1alpha1".into(),
+        kind: "KubernetesCluster".into(),
+        crd_name: "kubernetesclusters.k8s.starter.org".into(),
+        withdrawn,
+    }
+}
+
+fn who() -> Identity {
+    Identity {
+        cluster_id: "app".into(),
+        cluster_uid: "kube-system-uid".into(),
+        claim_namespace: "claims".into(),
+        instance: "claimsync".into(),
+    }
+}
+
+fn twin_name() -> String {
+    Claims.remote_name("demo", "team", "app")
+}
+
+/// A claim claimsync holds, asking for a connection Secret.
+fn claim() -> Value {
+    json!({
+        "apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
+        "metadata": {"name": "demo", "namespace": "team", "uid": "u1", "resourceVersion": "10",
+            "finalizers": [FINALIZER], "annotations": {REPLICATED_BY: "claimsync"}},
+        "spec": {"id": "demo", "writeConnectionSecretToRef": {"name": "demo-conn"}}
+    })
+}
+
+fn labels(cluster_uid: &str) -> Value {
+    json!({ORIGIN_CLUSTER: "app", ORIGIN_CLUSTER_UID: cluster_uid, ORIGIN_NAMESPACE: "team", ORIGIN_NAME: "demo"})
+}
+
+fn secret(name: &str, controller_uid: &str, endpoint: &str) -> Secret {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {MANAGED_BY: "claimsync"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "K", "name": "x", "uid": controller_uid, "controller": true}]},
+        "type": crate::model::vocabulary::CONNECTION_SECRET_TYPE,
+        "data": {"endpoint": endpoint}
+    }))
+    .unwrap()
+}
+
+/// What the clusters would answer to each step.
+#[derive(Clone)]
+struct World {
+    twin: Option<Value>,
+    withdrawing: bool,
+    apply: Result<(), ApplyFailure>,
+    remote_secret: Option<Secret>,
+    local_secret: Option<Secret>,
+    made_secrets: Vec<Secret>,
+    local_crd_going: bool,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            twin: None,
+            withdrawing: false,
+            apply: Ok(()),
+            remote_secret: Some(secret(&twin_name(), "t1", "aHR0cHM=")),
+            local_secret: None,
+            made_secrets: Vec::new(),
+            local_crd_going: false,
+        }
+    }
+}
+
+/// What a row starts from besides the world.
+struct Start {
+    claim: Value,
+    record: Option<ClaimRecord>,
+    link: LinkState,
+    selected: bool,
+    withdrawn: bool,
+}
+
+impl Default for Start {
+    fn default() -> Self {
+        Start {
+            claim: claim(),
+            record: None,
+            link: LinkState::Up,
+            selected: true,
+            withdrawn: false,
+        }
+    }
+}
+
+/// The steps the planner asked for (by name) and the outcome it ended with.
+struct Run {
+    steps: Vec<&'static str>,
+    writes: Vec<Step>,
+    outcome: Outcome,
+}
+
+impl Run {
+    fn shown(&self) -> Option<Reason> {
+        self.outcome.show.as_ref().map(|c| c.reason)
+    }
+
+    fn said(&self) -> Vec<(On, &str)> {
+        self.outcome.say.iter().map(|s| (s.on, s.reason.as_str())).collect()
+    }
+
+    fn write_down(&self) -> Option<&LocalDown> {
+        self.writes.iter().find_map(|w| match w {
+            Step::WriteDown { down } => Some(down),
+            _ => None,
+        })
+    }
+}
+
+/// Drives the planner as the executor does, answering each step from `world`.
+fn drive(start: Start, world: &World) -> Run {
+    let kind = kind(start.withdrawn);
+    let who = who();
+    let mut facts = Facts::new(
+        &kind,
+        &who,
+        start.claim,
+        start.record.as_ref(),
+        &start.link,
+        (NOW, "now"),
+    );
+    facts.namespace_selected = start.selected;
+    let mut steps = Vec::new();
+    let mut writes = Vec::new();
+    for _ in 0..32 {
+        let step = next(&facts);
+        let name = match &step {
+            Step::Finish(_) => "Finish",
+            Step::Hold => "Hold",
+            Step::ReadTwin { .. } => "ReadTwin",
+            Step::ReadWithdrawing => "ReadWithdrawing",
+            Step::ApplyTwin { .. } => "ApplyTwin",
+            Step::ListMadeSecrets => "ListMadeSecrets",
+            Step::DeleteSecrets { .. } => "DeleteSecrets",
+            Step::ReadRemoteSecret { .. } => "ReadRemoteSecret",
+            Step::ReadLocalSecret { .. } => "ReadLocalSecret",
+            Step::ApplySecret { .. } => "ApplySecret",
+            Step::WriteDown { .. } => "WriteDown",
+            Step::ReadLocalCrd => "ReadLocalCrd",
+            Step::DeleteTwin { .. } => "DeleteTwin",
+        };
+        steps.push(name);
+        match &step {
+            Step::Finish(_) => {
+                let Step::Finish(outcome) = step else { unreachable!() };
+                return Run {
+                    steps,
+                    writes,
+                    outcome: *outcome,
+                };
+            }
+            Step::Hold => {
+                facts.claim["metadata"]["finalizers"] = json!([FINALIZER]);
+                facts.claim["metadata"]["annotations"][REPLICATED_BY] = json!("claimsync");
+                facts.claim["metadata"]["resourceVersion"] = json!("11");
+            }
+            Step::ReadTwin { .. } => facts.twin = Some(world.twin.clone()),
+            Step::ReadWithdrawing => facts.withdrawing = Some(world.withdrawing),
+            Step::ApplyTwin { intent, .. } => {
+                // A write gives the twin a version newer than the one read.
+                let version = match facts.twin.clone().flatten() {
+                    Some(twin) => {
+                        twin["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap()
+                            .parse::<u64>()
+                            .unwrap()
+                            + 1
+                    }
+                    None => 20,
+                };
+                facts.applied = Some(world.apply.clone().map(|()| {
+                    let mut twin = intent.clone();
+                    twin["metadata"]["uid"] = json!("t1");
+                    twin["metadata"]["resourceVersion"] = json!(version.to_string());
+                    twin
+                }));
+            }
+            Step::ListMadeSecrets => facts.made_secrets = Some(world.made_secrets.clone()),
+            Step::DeleteSecrets { .. } => facts.stale_secrets_removed = true,
+            Step::ReadRemoteSecret { .. } => facts.remote_secret = Some(world.remote_secret.clone()),
+            Step::ReadLocalSecret { .. } => facts.local_secret = Some(world.local_secret.clone()),
+            Step::ApplySecret { .. } => facts.secret_written = true,
+            Step::WriteDown { .. } => facts.written_down = Some("12".into()),
+            Step::ReadLocalCrd => facts.local_crd_going = Some(world.local_crd_going),
+            Step::DeleteTwin { .. } => facts.twin_delete_sent = true,
+        }
+        writes.push(step);
+    }
+    panic!("the planner did not finish: {steps:?}");
+}
+
+/// A claim and world in sync: what a new claim leaves behind, read again.
+fn in_sync() -> (Start, World) {
+    let world = World::default();
+    let first = drive(Start::default(), &world);
+    let record = first.outcome.record.clone().expect("a new claim is recorded");
+    let down = first.write_down().expect("a new claim gets its status").clone();
+    let mut claim = claim();
+    claim["metadata"]["resourceVersion"] = json!("12");
+    for (field, value) in down.spec {
+        claim["spec"][field] = value;
+    }
+    claim["status"] = down.status;
+    let applied = first
+        .writes
+        .iter()
+        .find_map(|w| match w {
+            Step::ApplyTwin { intent, .. } => Some(intent.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut twin = applied;
+    twin["metadata"]["uid"] = json!("t1");
+    twin["metadata"]["resourceVersion"] = json!("20");
+    let start = Start {
+        claim,
+        record: Some(record),
+        ..Start::default()
+    };
+    let world = World {
+        twin: Some(twin),
+        local_secret: Some(secret("demo-conn", "u1", "aHR0cHM=")),
+        ..world
+    };
+    (start, world)
+}
+
+fn deleting(mut claim: Value) -> Value {
+    claim["metadata"]["deletionTimestamp"] = json!("2026-12-06T00:00:00Z");
+    claim
+}
+
+/// A twin at the claim's remote name whose labels say `labels`.
+fn twin_with(labels: Value) -> Value {
+    json!({"metadata": {"name": twin_name(), "namespace": "claims", "uid": "t1", "resourceVersion": "20",
+        "labels": labels}, "spec": {"id": "demo"}})
+}
+
+type Check = fn(&Run);
+
+/// The rows: behaviour, start, world, the steps asked for, what else must hold.
+fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
+    let (synced, synced_world) = in_sync();
+    let (drift, mut drift_world) = in_sync();
+    if let Some(twin) = drift_world.twin.as_mut() {
+        twin["spec"]["id"] = json!("edited-remotely");
+        twin["metadata"]["resourceVersion"] = json!("25");
+    }
+    let (vanished, vanished_world) = in_sync();
+    let vanished_world = World {
+        twin: None,
+        ..vanished_world
+    };
+    let (cached_behind, _) = in_sync();
+    let mut cached_behind = cached_behind;
+    if let Some(record) = cached_behind.record.as_mut() {
+        record.local_resource_version = "13".into();
+        record.updated_unix = NOW - 1;
+    }
+    let (restored_backup, restored_world) = in_sync();
+    let mut restored_backup = restored_backup;
+    if let Some(record) = restored_backup.record.as_mut() {
+        record.local_resource_version = "13".into();
+        record.updated_unix = NOW - 3600;
+    }
+    let (offline, _) = in_sync();
+    let mut offline = offline;
+    offline.claim["spec"]["id"] = json!("changed-while-offline");
+    offline.link = LinkState::Down {
+        why: Down::Unreachable,
+        reason: "connection refused".into(),
+    };
+    let mut adopting = claim();
+    adopting["metadata"]["annotations"][ADOPT_FROM] = json!("old-uid");
+    let mut orphan = deleting(claim());
+    orphan["metadata"]["annotations"][DELETION_POLICY] = json!("Orphan");
+    let mut unsupported = claim();
+    unsupported["spec"]["publishConnectionDetailsTo"] = json!({"name": "x"});
+    let mut unheld = claim();
+    unheld["metadata"]["finalizers"] = json!([]);
+    unheld["metadata"]["annotations"] = json!({});
+    let mut other_instance = claim();
+    other_instance["metadata"]["annotations"][REPLICATED_BY] = json!("another-claimsync");
+    let mut no_secret = claim();
+    no_secret["spec"] = json!({"id": "demo"});
+    let (renamed, renamed_world) = in_sync();
+    let mut renamed = renamed;
+    renamed.claim["spec"]["writeConnectionSecretToRef"]["name"] = json!("new-conn");
+    let renamed_world = World {
+        made_secrets: vec![secret("demo-conn", "u1", "aHR0cHM="), secret("other", "u9", "eA==")],
+        local_secret: None,
+        ..renamed_world
+    };
+    let failing = |code: Option<u16>| World {
+        apply: Err(ApplyFailure {
+            code,
+            message: "nope".into(),
+        }),
+        ..World::default()
+    };
+    let user_delete = Start {
+        claim: deleting(claim()),
+        ..Start::default()
+    };
+    let (delete_offline, _) = in_sync();
+    let delete_offline = Start {
+        claim: deleting(delete_offline.claim),
+        link: LinkState::Down {
+            why: Down::Unreachable,
+            reason: "timed out".into(),
+        },
+        ..delete_offline
+    };
+    let ours = twin_with(labels("kube-system-uid"));
+
+    vec![
+        (
+            "new claim: held, applied, its Secret and status brought down, recorded",
+            Start {
+                claim: unheld,
+                ..Start::default()
+            },
+            World::default(),
+            &[
+                "Hold",
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ListMadeSecrets",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "ApplySecret",
+                "WriteDown",
+                "Finish",
+            ],
+            |run| {
+                assert!(run.said().is_empty());
+                assert_eq!(run.outcome.then, Then::Resync);
+                let record = run.outcome.record.as_ref().expect("recorded");
+                assert_eq!(
+                    record.local_resource_version, "12",
+                    "the version after claimsync's own write"
+                );
+                assert_eq!(record.remote_uid.as_deref(), Some("t1"));
+                assert_eq!(record.secret_name_down.as_deref(), Some("demo-conn"));
+                assert!(record.secret_hash_down.is_some());
+                let down = run.write_down().unwrap();
+                assert_eq!(down.status["conditions"][0]["reason"], "Synced");
+                let Some(Step::ApplyTwin { intent, then_say }) =
+                    run.writes.iter().find(|w| matches!(w, Step::ApplyTwin { .. }))
+                else {
+                    unreachable!()
+                };
+                assert_eq!(intent["metadata"]["name"], twin_name().as_str());
+                assert_eq!(
+                    intent["spec"]["writeConnectionSecretToRef"]["name"],
+                    twin_name().as_str()
+                );
+                assert_eq!(then_say, &None);
+            },
+        ),
+        (
+            "in sync: reads from the caches, writes nothing, records nothing",
+            synced,
+            synced_world,
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "Finish",
+            ],
+            |run| {
+                assert_eq!(
+                    run.outcome,
+                    Outcome {
+                        phase: Some(crate::model::phase::Phase::Synced),
+                        then: Then::Resync,
+                        ..Outcome::default()
+                    }
+                );
+            },
+        ),
+        (
+            "drift reverted: a twin edited on the control plane is applied again, and said",
+            drift,
+            drift_world,
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "Finish",
+            ],
+            |run| {
+                let Some(Step::ApplyTwin { then_say, .. }) =
+                    run.writes.iter().find(|w| matches!(w, Step::ApplyTwin { .. }))
+                else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    then_say.as_ref().map(|s| s.reason.as_str()),
+                    Some("RemoteDriftReverted")
+                );
+                assert!(run.outcome.record.is_some(), "the twin's new version is recorded");
+            },
+        ),
+        (
+            "twin deleted remotely: recreated, and said",
+            vanished,
+            vanished_world,
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "Finish",
+            ],
+            |run| {
+                let Some(Step::ApplyTwin { then_say, .. }) =
+                    run.writes.iter().find(|w| matches!(w, Step::ApplyTwin { .. }))
+                else {
+                    unreachable!()
+                };
+                assert_eq!(then_say.as_ref().map(|s| s.reason.as_str()), Some("RemoteRecreated"));
+            },
+        ),
+        (
+            "name conflict: someone else's object at the twin's name is left alone",
+            Start::default(),
+            World {
+                twin: Some(twin_with(json!({"app": "not-claimsync"}))),
+                ..World::default()
+            },
+            &["ReadTwin", "Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::NameConflict));
+                assert_eq!(run.said(), [(On::Claim, "NameConflict")]);
+                assert_eq!(run.outcome.then, Then::Resync);
+            },
+        ),
+        (
+            "contested twin: another app cluster with the same cluster id wrote it; said on both sides",
+            Start::default(),
+            World {
+                twin: Some(twin_with(labels("old-uid"))),
+                ..World::default()
+            },
+            &["ReadTwin", "Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::NameConflict));
+                assert_eq!(run.said(), [(On::Claim, "NameConflict"), (On::Twin, "TwinContested")]);
+                assert!(run.outcome.say[0].message.contains("--adopt-from-cluster-uid old-uid"));
+            },
+        ),
+        (
+            "contested twin adopted: a claim restored to adopt the other app cluster's twin takes it",
+            Start {
+                claim: adopting,
+                ..Start::default()
+            },
+            World {
+                twin: Some(twin_with(labels("old-uid"))),
+                ..World::default()
+            },
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ListMadeSecrets",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "ApplySecret",
+                "WriteDown",
+                "Finish",
+            ],
+            |run| assert!(run.said().is_empty()),
+        ),
+        (
+            "stale cache: a claim older than claimsync's own write of a moment ago waits for the cache",
+            cached_behind,
+            World::default(),
+            &["Finish"],
+            |run| {
+                assert_eq!(
+                    run.outcome,
+                    Outcome {
+                        then: Then::Requeue(CACHE_CATCH_UP),
+                        ..Outcome::default()
+                    }
+                );
+            },
+        ),
+        (
+            "stale cache: an app cluster restored from a backup is not waited for",
+            restored_backup,
+            restored_world,
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "Finish",
+            ],
+            |run| assert!(run.outcome.record.is_some(), "the restored version is recorded"),
+        ),
+        (
+            "withdrawn kind: shown, nothing read or written on the control plane",
+            Start {
+                withdrawn: true,
+                ..Start::default()
+            },
+            World::default(),
+            &["Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::KindWithdrawn));
+                assert_eq!(run.outcome.then, Then::AwaitChange);
+            },
+        ),
+        (
+            "withdrawn kind: while the control plane withdraws it, a missing twin is not recreated",
+            Start::default(),
+            World {
+                withdrawing: true,
+                ..World::default()
+            },
+            &["ReadTwin", "ReadWithdrawing", "Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::KindWithdrawn));
+                assert_eq!(run.outcome.then, Then::Resync);
+            },
+        ),
+        (
+            "deselected namespace: a claim this claimsync held is released, its twin kept",
+            Start {
+                selected: false,
+                ..Start::default()
+            },
+            World::default(),
+            &["Finish"],
+            |run| {
+                assert!(run.outcome.release);
+                assert_eq!(run.shown(), Some(Reason::NotSelected));
+                assert_eq!(run.said(), [(On::Log, "NotSelected"), (On::Claim, "NotSelected")]);
+            },
+        ),
+        (
+            "deselected namespace: another claimsync's claim is not touched",
+            Start {
+                claim: other_instance,
+                selected: false,
+                ..Start::default()
+            },
+            World::default(),
+            &["Finish"],
+            |run| assert_eq!(run.outcome, Outcome::default()),
+        ),
+        (
+            "offline with pending changes: recorded and said, the last status kept",
+            offline,
+            World::default(),
+            &["Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::ControlPlaneUnreachable));
+                let pending = run.outcome.pending.as_ref().expect("what waits is recorded");
+                assert_eq!(pending.patch[0]["path"], "/spec/id");
+                let message = &run.outcome.show.as_ref().unwrap().message;
+                assert!(
+                    message.contains("connection refused") && message.contains("1 change waits"),
+                    "{message}"
+                );
+                assert_eq!(run.outcome.then, Then::AwaitChange);
+            },
+        ),
+        (
+            "credentials rejected: said on the claim, what waits recorded",
+            Start {
+                link: LinkState::Down {
+                    why: Down::CredentialsRejected,
+                    reason: "the control plane rejected claimsync's token".into(),
+                },
+                ..Start::default()
+            },
+            World::default(),
+            &["Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::CredentialsRejected));
+                assert!(run.outcome.pending.is_some());
+            },
+        ),
+        (
+            "refused for good: the control plane's 422 is shown and said, retried at the resync",
+            Start::default(),
+            failing(Some(422)),
+            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::Error));
+                assert_eq!(run.said(), [(On::Claim, "RemoteRejected")]);
+                assert_eq!(
+                    run.outcome.pending.as_ref().unwrap().error.as_deref(),
+                    run.outcome.show.as_ref().map(|c| c.message.as_str())
+                );
+                assert_eq!(run.outcome.then, Then::Resync);
+            },
+        ),
+        (
+            "refused for now: a 403 is shown and retried with backoff",
+            Start::default(),
+            failing(Some(403)),
+            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::Error));
+                assert!(run.said().is_empty());
+                assert_eq!(run.outcome.then, Then::Retry);
+            },
+        ),
+        (
+            "control plane not reached: retried with backoff, nothing shown (the link says it)",
+            Start::default(),
+            failing(None),
+            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "Finish"],
+            |run| {
+                assert_eq!(
+                    run.outcome,
+                    Outcome {
+                        then: Then::Retry,
+                        ..Outcome::default()
+                    }
+                );
+            },
+        ),
+        (
+            "Secret conflict: a local Secret the claim does not own is left alone, and said",
+            Start::default(),
+            World {
+                local_secret: Some(secret("demo-conn", "someone-else", "eA==")),
+                ..World::default()
+            },
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ListMadeSecrets",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "WriteDown",
+                "Finish",
+            ],
+            |run| {
+                assert_eq!(run.said(), [(On::Claim, "SecretConflict")]);
+                assert_eq!(
+                    run.write_down().unwrap().status["conditions"][0]["reason"],
+                    "SecretConflict"
+                );
+                assert_eq!(run.outcome.record.as_ref().unwrap().secret_hash_down, None);
+            },
+        ),
+        (
+            "remote Secret conflict: a Secret Crossplane did not write for the twin is not copied",
+            Start::default(),
+            World {
+                remote_secret: Some(secret(&twin_name(), "not-the-twin", "eA==")),
+                ..World::default()
+            },
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ListMadeSecrets",
+                "ReadRemoteSecret",
+                "WriteDown",
+                "Finish",
+            ],
+            |run| assert_eq!(run.said(), [(On::Claim, "RemoteSecretConflict")]),
+        ),
+        (
+            "connection Secret renamed: the copy under the old name goes, the new one is written",
+            renamed,
+            renamed_world,
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ListMadeSecrets",
+                "DeleteSecrets",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "ApplySecret",
+                "Finish",
+            ],
+            |run| {
+                assert!(run.writes.contains(&Step::DeleteSecrets {
+                    names: vec!["demo-conn".into()]
+                }));
+            },
+        ),
+        (
+            "no connection Secret asked for: none read",
+            Start {
+                claim: no_secret,
+                ..Start::default()
+            },
+            World::default(),
+            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "WriteDown", "Finish"],
+            |run| assert_eq!(run.outcome.record.as_ref().unwrap().secret_name_down, None),
+        ),
+        (
+            "unsupported field: the claim is not sent up, and why is said",
+            Start {
+                claim: unsupported,
+                ..Start::default()
+            },
+            World::default(),
+            &["Finish"],
+            |run| {
+                assert_eq!(run.shown(), Some(Reason::Unsupported));
+                assert_eq!(run.said(), [(On::Claim, "Unsupported")]);
+                assert!(
+                    run.outcome
+                        .show
+                        .as_ref()
+                        .unwrap()
+                        .message
+                        .contains("spec.publishConnectionDetailsTo")
+                );
+            },
+        ),
+        (
+            "user delete: the twin is deleted first, and the claim waits for it to go",
+            Start {
+                claim: deleting(claim()),
+                ..Start::default()
+            },
+            World {
+                twin: Some(ours.clone()),
+                ..World::default()
+            },
+            &["ReadLocalCrd", "ReadTwin", "DeleteTwin", "Finish"],
+            |run| {
+                assert_eq!(run.outcome.then, Then::Requeue(TWIN_DELETE_POLL));
+                assert!(!run.outcome.release);
+            },
+        ),
+        (
+            "user delete: once the twin is gone the claim is released",
+            user_delete,
+            World::default(),
+            &["ReadLocalCrd", "ReadTwin", "Finish"],
+            |run| {
+                assert!(run.outcome.release);
+                assert!(run.said().is_empty());
+            },
+        ),
+        (
+            "user delete: someone else's object at the twin's name is not deleted",
+            Start {
+                claim: deleting(claim()),
+                ..Start::default()
+            },
+            World {
+                twin: Some(twin_with(json!({"app": "not-claimsync"}))),
+                ..World::default()
+            },
+            &["ReadLocalCrd", "ReadTwin", "Finish"],
+            |run| assert!(run.outcome.release),
+        ),
+        (
+            "user delete offline: waits, held by the finalizer",
+            delete_offline,
+            World::default(),
+            &["ReadLocalCrd", "Finish"],
+            |run| {
+                assert!(!run.outcome.release);
+                assert_eq!(run.outcome.then, Then::AwaitChange);
+            },
+        ),
+        (
+            "Orphan policy: the claim goes, its twin stays",
+            Start {
+                claim: orphan,
+                ..Start::default()
+            },
+            World {
+                twin: Some(ours.clone()),
+                ..World::default()
+            },
+            &["ReadLocalCrd", "Finish"],
+            |run| {
+                assert!(run.outcome.release);
+                assert_eq!(run.said(), [(On::Log, "Orphan")]);
+            },
+        ),
+        (
+            "deleted local CRD: its claims go, their twins stay",
+            Start {
+                claim: deleting(claim()),
+                ..Start::default()
+            },
+            World {
+                twin: Some(ours.clone()),
+                local_crd_going: true,
+                ..World::default()
+            },
+            &["ReadLocalCrd", "Finish"],
+            |run| {
+                assert!(run.outcome.release);
+                assert_eq!(
+                    run.said(),
+                    [(On::Log, "LocalCRDDeleted"), (On::Claim, "LocalCRDDeleted")]
+                );
+                assert_eq!(run.outcome.show, None, "a deleting claim's status is not written");
+            },
+        ),
+        (
+            "withdrawn kind: a deleted claim is released at once, without waiting for its twin",
+            Start {
+                claim: deleting(claim()),
+                withdrawn: true,
+                ..Start::default()
+            },
+            World {
+                twin: Some(ours),
+                ..World::default()
+            },
+            &["ReadLocalCrd", "Finish"],
+            |run| assert!(run.outcome.release),
+        ),
+    ]
+}
+
+#[test]
+fn each_behaviour_plans_its_steps() {
+    for (behaviour, start, world, steps, check) in rows() {
+        let run = drive(start, &world);
+        assert_eq!(run.steps, steps, "{behaviour}");
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&run)));
+        assert!(checked.is_ok(), "{behaviour}: its check failed (see above)");
+    }
+}
+
+#[test]
+fn an_event_already_shown_is_not_said_again() {
+    let mut claim = claim();
+    claim["status"] = json!({"conditions": [{"type": "Replicated", "status": "False", "reason": "NameConflict"}]});
+    let run = drive(
+        Start {
+            claim,
+            ..Start::default()
+        },
+        &World {
+            twin: Some(twin_with(labels("old-uid"))),
+            ..World::default()
+        },
+    );
+    assert_eq!(run.shown(), Some(Reason::NameConflict));
+    assert!(
+        run.said().is_empty(),
+        "neither on the claim nor on the twin: {:?}",
+        run.said()
+    );
+}
+
+#[test]
+fn the_same_wait_said_again_keeps_its_record_as_it_was() {
+    let pending = Pending {
+        remote_name: twin_name(),
+        patch: json!([{"op": "replace", "path": "/spec/id", "value": "x"}]),
+        error: None,
+    };
+    let first = pending_record(None, &claim(), &pending, NOW);
+    assert_eq!(first.updated_unix, NOW);
+    assert_eq!(first.local_uid, "u1");
+    assert_eq!(first.remote_name, twin_name());
+    let again = pending_record(Some(&first), &claim(), &pending, NOW + 60);
+    assert_eq!(again, first, "nothing new: the journal does not write it");
+    let nothing = Pending {
+        patch: json!([]),
+        ..pending
+    };
+    assert_eq!(
+        pending_record(Some(&first), &claim(), &nothing, NOW + 60).pending_patch,
+        None
+    );
+}
+
+#[test]
+fn resource_versions_compare_as_numbers_and_anything_else_is_not_older() {
+    assert!(older(Some("9"), Some("10")));
+    assert!(!older(Some("10"), Some("10")));
+    assert!(!older(Some("abc"), Some("10")));
+    assert!(!older(None, Some("10")));
+}
