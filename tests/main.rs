@@ -14,6 +14,7 @@ mod claims;
 mod cli;
 mod install;
 mod journal;
+mod layout;
 mod offline;
 mod ops;
 mod safety;
