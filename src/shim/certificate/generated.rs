@@ -1,6 +1,6 @@
 //! The shim's own certificates when none is given: a CA and a serving certificate it signs for the Service's
 //! names and localhost, and when either must be made anew (expiring, or not naming the Service). Pure functions
-//! over PEM text; `serving.rs` stores them in a Secret and `tls.rs` serves them.
+//! over PEM text; `keeper` stores them in a Secret and `transport::tls` serves them.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::negotiate::IncludeObject;
 use super::selector::{FieldSelector, LabelSelector};
+use crate::shim::api::table::IncludeObject;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
-use super::auth::FrontProxy;
+use super::front_proxy::FrontProxy;
 
 pub const NAMESPACE: &str = "kube-system";
 pub const CONFIG_MAP: &str = "extension-apiserver-authentication";

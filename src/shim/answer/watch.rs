@@ -12,12 +12,13 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
-use super::index::{Change, Changes, Served};
-use super::negotiate::{IncludeObject, Representation};
-use super::resources::{GROUP_VERSION, Resource};
-use super::scope::Scope;
-use super::status::ApiError;
-use super::table::{partial, table};
+use crate::shim::api::api_error::ApiError;
+use crate::shim::api::resources::{GROUP_VERSION, Resource};
+use crate::shim::api::table::IncludeObject;
+use crate::shim::api::table::{partial, table};
+use crate::shim::index::store::{Change, Changes, Served};
+use crate::shim::request::scope::Scope;
+use crate::shim::transport::negotiate::Representation;
 
 /// How long a watch without `timeoutSeconds` lasts (the API server's minimum request timeout).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -222,8 +223,8 @@ pub async fn stream(mut watch: Watch, out: mpsc::Sender<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::index::{Index, ObjectKey};
-    use crate::shim::query::parse;
+    use crate::shim::index::store::{Index, ObjectKey};
+    use crate::shim::request::query::parse;
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey {

@@ -1,7 +1,6 @@
-//! TLS for the shim: a rustls (ring) server configuration whose certificate is read at every handshake from a
-//! slot that `serving.rs` refills, so a rotated certificate is served without a restart; and a client-certificate
-//! request that proves key possession at the handshake but leaves the chain check to `auth.rs`, per request,
-//! against the request-header CA of the moment (so a missing or foreign certificate gets 401, not a TLS alert).
+//! TLS: a rustls (ring) server configuration whose certificate is read at every handshake from a slot that
+//! `certificate::keeper` refills, and a client-certificate request that proves key possession but leaves the
+//! chain check to `access::front_proxy`, per request (so a foreign certificate gets 401, not a TLS alert).
 
 use std::sync::{Arc, RwLock};
 
@@ -53,7 +52,7 @@ impl ResolvesServerCert for CertSlot {
 }
 
 /// Asks every client for a certificate and checks that it holds the certificate's key; whether the certificate
-/// is one to trust is decided per request (auth.rs), like Go's `RequestClientCert` with the API server's
+/// is one to trust is decided per request (`access::front_proxy`), like Go's `RequestClientCert` with the API server's
 /// request-header authenticator.
 #[derive(Debug)]
 struct RequestClientCert {
@@ -117,7 +116,7 @@ pub fn server_config(slot: Arc<CertSlot>) -> Result<Arc<ServerConfig>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::certs::{issue_serving, new_ca, serving_names};
+    use crate::shim::certificate::generated::{issue_serving, new_ca, serving_names};
 
     #[test]
     fn certificates_load_and_mismatches_are_refused() {

@@ -1,7 +1,6 @@
 //! Front-proxy authentication: a request is the aggregator's if its client certificate chains to the
-//! request-header CA (with the clientAuth usage) and names an allowed CN; the user is then read from the
-//! configured headers. The configuration comes from `kube-system/extension-apiserver-authentication`
-//! (`trust.rs` watches it). Decides identity only; authorization is `authz.rs`'s.
+//! request-header CA (clientAuth usage) and names an allowed CN; the user is then read from the configured headers
+//! (configuration from `trust`). Decides identity only; authorization is `review`'s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
-//! The serving certificate and the APIService that trusts it: read from a given TLS Secret, or generated once
-//! into a Secret in claimsync's namespace that every replica shares (created if absent, renewed when due); loaded
-//! into the TLS slot whenever the Secret changes; and the APIService `v1alpha1.claimsync.dev` kept with the
-//! matching caBundle (patched if it points at our Service, created if asked). Touches nothing else.
+//! The serving certificate of the moment: read from a given TLS Secret, or generated once into a Secret in
+//! claimsync's namespace that every replica shares (created if absent, renewed when due), loaded into the TLS slot
+//! whenever the Secret changes, its CA handed to `api_service`. Writes only that generated Secret.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,17 +10,17 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::certs::{Bundle, Pem, plan};
-use super::resources::{API_SERVICE, GROUP, VERSION};
-use super::tls::CertSlot;
+use super::api_service::{self, ApiServiceTarget};
+use super::generated::{Bundle, Pem, plan};
 use crate::error::{Error, KubeContext, Side};
+use crate::shim::api::resources::API_SERVICE;
+use crate::shim::transport::tls::CertSlot;
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,16 +39,7 @@ impl CertSource {
     }
 }
 
-/// The Service the APIService points at, and whether claimsync may create the APIService.
-#[derive(Clone, Debug)]
-pub struct ApiServiceTarget {
-    pub namespace: String,
-    pub service: String,
-    pub port: i32,
-    pub create: bool,
-}
-
-pub struct Serving {
+pub struct CertKeeper {
     pub client: Client,
     pub source: CertSource,
     /// The names a generated serving certificate covers.
@@ -101,7 +91,7 @@ fn secret_of(name: &str, bundle: &Bundle, resource_version: Option<String>) -> S
     secret
 }
 
-impl Serving {
+impl CertKeeper {
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), self.source.secret().0)
     }
@@ -186,73 +176,11 @@ impl Serving {
         Ok(ca)
     }
 
-    /// Gives the APIService the CA: patched when it points at our Service, created when asked and absent.
-    async fn trust(&self, ca: &str) -> Result<(), Error> {
-        let api_services = Api::<APIService>::all(self.client.clone());
-        let object = format!("APIService {API_SERVICE}");
-        let existing = api_services
-            .get_opt(API_SERVICE)
-            .await
-            .context(Side::App, "get", &object)?;
-        let target = &self.target;
-        let Some(existing) = existing else {
-            if !target.create {
-                return Ok(());
-            }
-            let created: APIService = serde_json::from_value(json!({
-                "metadata": {"name": API_SERVICE, "labels": {crate::model::vocabulary::MANAGED_BY: "claimsync"}},
-                "spec": {
-                    "group": GROUP, "version": VERSION,
-                    "service": {"namespace": target.namespace, "name": target.service, "port": target.port},
-                    "caBundle": ByteString(ca.as_bytes().to_vec()),
-                    "groupPriorityMinimum": 1000, "versionPriority": 15,
-                },
-            }))
-            .expect("an APIService");
-            match api_services.create(&PostParams::default(), &created).await {
-                Ok(_) => info!(apiservice = API_SERVICE, "created the APIService"),
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(e) => return Err(e).context(Side::App, "create", &object),
-            }
-            return Ok(());
-        };
-        let spec = existing.spec.unwrap_or_default();
-        let service = spec.service.as_ref();
-        let ours = service.is_some_and(|s| {
-            s.namespace.as_deref() == Some(target.namespace.as_str())
-                && s.name.as_deref() == Some(target.service.as_str())
-        });
-        if !ours {
-            warn!(apiservice = API_SERVICE, service = ?service, "the APIService points at another Service; its caBundle is left alone");
-            return Ok(());
-        }
-        if spec.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(ca.as_bytes()) {
-            return Ok(());
-        }
-        if spec.insecure_skip_tls_verify == Some(true) {
-            warn!(
-                apiservice = API_SERVICE,
-                "the APIService skips TLS verification; its caBundle is left alone"
-            );
-            return Ok(());
-        }
-        let patch = json!({"spec": {"caBundle": ByteString(ca.as_bytes().to_vec())}});
-        api_services
-            .patch(API_SERVICE, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .context(Side::App, "patch caBundle of", &object)?;
-        info!(
-            apiservice = API_SERVICE,
-            "set the APIService's caBundle to the shim's CA"
-        );
-        Ok(())
-    }
-
     /// Loads the certificate now (an error here is a configuration error), then keeps it and the APIService's
     /// caBundle current for as long as claimsync runs.
     pub async fn start(self) -> Result<(), Error> {
         let ca = self.load().await?;
-        if let Err(e) = self.trust(&ca).await {
+        if let Err(e) = api_service::trust(&self.client, &self.target, &ca).await {
             warn!(error = %e, "could not set the APIService's caBundle; trying again when something changes");
         }
         tokio::spawn(self.keep(ca));
@@ -272,7 +200,7 @@ impl Serving {
                 Some(event) = secret_events.next() => matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)),
                 Some(event) = api_service_events.next() => {
                     if matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone))
-                        && let Err(e) = self.trust(&ca).await
+                        && let Err(e) = api_service::trust(&self.client, &self.target, &ca).await
                     {
                         warn!(error = %e, "could not set the APIService's caBundle");
                     }
@@ -289,7 +217,7 @@ impl Serving {
                         info!("the shim's CA changed");
                     }
                     ca = current;
-                    if let Err(e) = self.trust(&ca).await {
+                    if let Err(e) = api_service::trust(&self.client, &self.target, &ca).await {
                         warn!(error = %e, "could not set the APIService's caBundle");
                     }
                 }
@@ -304,7 +232,7 @@ impl Serving {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::certs::serving_names;
+    use crate::shim::certificate::generated::serving_names;
 
     #[test]
     fn bundles_round_trip_through_a_secret() {

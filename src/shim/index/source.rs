@@ -20,10 +20,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::facts::{Dirty, Facts};
-use super::index::Index;
-use super::objects::{KindFacts, claim_facts, kind_facts};
+use super::store::Index;
 use crate::model::kind::group_allowed;
 use crate::model::vocabulary::{IDENTITY_CONFIGMAP, MANAGED_BY};
+use crate::shim::api::objects::{KindFacts, claim_facts, kind_facts};
 
 /// How often the journal is read for changes.
 const JOURNAL_EVERY: Duration = Duration::from_secs(2);

@@ -11,19 +11,19 @@ use sha2::{Digest, Sha256};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tracing::{debug, warn};
 
-use super::auth::User;
-use super::authz::{Authorizer, Decision};
-use super::body::{Body, full, streamed};
-use super::discovery;
-use super::negotiate::{discovery_version, representation};
-use super::openapi;
-use super::query::{Query, parse};
-use super::routes::{Attributes, Route, route};
-use super::scope::Scope;
-use super::serve;
-use super::source::Source;
-use super::status::ApiError;
-use super::trust::Trust;
+use super::reads;
+use crate::shim::access::front_proxy::User;
+use crate::shim::access::review::{Authorizer, Decision};
+use crate::shim::access::trust::Trust;
+use crate::shim::api::api_error::ApiError;
+use crate::shim::api::discovery;
+use crate::shim::api::openapi;
+use crate::shim::index::source::Source;
+use crate::shim::request::query::{Query, parse};
+use crate::shim::request::route::{Attributes, Route, route};
+use crate::shim::request::scope::Scope;
+use crate::shim::transport::body::{Body, full, streamed};
+use crate::shim::transport::negotiate::{discovery_version, representation};
 
 /// How long a request waits for the first listing of everything before it is answered with what is known.
 const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
@@ -158,7 +158,7 @@ async fn answer<B>(
             let index = shared.source.index.clone();
             match (name, query.watch) {
                 (Some(name), _) => {
-                    let doc = serve::get(
+                    let doc = reads::get(
                         &index.lock().expect("index lock"),
                         *resource,
                         namespace.as_deref(),
@@ -170,14 +170,14 @@ async fn answer<B>(
                 }
                 (None, false) => {
                     let scope = Scope::new(*resource, namespace.as_deref(), &query);
-                    let doc = serve::list(&index.lock().expect("index lock"), &scope, representation, &query);
+                    let doc = reads::list(&index.lock().expect("index lock"), &scope, representation, &query);
                     json_response(StatusCode::OK, &doc.content_type, to_vec(&doc.body))
                 }
                 (None, true) => {
                     let scope = Scope::new(*resource, namespace.as_deref(), &query);
-                    let rx = serve::watch(&index.lock().expect("index lock"), scope, representation, &query);
+                    let rx = reads::watch(&index.lock().expect("index lock"), scope, representation, &query);
                     let mut response = Response::new(streamed(rx));
-                    if let Ok(value) = HeaderValue::from_str(&serve::content_type(representation, false)) {
+                    if let Ok(value) = HeaderValue::from_str(&reads::content_type(representation, false)) {
                         response.headers_mut().insert(header::CONTENT_TYPE, value);
                     }
                     response
