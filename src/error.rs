@@ -37,6 +37,9 @@ pub enum Error {
     Config(String),
     #[error("{object}: {message}")]
     Invalid { object: String, message: String },
+    /// The aggregated API could not start; the source says why.
+    #[error("failed to start the aggregated API claimsync.dev")]
+    Shim(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The API server's own message when it answered, else the transport error.
@@ -68,6 +71,19 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// An error and its causes on one line, `: `-separated, for a log field or a message shown to a client (the
+/// error's own `Display` stops at its own words).
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 /// A read that found nothing: `None` for any 404, including the bare "404 page not found" an API server answers

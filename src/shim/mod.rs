@@ -27,9 +27,29 @@ use kube::Client;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::error::Error;
 pub use api::resources;
 pub use certificate::keeper::CertSource;
+
+/// Why the shim could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("failed to listen on --shim-addr {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read the address bound for --shim-addr {addr}")]
+    LocalAddr {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Certificate(#[from] certificate::keeper::CertError),
+    #[error(transparent)]
+    Tls(#[from] transport::tls::TlsConfigError),
+}
 
 /// What the shim is told at start.
 pub struct ShimSettings {
@@ -60,13 +80,17 @@ pub struct Shim {
 impl Shim {
     /// Binds, loads the serving certificate and starts serving; the index fills from the app cluster meanwhile.
     /// Needs nothing of the control plane.
-    pub async fn start(client: Client, settings: ShimSettings) -> Result<Shim, Error> {
+    pub async fn start(client: Client, settings: ShimSettings) -> Result<Shim, ShimError> {
         let listener = TcpListener::bind(settings.addr)
             .await
-            .map_err(|e| Error::Config(format!("--shim-addr {}: {e}", settings.addr)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Config(format!("--shim-addr {}: {e}", settings.addr)))?;
+            .map_err(|source| ShimError::Bind {
+                addr: settings.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ShimError::LocalAddr {
+            addr: settings.addr,
+            source,
+        })?;
         let start_rv = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -97,7 +121,7 @@ impl Shim {
         }
         .start()
         .await?;
-        let tls = transport::tls::server_config(slot).map_err(Error::Config)?;
+        let tls = transport::tls::server_config(slot)?;
         let shared = Arc::new(answer::handler::Shared {
             source: source.clone(),
             trust: access::trust::start(client.clone()),

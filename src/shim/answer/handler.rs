@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tracing::{debug, warn};
 
+use crate::error::with_causes;
+
 use super::reads;
 use crate::shim::access::front_proxy::User;
 use crate::shim::access::review::{Authorizer, Decision};
@@ -87,7 +89,13 @@ pub async fn handle<B>(
         return json_response(StatusCode::OK, "text/plain", b"ok".to_vec());
     }
     let trust = shared.trust.read().expect("trust lock").clone();
-    let user = match trust.and_then(|proxy| proxy.authenticate(&peer, request.headers())) {
+    let authenticated = match trust {
+        Ok(proxy) => proxy
+            .authenticate(&peer, request.headers())
+            .map_err(|e| with_causes(&e)),
+        Err(untrusted) => Err(with_causes(untrusted.as_ref())),
+    };
+    let user = match authenticated {
         Ok(user) => user,
         Err(why) => {
             debug!(%path, %why, "refused: not the front proxy");
@@ -113,7 +121,7 @@ async fn answer<B>(
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::method_not_allowed(request.method().as_str()));
     }
-    let query: Query = parse(request.uri().query()).map_err(ApiError::bad_request)?;
+    let query: Query = parse(request.uri().query()).map_err(|e| ApiError::bad_request(with_causes(&e)))?;
     let attributes = match route {
         Route::NotFound => return Err(ApiError::no_route(path)),
         Route::Resource {

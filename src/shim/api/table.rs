@@ -15,13 +15,22 @@ pub enum IncludeObject {
     Object,
 }
 
+/// An `includeObject` value the API does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unrecognized includeObject value: {value:?}")]
+pub struct UnknownIncludeObject {
+    pub value: String,
+}
+
 impl IncludeObject {
-    pub fn parse(value: Option<&str>) -> Result<IncludeObject, String> {
+    pub fn parse(value: Option<&str>) -> Result<IncludeObject, UnknownIncludeObject> {
         match value {
             None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
             Some("None") => Ok(IncludeObject::None),
             Some("Object") => Ok(IncludeObject::Object),
-            Some(other) => Err(format!("unrecognized includeObject value: {other:?}")),
+            Some(other) => Err(UnknownIncludeObject {
+                value: other.to_string(),
+            }),
         }
     }
 }

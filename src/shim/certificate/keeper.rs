@@ -17,10 +17,43 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::api_service::{self, ApiServiceTarget};
-use super::generated::{Bundle, Pem, plan};
-use crate::error::{Error, KubeContext, Side};
+use super::generated::{Bundle, GenerateError, Pem, plan};
+use crate::error::with_causes;
 use crate::shim::api::resources::API_SERVICE;
-use crate::shim::transport::tls::CertSlot;
+use crate::shim::transport::tls::{CertLoadError, CertSlot};
+
+/// Why the serving certificate cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("failed to read the Secret {secret} of the serving certificate")]
+    Read {
+        secret: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("the Secret {secret} of the serving certificate (--shim-cert-secret) is not found")]
+    NotFound { secret: String },
+    #[error("the Secret {secret} of the serving certificate has no {key}")]
+    MissingKey { secret: String, key: &'static str },
+    #[error("failed to generate the serving certificate for the Secret {secret}")]
+    Generate {
+        secret: String,
+        #[source]
+        source: GenerateError,
+    },
+    #[error("failed to write the generated serving certificate into the Secret {secret}")]
+    Write {
+        secret: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("failed to load the serving certificate of the Secret {secret}")]
+    Load {
+        secret: String,
+        #[source]
+        source: CertLoadError,
+    },
+}
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,26 +129,27 @@ impl CertKeeper {
         Api::namespaced(self.client.clone(), self.source.secret().0)
     }
 
-    fn object(&self) -> String {
+    /// `<namespace>/<name>` of the Secret.
+    fn secret(&self) -> String {
         let (namespace, name) = self.source.secret();
-        format!("Secret {namespace}/{name}")
+        format!("{namespace}/{name}")
     }
 
     /// The generated bundle, made or renewed in the Secret if due; every replica arrives at the same one.
-    async fn generated(&self) -> Result<Bundle, Error> {
+    async fn generated(&self) -> Result<Bundle, CertError> {
         let name = self.source.secret().1;
         loop {
-            let existing = self
-                .secrets()
-                .get_opt(name)
-                .await
-                .context(Side::App, "get", self.object())?;
+            let existing = self.secrets().get_opt(name).await.map_err(|source| CertError::Read {
+                secret: self.secret(),
+                source: Box::new(source),
+            })?;
             let current = existing.as_ref().and_then(bundle_of);
-            let planned =
-                plan(current.as_ref(), &self.names, OffsetDateTime::now_utc()).map_err(|message| Error::Invalid {
-                    object: self.object(),
-                    message,
-                })?;
+            let planned = plan(current.as_ref(), &self.names, OffsetDateTime::now_utc()).map_err(|source| {
+                CertError::Generate {
+                    secret: self.secret(),
+                    source,
+                }
+            })?;
             let Some((bundle, why)) = planned else {
                 return Ok(current.expect("a plan without changes keeps a bundle"));
             };
@@ -137,21 +171,26 @@ impl CertKeeper {
             };
             match written {
                 Ok(_) => {
-                    info!(secret = %self.object(), %why, "wrote the shim's serving certificate");
+                    info!(secret = %self.secret(), %why, "wrote the shim's serving certificate");
                     return Ok(bundle);
                 }
                 // Another replica wrote it first: use theirs.
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(e) => return Err(e).context(Side::App, "write", self.object()),
+                Err(source) => {
+                    return Err(CertError::Write {
+                        secret: self.secret(),
+                        source: Box::new(source),
+                    });
+                }
             }
         }
     }
 
     /// Reads the certificate and loads it; returns the CA the APIService must trust.
-    async fn load(&self) -> Result<String, Error> {
-        let invalid = |message: String| Error::Invalid {
-            object: self.object(),
-            message,
+    async fn load(&self) -> Result<String, CertError> {
+        let missing = |key| CertError::MissingKey {
+            secret: self.secret(),
+            key,
         };
         let (cert, key, ca) = match &self.source {
             CertSource::Generated { .. } => {
@@ -163,22 +202,28 @@ impl CertKeeper {
                     .secrets()
                     .get_opt(name)
                     .await
-                    .context(Side::App, "get", self.object())?
-                    .ok_or_else(|| invalid("not found (--shim-cert-secret)".into()))?;
+                    .map_err(|source| CertError::Read {
+                        secret: self.secret(),
+                        source: Box::new(source),
+                    })?
+                    .ok_or_else(|| CertError::NotFound { secret: self.secret() })?;
                 let data = secret.data.unwrap_or_default();
-                let cert = text(&data, "tls.crt").ok_or_else(|| invalid("has no tls.crt".into()))?;
-                let key = text(&data, "tls.key").ok_or_else(|| invalid("has no tls.key".into()))?;
+                let cert = text(&data, "tls.crt").ok_or_else(|| missing("tls.crt"))?;
+                let key = text(&data, "tls.key").ok_or_else(|| missing("tls.key"))?;
                 let ca = text(&data, "ca.crt").unwrap_or_else(|| cert.clone());
                 (cert, key, ca)
             }
         };
-        self.slot.load(&cert, &key).map_err(invalid)?;
+        self.slot.load(&cert, &key).map_err(|source| CertError::Load {
+            secret: self.secret(),
+            source,
+        })?;
         Ok(ca)
     }
 
     /// Loads the certificate now (an error here is a configuration error), then keeps it and the APIService's
     /// caBundle current for as long as claimsync runs.
-    pub async fn start(self) -> Result<(), Error> {
+    pub async fn start(self) -> Result<(), CertError> {
         let ca = self.load().await?;
         if let Err(e) = api_service::trust(&self.client, &self.target, &ca).await {
             warn!(error = %e, "could not set the APIService's caBundle; trying again when something changes");
@@ -222,7 +267,7 @@ impl CertKeeper {
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "could not reload the shim's serving certificate; serving the previous one")
+                    warn!(error = %with_causes(&e), "could not reload the shim's serving certificate; serving the previous one")
                 }
             }
         }
