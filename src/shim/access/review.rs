@@ -1,6 +1,6 @@
 //! Authorization: every request's user, verb, resource, namespace and name (or path, for discovery and OpenAPI)
 //! is put to the app cluster as a SubjectAccessReview, so RBAC decides who sees which claimsyncs. Decisions are
-//! cached briefly (allowed 10s, denied 2s), as the API server's webhook authorizer does.
+//! cached briefly (allowed 10s, denied 2s), as the webhook authorizer does. Creates SubjectAccessReviews only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,6 +1,6 @@
 //! Keeps the front-proxy configuration current: watches `kube-system/extension-apiserver-authentication` and
 //! replaces the `FrontProxy` whenever it changes, so a rotated request-header CA is trusted without a restart.
-//! Until the ConfigMap is read (or while it is unusable) every request gets 401.
+//! Until the ConfigMap is read (or while it is unusable) every request gets 401. Reads only that ConfigMap.
 
 use std::sync::{Arc, RwLock};
 

@@ -1,7 +1,6 @@
-//! Watches: newline-delimited `{"type","object"}` events, each sent (and so flushed) on its own; the synthetic
-//! ADDED events of a watch that starts from now, or the replay of one that resumes; BOOKMARKs when asked for;
-//! an ERROR event with a 410 Expired Status when it cannot resume or falls behind; the end at `timeoutSeconds`.
-//! Event encoding is pure; `stream` is the one task per watch that does the sending.
+//! Watches: newline-delimited `{"type","object"}` events, each sent on its own: ADDED from now or the replay of
+//! a resumed watch, BOOKMARKs when asked, an ERROR (410 Expired) when it cannot resume or falls behind, the end at
+//! `timeoutSeconds`. Encoding is pure; `stream` is the one task per watch that sends. Reads only the index.
 
 use std::sync::Arc;
 use std::time::Duration;
