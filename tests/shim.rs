@@ -16,7 +16,7 @@ use tokio::process::{Child, ChildStdout};
 use crate::claim_support::{apply_claim, column};
 use crate::instance::Instance;
 use crate::shim_support::{
-    Identity, SERVICE, Turn, apply_alphas, availability, direct_get, kubectl, reader_of, shim_port, start_registered,
+    Identity, SERVICE, apply_alphas, availability, direct_get, kubectl, reader_of, shim_port, start_registered,
     synced_claims, wait_available, wait_phase,
 };
 use crate::support::{self, env, wait_for};
@@ -77,17 +77,14 @@ impl KubectlWatch {
 async fn discovery_and_the_generated_certificate() {
     let _env = support::env_shared().await;
     let app = support::app().await;
-    let turn = Turn::take(&app).await;
     let mut instance = Instance::new("shim-discovery").await;
 
     // Start, register, and time how long until discovery answers through the aggregator.
-    let started = Instant::now();
-    let served = start_registered(&turn, &mut instance).await;
+    let served = start_registered(&mut instance).await;
     let discovery = &served.discovery;
     eprintln!(
         "shim figures: listening {:?} after start; discovery through the aggregator {:?} after start",
-        served.listening,
-        started.elapsed()
+        served.listening, served.discovered
     );
     assert!(
         discovery.contains("claimkinds") && discovery.contains("ckind"),
@@ -119,12 +116,10 @@ async fn discovery_and_the_generated_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gets_lists_and_tables() {
     let _env = support::env_shared().await;
-    let app = support::app().await;
-    let turn = Turn::take(&app).await;
     let mut instance = Instance::new("shim-get").await;
     let ns = instance.namespace("shim-a").await;
     let ns2 = instance.namespace("shim-b").await;
-    let _served = start_registered(&turn, &mut instance).await;
+    let _served = start_registered(&mut instance).await;
 
     // Claims: two kinds share the name "alpha" in one namespace.
     apply_alphas(&ns).await;
@@ -240,11 +235,9 @@ async fn gets_lists_and_tables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_show_new_and_changed_claims() {
     let _env = support::env_shared().await;
-    let app = support::app().await;
-    let turn = Turn::take(&app).await;
     let mut instance = Instance::new("shim-watch").await;
     let ns2 = instance.namespace("shim-b").await;
-    let _served = start_registered(&turn, &mut instance).await;
+    let _served = start_registered(&mut instance).await;
     synced_claims(&ns2, &["beta"], &instance).await;
 
     // Watches: a new claim appears in `kubectl get -w`; a change to one shows in `kubectl get -w NAME`.
@@ -279,10 +272,8 @@ async fn watches_show_new_and_changed_claims() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_reads_the_openapi_document() {
     let _env = support::env_shared().await;
-    let app = support::app().await;
-    let turn = Turn::take(&app).await;
     let mut instance = Instance::new("shim-explain").await;
-    let _served = start_registered(&turn, &mut instance).await;
+    let _served = start_registered(&mut instance).await;
 
     // The aggregator merges a new APIService's OpenAPI some moments after it is Available.
     let explain = wait_for(
@@ -310,12 +301,10 @@ async fn explain_reads_the_openapi_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_decides_who_sees_which_namespace() {
     let _env = support::env_shared().await;
-    let app = support::app().await;
-    let turn = Turn::take(&app).await;
     let mut instance = Instance::new("shim-rbac").await;
     let ns = instance.namespace("shim-a").await;
     let ns2 = instance.namespace("shim-b").await;
-    let _served = start_registered(&turn, &mut instance).await;
+    let _served = start_registered(&mut instance).await;
     apply_alphas(&ns).await;
     wait_phase(&ns, &["alpha"], "Synced", &instance).await;
 
@@ -422,11 +411,9 @@ async fn direct_requests_need_the_front_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_while_the_control_plane_is_stopped() {
     let _exclusive = support::env_exclusive().await;
-    let app = support::app().await;
-    let turn = Turn::take(&app).await;
     let mut instance = Instance::new("shim-outage").await;
     let ns2 = instance.namespace("shim-b").await;
-    let _served = start_registered(&turn, &mut instance).await;
+    let _served = start_registered(&mut instance).await;
     synced_claims(&ns2, &["beta", "gamma"], &instance).await;
 
     // The control plane stops: everything still answers, and says Offline.
@@ -453,10 +440,9 @@ async fn answers_while_the_control_plane_is_stopped() {
 async fn no_replica_holds_namespace_deletion_until_one_returns() {
     let _exclusive = support::env_exclusive().await;
     let app = support::app().await;
-    let turn = Turn::take(&app).await;
     let mut instance = Instance::new("shim-absent").await;
     let ns = instance.namespace("shim-a").await;
-    let served = start_registered(&turn, &mut instance).await;
+    let served = start_registered(&mut instance).await;
     let port = served.port;
     synced_claims(&ns, &["alpha"], &instance).await;
 

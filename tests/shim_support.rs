@@ -138,23 +138,28 @@ pub async fn kubectl(args: &[&str]) -> Result<String, String> {
     env().kubectl(&env().app_kubeconfig, args).await
 }
 
-/// A shim the aggregator serves: its port, its registration (the APIService goes when this is dropped), what
-/// discovery listed, and how long after the start the shim listened.
+/// A shim the aggregator serves: its port, its registration and the test's turn with the APIService (both end
+/// when this is dropped), what discovery listed, and how long after the start the shim listened and discovery
+/// answered through the aggregator.
 pub struct Registered {
     pub port: u16,
     _registration: Registration,
+    _turn: Turn,
     pub discovery: String,
     pub listening: Duration,
+    pub discovered: Duration,
 }
 
 /// Starts the instance's shim on a free port, registers it and waits until the aggregator serves claimsync.dev
-/// (the APIService Available, and discovery listing it).
-pub async fn start_registered(turn: &Turn, instance: &mut Instance) -> Registered {
+/// (the APIService Available, and discovery listing it). Waits for the test's turn with the APIService first;
+/// call it after taking the env lock.
+pub async fn start_registered(instance: &mut Instance) -> Registered {
+    let turn = Turn::take(&instance.app).await;
     let started = std::time::Instant::now();
     instance.start_with(&["--shim-addr", "127.0.0.1:0"]).await;
     let port = shim_port(instance).await;
     let listening = started.elapsed();
-    let registration = Registration::register(turn, instance, port).await;
+    let registration = Registration::register(&turn, instance, port).await;
     wait_available(&instance.app, "True", Duration::from_secs(90)).await;
     let discovery = wait_for(
         "claimsync.dev in kubectl api-resources",
@@ -168,8 +173,10 @@ pub async fn start_registered(turn: &Turn, instance: &mut Instance) -> Registere
     Registered {
         port,
         _registration: registration,
+        _turn: turn,
         discovery,
         listening,
+        discovered: started.elapsed(),
     }
 }
 
