@@ -75,10 +75,9 @@ pub enum Error {
         after: std::time::Duration,
         while_: &'static str,
     },
-    #[error("{0}")]
-    Config(String),
-    #[error("{object}: {message}")]
-    Invalid { object: String, message: String },
+    /// The aggregated API could not start; the source says why.
+    #[error("failed to start the aggregated API claimsync.dev: {}", with_causes(.0.as_ref()))]
+    Shim(#[source] BoxError),
 }
 
 /// The API server's own message when it answered, else the transport error.
@@ -112,6 +111,23 @@ impl Error {
     }
 }
 
+/// An error and its causes on one line, `: `-separated, for a log field or a message shown to a client. Some
+/// errors say their cause in their own words already (claimsync's own variants do, so that a log line of `%e` is
+/// whole); a cause already said is not said again.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !line.contains(&said) {
+            line.push_str(": ");
+            line.push_str(&said);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 /// A read that found nothing: `None` for any 404, including the bare "404 page not found" an API server answers
 /// for a resource it does not serve (a claim kind whose CRD is gone), which `Api::get_opt` reports as an error.
 pub fn absent_if_not_found<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
@@ -135,5 +151,30 @@ impl<T> KubeContext<T> for Result<T, kube::Error> {
             object: object.to_string(),
             source: Box::new(source),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_said_once_whether_or_not_the_error_says_it_itself() {
+        let io = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let says_its_cause = Error::Load {
+            setting: "--ops-addr 127.0.0.1:1".into(),
+            action: "listen on",
+            source: io().into(),
+        };
+        assert_eq!(
+            with_causes(&says_its_cause),
+            "failed to listen on --ops-addr 127.0.0.1:1: address in use"
+        );
+        let wrapped = Error::Shim(Box::new(says_its_cause));
+        assert_eq!(
+            with_causes(&wrapped),
+            "failed to start the aggregated API claimsync.dev: failed to listen on --ops-addr 127.0.0.1:1: address \
+             in use"
+        );
     }
 }

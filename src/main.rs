@@ -21,12 +21,7 @@ fn main() {
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     if let Err(e) = runtime.block_on(claimsync::cli::execute(command)) {
-        eprintln!("claimsync: {e}");
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            eprintln!("  caused by: {cause}");
-            source = cause.source();
-        }
+        eprintln!("claimsync: {}", claimsync::error::with_causes(&e));
         std::process::exit(1);
     }
 }

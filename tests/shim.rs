@@ -1,7 +1,7 @@
 //! The aggregated API claimsync.dev/v1alpha1 through the app cluster's real aggregator, with kubectl as a user
-//! runs it: discovery, tables, watches, explain, RBAC, refusal of anyone but the aggregator, answers while the
-//! control plane is down, and what no running replica does to namespace deletion. One test function holds the
-//! one APIService `v1alpha1.claimsync.dev` of the app cluster, and removes it at the end (or when it panics).
+//! runs it, one test per behaviour: discovery, get/list/tables, watches, explain, RBAC, refusal of anyone but
+//! the aggregator, answers while the control plane is down, and what no running replica does to namespace
+//! deletion. Each starts its own claimsync; those that register the one APIService take turns (`Turn`).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,58 +13,14 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
-use crate::claim_support::{apply_claim, cluster_claim_yaml, column, kubectl_apply};
-use crate::instance::{Instance, tail};
-use crate::shim_support::{Identity, Registration, SERVICE, availability, direct_get, shim_port, wait_available};
+use crate::claim_support::{apply_claim, column};
+use crate::instance::Instance;
+use crate::shim_support::{
+    Identity, SERVICE, apply_alphas, availability, direct_get, kubectl, reader_of, shim_port, start_registered,
+    synced_claims, wait_available, wait_phase,
+};
 use crate::support::{self, env, wait_for};
 use claimsync::model::naming::remote_claim_name;
-
-async fn kubectl(args: &[&str]) -> Result<String, String> {
-    env().kubectl(&env().app_kubeconfig, args).await
-}
-
-fn postgres_claim_yaml(ns: &str, name: &str) -> String {
-    format!(
-        "apiVersion: db.starter.org/v1beta1\nkind: PostgreSQLInstance\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  parameters:\n    storageGB: 5\n"
-    )
-}
-
-/// The claimsyncs of a namespace as JSON, through the aggregator.
-async fn claimsyncs(ns: &str) -> Result<Vec<Value>, String> {
-    let out = kubectl(&["get", "claimsyncs", "-n", ns, "-o", "json"]).await?;
-    let list: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    Ok(list["items"].as_array().cloned().unwrap_or_default())
-}
-
-/// Waits until every claimsync of `ns` named in `names` shows `phase`.
-async fn wait_phase(ns: &str, names: &[&str], phase: &str, instance: &Instance) {
-    wait_for(
-        &format!("claimsyncs {names:?} in {ns} to be {phase}"),
-        Duration::from_secs(120),
-        || async {
-            let items = claimsyncs(ns).await?;
-            let phases: Vec<(String, String)> = items
-                .iter()
-                .map(|i| {
-                    (
-                        i["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-                        i["status"]["phase"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            let done = names
-                .iter()
-                .all(|n| phases.iter().any(|(name, p)| name == n && p == phase))
-                && phases
-                    .iter()
-                    .filter(|(n, _)| names.contains(&n.as_str()))
-                    .all(|(_, p)| p == phase);
-            done.then_some(())
-                .ok_or_else(|| format!("{phases:?}\nclaimsync log:\n{}", tail(&instance.log(), 8)))
-        },
-    )
-    .await
-}
 
 /// `kubectl get -w` running in the background; its lines are read with deadlines.
 struct KubectlWatch {
@@ -118,33 +74,17 @@ impl KubectlWatch {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claimsync_dev_through_the_aggregator() {
-    let shared = support::env_shared().await;
+async fn discovery_and_the_generated_certificate() {
+    let _env = support::env_shared().await;
     let app = support::app().await;
-    Registration::remove_stale(&app).await;
-    let mut instance = Instance::new("shim").await;
-    let ns = instance.namespace("shim-a").await;
-    let ns2 = instance.namespace("shim-b").await;
+    let mut instance = Instance::new("shim-discovery").await;
 
     // Start, register, and time how long until discovery answers through the aggregator.
-    let started = Instant::now();
-    instance.start_with(&["--shim-addr", "127.0.0.1:0"]).await;
-    let port = shim_port(&instance).await;
-    let listening = started.elapsed();
-    let _registration = Registration::register(&instance, port).await;
-    wait_available(&app, "True", Duration::from_secs(90)).await;
-    let discovery = wait_for(
-        "claimsync.dev in kubectl api-resources",
-        Duration::from_secs(90),
-        || async {
-            let out = kubectl(&["api-resources", "--api-group=claimsync.dev"]).await?;
-            out.contains("claimsyncs").then_some(out.clone()).ok_or(out)
-        },
-    )
-    .await;
+    let served = start_registered(&mut instance).await;
+    let discovery = &served.discovery;
     eprintln!(
-        "shim figures: listening {listening:?} after start; discovery through the aggregator {:?} after start",
-        started.elapsed()
+        "shim figures: listening {:?} after start; discovery through the aggregator {:?} after start",
+        served.listening, served.discovered
     );
     assert!(
         discovery.contains("claimkinds") && discovery.contains("ckind"),
@@ -171,13 +111,18 @@ async fn claimsync_dev_through_the_aggregator() {
         ca,
         "caBundle patched to the generated CA"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_lists_and_tables() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("shim-get").await;
+    let ns = instance.namespace("shim-a").await;
+    let ns2 = instance.namespace("shim-b").await;
+    let _served = start_registered(&mut instance).await;
 
     // Claims: two kinds share the name "alpha" in one namespace.
-    let id = support::unique("kc");
-    kubectl_apply(&cluster_claim_yaml(&ns, "alpha", &id, "alpha-conn", ""))
-        .await
-        .unwrap();
-    kubectl_apply(&postgres_claim_yaml(&ns, "alpha")).await.unwrap();
+    apply_alphas(&ns).await;
     apply_claim(&ns2, "beta").await;
     wait_phase(&ns, &["alpha"], "Synced", &instance).await;
     wait_phase(&ns2, &["beta"], "Synced", &instance).await;
@@ -285,6 +230,15 @@ async fn claimsync_dev_through_the_aggregator() {
             .unwrap(),
         "Synced"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_show_new_and_changed_claims() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("shim-watch").await;
+    let ns2 = instance.namespace("shim-b").await;
+    let _served = start_registered(&mut instance).await;
+    synced_claims(&ns2, &["beta"], &instance).await;
 
     // Watches: a new claim appears in `kubectl get -w`; a change to one shows in `kubectl get -w NAME`.
     let mut all = KubectlWatch::start(&["get", "claimsyncs", "-n", &ns2, "-w"]);
@@ -313,8 +267,21 @@ async fn claimsync_dev_through_the_aggregator() {
         .await;
     eprintln!("shim transcript: kubectl get claimsync gamma -w -o wide\n{before}\n{after}");
     drop((all, one));
+}
 
-    let explain = kubectl(&["explain", "claimsyncs.status"]).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_reads_the_openapi_document() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("shim-explain").await;
+    let _served = start_registered(&mut instance).await;
+
+    // The aggregator merges a new APIService's OpenAPI some moments after it is Available.
+    let explain = wait_for(
+        "kubectl explain to find claimsyncs",
+        Duration::from_secs(60),
+        || async { kubectl(&["explain", "claimsyncs.status"]).await },
+    )
+    .await;
     eprintln!(
         "shim transcript: kubectl explain claimsyncs.status (head)\n{}",
         explain.lines().take(8).collect::<Vec<_>>().join("\n")
@@ -329,13 +296,20 @@ async fn claimsync_dev_through_the_aggregator() {
     ] {
         assert!(explain.contains(words), "{words} in\n{explain}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_decides_who_sees_which_namespace() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("shim-rbac").await;
+    let ns = instance.namespace("shim-a").await;
+    let ns2 = instance.namespace("shim-b").await;
+    let _served = start_registered(&mut instance).await;
+    apply_alphas(&ns).await;
+    wait_phase(&ns, &["alpha"], "Synced", &instance).await;
 
     // RBAC: no rights, Forbidden; a namespaced Role, that namespace only.
-    let reader = format!("{}-reader", instance.id);
-    let rbac = format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: claimsync-reader, namespace: {ns}}}\nrules:\n- apiGroups: [claimsync.dev]\n  resources: [claimsyncs]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: claimsync-reader, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: claimsync-reader}}\nsubjects:\n- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {reader}}}\n"
-    );
-    kubectl_apply(&rbac).await.unwrap();
+    let reader = reader_of(&ns, &instance).await;
     let nobody = format!("--as={}-nobody", instance.id);
     let as_reader = format!("--as={reader}");
     let refused = kubectl(&["get", "claimsyncs", "-n", &ns, &nobody]).await.unwrap_err();
@@ -351,6 +325,34 @@ async fn claimsync_dev_through_the_aggregator() {
         let refused = kubectl(&args).await.unwrap_err();
         assert!(refused.contains("Forbidden"), "{args:?}: {refused}");
     }
+}
+
+/// Needs no aggregator: the requests go straight to the shim, which asks the app cluster's RBAC itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_requests_need_the_front_proxy() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("shim-direct").await;
+    let ns = instance.namespace("shim-a").await;
+    let ns2 = instance.namespace("shim-b").await;
+    instance.start_with(&["--shim-addr", "127.0.0.1:0"]).await;
+    let port = shim_port(&instance).await;
+    apply_alphas(&ns).await;
+    let reader = reader_of(&ns, &instance).await;
+    let proxy_for_wait = Identity::front_proxy();
+    wait_for(
+        "the reader's Role to apply, and both claims to be served",
+        Duration::from_secs(60),
+        || async {
+            let path = format!("/apis/claimsync.dev/v1alpha1/namespaces/{ns}/claimsyncs");
+            let got = direct_get(port, &path, Some(&proxy_for_wait), &[("X-Remote-User", &reader)]).await;
+            let listed: Value = serde_json::from_str(&got.body).map_err(|e| format!("{}: {e}", got.status))?;
+            let items = listed["items"].as_array().map_or(0, Vec::len);
+            (got.status == 200 && items == 2)
+                .then_some(())
+                .ok_or(format!("{} with {items} items: {}", got.status, got.body))
+        },
+    )
+    .await;
 
     // Straight to the shim, bypassing the aggregator: no certificate or a foreign one is 401; with the front
     // proxy's certificate the shim's own SubjectAccessReview decides, per namespace.
@@ -404,10 +406,17 @@ async fn claimsync_dev_through_the_aggregator() {
         .map(|i| i["metadata"]["namespace"].as_str().unwrap())
         .collect();
     assert_eq!(namespaces, [ns.as_str(), ns.as_str()]);
-    drop(shared);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_while_the_control_plane_is_stopped() {
+    let _exclusive = support::env_exclusive().await;
+    let mut instance = Instance::new("shim-outage").await;
+    let ns2 = instance.namespace("shim-b").await;
+    let _served = start_registered(&mut instance).await;
+    synced_claims(&ns2, &["beta", "gamma"], &instance).await;
 
     // The control plane stops: everything still answers, and says Offline.
-    let exclusive = support::env_exclusive().await;
     env().script(&["stop", "controlplane"]);
     let outage = async {
         wait_phase(&ns2, &["beta", "gamma"], "Offline", &instance).await;
@@ -423,6 +432,19 @@ async fn claimsync_dev_through_the_aggregator() {
     outage.await;
     env().script(&["start", "controlplane"]);
     wait_phase(&ns2, &["beta", "gamma"], "Synced", &instance).await;
+}
+
+/// While no replica serves the APIService every namespace deletion in the app cluster waits: the env is this
+/// test's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_replica_holds_namespace_deletion_until_one_returns() {
+    let _exclusive = support::env_exclusive().await;
+    let app = support::app().await;
+    let mut instance = Instance::new("shim-absent").await;
+    let ns = instance.namespace("shim-a").await;
+    let served = start_registered(&mut instance).await;
+    let port = served.port;
+    synced_claims(&ns, &["alpha"], &instance).await;
 
     // No replica runs: what users see, and what it does to namespace deletion.
     instance.stop().await;
@@ -492,8 +514,6 @@ async fn claimsync_dev_through_the_aggregator() {
         restarted.elapsed()
     );
     assert!(availability(&app).await.0 == "True");
-    drop(_registration);
-    drop(exclusive);
 }
 
 /// A serving certificate from a given Secret is served, and its replacement is served without a restart.

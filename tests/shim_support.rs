@@ -1,7 +1,8 @@
 //! Helpers for tests of the aggregated API: an instance's shim port, its registration in the app cluster (an
 //! `ExternalName: localhost` Service and the APIService `v1alpha1.claimsync.dev`, removed again when dropped,
 //! since only one can exist and while it points at a stopped server every namespace deletion in the app cluster
-//! waits), the APIService's availability, and HTTPS requests straight to the shim, bypassing the aggregator.
+//! waits; one test at a time holds it, see `Turn`), the APIService's availability, kubectl through the
+//! aggregator, the set-ups the tests share, and HTTPS requests straight to the shim, bypassing the aggregator.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring, verify_tls12_signature, verify_tls13_signature};
@@ -19,8 +21,9 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
+use crate::claim_support::{apply_claim, cluster_claim_yaml, kubectl_apply};
 use crate::instance::{Instance, tail};
-use crate::support::{env, wait_for};
+use crate::support::{self, env, wait_for};
 
 pub const API_SERVICE: &str = "v1alpha1.claimsync.dev";
 /// The Service claimsync's `--shim-service` names by default.
@@ -40,13 +43,31 @@ pub async fn shim_port(instance: &Instance) -> u16 {
     .await
 }
 
+/// Taken by a test before anything else that registers the APIService, and held to its end.
+static TURN: Mutex<()> = Mutex::const_new(());
+
+/// A test's turn with the app cluster's one APIService: no other test of this run registers it meanwhile. Take
+/// it after the env lock (`env_shared` or `env_exclusive`), never before, so that no two tests wait on each other.
+pub struct Turn {
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Turn {
+    /// Waits for the turn, then removes an APIService an earlier run left behind.
+    pub async fn take(client: &kube::Client) -> Turn {
+        let guard = TURN.lock().await;
+        Registration::remove_stale(client).await;
+        Turn { _guard: guard }
+    }
+}
+
 /// The APIService of the aggregated API, pointing at an instance's shim; deleted when dropped.
 pub struct Registration;
 
 impl Registration {
     /// Points `v1alpha1.claimsync.dev` at the shim on `port` through an `ExternalName: localhost` Service in the
     /// instance's own namespace, without a caBundle: claimsync patches it in.
-    pub async fn register(instance: &Instance, port: u16) -> Registration {
+    pub async fn register(_turn: &Turn, instance: &Instance, port: u16) -> Registration {
         let services = Api::<Service>::namespaced(instance.app.clone(), &instance.own_namespace);
         let service = json!({
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVICE},
@@ -111,6 +132,122 @@ pub async fn wait_available(client: &kube::Client, want: &str, timeout: Duration
         (status == want).then_some(()).ok_or(format!("{status}: {message}"))
     })
     .await
+}
+
+pub async fn kubectl(args: &[&str]) -> Result<String, String> {
+    env().kubectl(&env().app_kubeconfig, args).await
+}
+
+/// A shim the aggregator serves: its port, its registration and the test's turn with the APIService (both end
+/// when this is dropped), what discovery listed, and how long after the start the shim listened and discovery
+/// answered through the aggregator.
+pub struct Registered {
+    pub port: u16,
+    _registration: Registration,
+    _turn: Turn,
+    pub discovery: String,
+    pub listening: Duration,
+    pub discovered: Duration,
+}
+
+/// Starts the instance's shim on a free port, registers it and waits until the aggregator serves claimsync.dev
+/// (the APIService Available, and discovery listing it). Waits for the test's turn with the APIService first;
+/// call it after taking the env lock.
+pub async fn start_registered(instance: &mut Instance) -> Registered {
+    let turn = Turn::take(&instance.app).await;
+    let started = std::time::Instant::now();
+    instance.start_with(&["--shim-addr", "127.0.0.1:0"]).await;
+    let port = shim_port(instance).await;
+    let listening = started.elapsed();
+    let registration = Registration::register(&turn, instance, port).await;
+    wait_available(&instance.app, "True", Duration::from_secs(90)).await;
+    let discovery = wait_for(
+        "claimsync.dev in kubectl api-resources",
+        Duration::from_secs(90),
+        || async {
+            let out = kubectl(&["api-resources", "--api-group=claimsync.dev"]).await?;
+            out.contains("claimsyncs").then_some(out.clone()).ok_or(out)
+        },
+    )
+    .await;
+    Registered {
+        port,
+        _registration: registration,
+        _turn: turn,
+        discovery,
+        listening,
+        discovered: started.elapsed(),
+    }
+}
+
+pub fn postgres_claim_yaml(ns: &str, name: &str) -> String {
+    format!(
+        "apiVersion: db.starter.org/v1beta1\nkind: PostgreSQLInstance\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  parameters:\n    storageGB: 5\n"
+    )
+}
+
+/// Two kinds sharing the name `alpha` in `ns`: a KubernetesCluster and a PostgreSQLInstance.
+pub async fn apply_alphas(ns: &str) {
+    let id = support::unique("kc");
+    kubectl_apply(&cluster_claim_yaml(ns, "alpha", &id, "alpha-conn", ""))
+        .await
+        .unwrap();
+    kubectl_apply(&postgres_claim_yaml(ns, "alpha")).await.unwrap();
+}
+
+/// Applies the claims `names` (KubernetesClusters) in `ns` and waits until their claimsyncs are Synced.
+pub async fn synced_claims(ns: &str, names: &[&str], instance: &Instance) {
+    for name in names {
+        apply_claim(ns, name).await;
+    }
+    wait_phase(ns, names, "Synced", instance).await;
+}
+
+/// The claimsyncs of a namespace as JSON, through the aggregator.
+pub async fn claimsyncs(ns: &str) -> Result<Vec<Value>, String> {
+    let out = kubectl(&["get", "claimsyncs", "-n", ns, "-o", "json"]).await?;
+    let list: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// Waits until every claimsync of `ns` named in `names` shows `phase`.
+pub async fn wait_phase(ns: &str, names: &[&str], phase: &str, instance: &Instance) {
+    wait_for(
+        &format!("claimsyncs {names:?} in {ns} to be {phase}"),
+        Duration::from_secs(120),
+        || async {
+            let items = claimsyncs(ns).await?;
+            let phases: Vec<(String, String)> = items
+                .iter()
+                .map(|i| {
+                    (
+                        i["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        i["status"]["phase"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            let done = names
+                .iter()
+                .all(|n| phases.iter().any(|(name, p)| name == n && p == phase))
+                && phases
+                    .iter()
+                    .filter(|(n, _)| names.contains(&n.as_str()))
+                    .all(|(_, p)| p == phase);
+            done.then_some(())
+                .ok_or_else(|| format!("{phases:?}\nclaimsync log:\n{}", tail(&instance.log(), 8)))
+        },
+    )
+    .await
+}
+
+/// The user `<instance>-reader`, whom a Role lets get, list and watch claimsyncs in `ns` only.
+pub async fn reader_of(ns: &str, instance: &Instance) -> String {
+    let reader = format!("{}-reader", instance.id);
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: claimsync-reader, namespace: {ns}}}\nrules:\n- apiGroups: [claimsync.dev]\n  resources: [claimsyncs]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: claimsync-reader, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: claimsync-reader}}\nsubjects:\n- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {reader}}}\n"
+    );
+    kubectl_apply(&rbac).await.unwrap();
+    reader
 }
 
 /// Accepts any server certificate: these requests test the shim's client authentication, not its certificate

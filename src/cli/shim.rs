@@ -71,5 +71,8 @@ pub async fn start(args: &RunArgs, local: &Client) -> Result<Option<Shim>, Error
         claim_namespace: Some(args.clusters.claim_namespace.clone()),
         claim_groups: args.claim_groups.clone(),
     };
-    Shim::start(local.clone(), settings).await.map(Some)
+    Shim::start(local.clone(), settings)
+        .await
+        .map(Some)
+        .map_err(|e| Error::Shim(Box::new(e)))
 }

@@ -3,38 +3,20 @@
 //! it answers before the first sync and while the control plane is unreachable. It reads what `sync` records
 //! and never writes to either cluster's claims; it never imports `sync`.
 //!
-//! Layout: `resources` (the two resources as data), `objects`/`facts`/`phase`/`names` (what is served),
-//! `index` (versions, history), `source` (the watches that fill it), `selector`/`query`/`scope`/`negotiate`
-//! (what a request asks), `serve`/`watch`/`table`/`discovery`/`openapi`/`status` (answers), `auth`/`trust`/
-//! `authz` (who may ask), `certs`/`tls`/`serving` (the certificate and the APIService), `handler`/`server`/
-//! `body` (HTTP).
+//! Rooms: `api` (the two resources and every document served: objects, tables, discovery, OpenAPI, API
+//! errors), `index` (what is served now, and the app-cluster watches and journal that fill it), `request` (what a
+//! request asks: route, query, selectors, scope), `answer` (one request start to end, reads and watches),
+//! `access` (who may ask: front proxy, RBAC), `certificate` (the serving certificate and the APIService),
+//! `transport` (TLS, listener, bodies, content negotiation). Imports point one way: `answer` -> `access` ->
+//! `request` -> `index` -> `api`, and `certificate` -> `transport`; `transport` imports no other room.
 
-mod auth;
-mod authz;
-mod body;
-mod certs;
-mod discovery;
-mod facts;
-mod handler;
+mod access;
+mod answer;
+mod api;
+mod certificate;
 mod index;
-mod names;
-mod negotiate;
-mod objects;
-mod openapi;
-mod query;
-pub mod resources;
-mod routes;
-mod scope;
-mod selector;
-mod serve;
-mod server;
-mod serving;
-mod source;
-mod status;
-mod table;
-mod tls;
-mod trust;
-mod watch;
+mod request;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,8 +27,29 @@ use kube::Client;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::error::Error;
-pub use serving::CertSource;
+pub use api::resources;
+pub use certificate::keeper::CertSource;
+
+/// Why the shim could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("failed to listen on --shim-addr {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read the address bound for --shim-addr {addr}")]
+    LocalAddr {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Certificate(#[from] certificate::keeper::CertError),
+    #[error(transparent)]
+    Tls(#[from] transport::tls::TlsConfigError),
+}
 
 /// What the shim is told at start.
 pub struct ShimSettings {
@@ -69,7 +72,7 @@ pub struct ShimSettings {
 
 /// The running shim.
 pub struct Shim {
-    source: Arc<source::Source>,
+    source: Arc<index::source::Source>,
     /// Where it listens (the port chosen, when asked for port 0).
     pub addr: SocketAddr,
 }
@@ -77,19 +80,23 @@ pub struct Shim {
 impl Shim {
     /// Binds, loads the serving certificate and starts serving; the index fills from the app cluster meanwhile.
     /// Needs nothing of the control plane.
-    pub async fn start(client: Client, settings: ShimSettings) -> Result<Shim, Error> {
+    pub async fn start(client: Client, settings: ShimSettings) -> Result<Shim, ShimError> {
         let listener = TcpListener::bind(settings.addr)
             .await
-            .map_err(|e| Error::Config(format!("--shim-addr {}: {e}", settings.addr)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Config(format!("--shim-addr {}: {e}", settings.addr)))?;
+            .map_err(|source| ShimError::Bind {
+                addr: settings.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ShimError::LocalAddr {
+            addr: settings.addr,
+            source,
+        })?;
         let start_rv = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1);
-        let source = source::start(
-            source::SourceSettings {
+        let source = index::source::start(
+            index::source::SourceSettings {
                 client: client.clone(),
                 namespace_selector: settings.namespace_selector.clone(),
                 cluster_id: settings.cluster_id.clone(),
@@ -99,12 +106,12 @@ impl Shim {
             },
             start_rv,
         );
-        let slot = Arc::new(tls::CertSlot::default());
-        serving::Serving {
+        let slot = Arc::new(transport::tls::CertSlot::default());
+        certificate::keeper::CertKeeper {
             client: client.clone(),
-            names: certs::serving_names(&settings.service, &settings.own_namespace),
+            names: certificate::generated::serving_names(&settings.service, &settings.own_namespace),
             source: settings.cert.clone(),
-            target: serving::ApiServiceTarget {
+            target: certificate::api_service::ApiServiceTarget {
                 namespace: settings.own_namespace.clone(),
                 service: settings.service.clone(),
                 port: settings.service_port,
@@ -114,13 +121,15 @@ impl Shim {
         }
         .start()
         .await?;
-        let tls = tls::server_config(slot).map_err(Error::Config)?;
-        let shared = Arc::new(handler::Shared {
+        let tls = transport::tls::server_config(slot)?;
+        let shared = Arc::new(answer::handler::Shared {
             source: source.clone(),
-            trust: trust::start(client.clone()),
-            authorizer: authz::Authorizer::new(client),
+            trust: access::trust::start(client.clone()),
+            authorizer: access::review::Authorizer::new(client),
         });
-        tokio::spawn(server::serve(listener, tls, shared));
+        tokio::spawn(transport::listener::listen(listener, tls, move |peer, request| {
+            answer::handler::handle(shared.clone(), peer, request)
+        }));
         info!(%addr, "aggregated API claimsync.dev/v1alpha1 serving on https://{addr}");
         Ok(Shim { source, addr })
     }

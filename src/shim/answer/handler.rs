@@ -11,19 +11,21 @@ use sha2::{Digest, Sha256};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tracing::{debug, warn};
 
-use super::auth::User;
-use super::authz::{Authorizer, Decision};
-use super::body::{Body, full, streamed};
-use super::discovery;
-use super::negotiate::{discovery_version, representation};
-use super::openapi;
-use super::query::{Query, parse};
-use super::routes::{Attributes, Route, route};
-use super::scope::Scope;
-use super::serve;
-use super::source::Source;
-use super::status::ApiError;
-use super::trust::Trust;
+use crate::error::with_causes;
+
+use super::reads;
+use crate::shim::access::front_proxy::User;
+use crate::shim::access::review::{Authorizer, Decision};
+use crate::shim::access::trust::Trust;
+use crate::shim::api::api_error::ApiError;
+use crate::shim::api::discovery;
+use crate::shim::api::openapi;
+use crate::shim::index::source::Source;
+use crate::shim::request::query::{Query, parse};
+use crate::shim::request::route::{Attributes, Route, route};
+use crate::shim::request::scope::Scope;
+use crate::shim::transport::body::{Body, full, streamed};
+use crate::shim::transport::negotiate::{discovery_version, representation};
 
 /// How long a request waits for the first listing of everything before it is answered with what is known.
 const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
@@ -87,7 +89,13 @@ pub async fn handle<B>(
         return json_response(StatusCode::OK, "text/plain", b"ok".to_vec());
     }
     let trust = shared.trust.read().expect("trust lock").clone();
-    let user = match trust.and_then(|proxy| proxy.authenticate(&peer, request.headers())) {
+    let authenticated = match trust {
+        Ok(proxy) => proxy
+            .authenticate(&peer, request.headers())
+            .map_err(|e| with_causes(&e)),
+        Err(untrusted) => Err(with_causes(untrusted.as_ref())),
+    };
+    let user = match authenticated {
         Ok(user) => user,
         Err(why) => {
             debug!(%path, %why, "refused: not the front proxy");
@@ -113,7 +121,7 @@ async fn answer<B>(
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::method_not_allowed(request.method().as_str()));
     }
-    let query: Query = parse(request.uri().query()).map_err(ApiError::bad_request)?;
+    let query: Query = parse(request.uri().query()).map_err(|e| ApiError::bad_request(with_causes(&e)))?;
     let attributes = match route {
         Route::NotFound => return Err(ApiError::no_route(path)),
         Route::Resource {
@@ -158,7 +166,7 @@ async fn answer<B>(
             let index = shared.source.index.clone();
             match (name, query.watch) {
                 (Some(name), _) => {
-                    let doc = serve::get(
+                    let doc = reads::get(
                         &index.lock().expect("index lock"),
                         *resource,
                         namespace.as_deref(),
@@ -170,14 +178,14 @@ async fn answer<B>(
                 }
                 (None, false) => {
                     let scope = Scope::new(*resource, namespace.as_deref(), &query);
-                    let doc = serve::list(&index.lock().expect("index lock"), &scope, representation, &query);
+                    let doc = reads::list(&index.lock().expect("index lock"), &scope, representation, &query);
                     json_response(StatusCode::OK, &doc.content_type, to_vec(&doc.body))
                 }
                 (None, true) => {
                     let scope = Scope::new(*resource, namespace.as_deref(), &query);
-                    let rx = serve::watch(&index.lock().expect("index lock"), scope, representation, &query);
+                    let rx = reads::watch(&index.lock().expect("index lock"), scope, representation, &query);
                     let mut response = Response::new(streamed(rx));
-                    if let Ok(value) = HeaderValue::from_str(&serve::content_type(representation, false)) {
+                    if let Ok(value) = HeaderValue::from_str(&reads::content_type(representation, false)) {
                         response.headers_mut().insert(header::CONTENT_TYPE, value);
                     }
                     response

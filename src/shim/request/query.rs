@@ -2,10 +2,29 @@
 //! `timeoutSeconds`, `allowWatchBookmarks`, `sendInitialEvents`, `includeObject`) parsed into one value.
 //! `limit` and `continue` are accepted and ignored: every list is answered whole. Pure functions.
 
+use std::num::ParseIntError;
 use std::time::Duration;
 
-use super::negotiate::IncludeObject;
-use super::selector::{FieldSelector, LabelSelector};
+use super::selector::{FieldSelector, LabelSelector, SelectorError};
+use crate::shim::api::table::{IncludeObject, UnknownIncludeObject};
+
+/// A query the API would refuse; shown to the client in a 400 with its causes.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("query parameter {parameter}: {value:?} is not a boolean")]
+    NotABoolean { parameter: String, value: String },
+    #[error("query parameter {parameter}: {value:?} is not a number")]
+    NotANumber {
+        parameter: String,
+        value: String,
+        #[source]
+        source: ParseIntError,
+    },
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    #[error(transparent)]
+    IncludeObject(#[from] UnknownIncludeObject),
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {
@@ -20,15 +39,18 @@ pub struct Query {
     pub include_object: IncludeObject,
 }
 
-fn flag(value: &str) -> Result<bool, String> {
+fn flag(parameter: &str, value: &str) -> Result<bool, QueryError> {
     match value {
         "true" | "1" | "True" => Ok(true),
         "false" | "0" | "False" | "" => Ok(false),
-        other => Err(format!("{other:?} is not a boolean")),
+        other => Err(QueryError::NotABoolean {
+            parameter: parameter.to_string(),
+            value: other.to_string(),
+        }),
     }
 }
 
-pub fn parse(query: Option<&str>) -> Result<Query, String> {
+pub fn parse(query: Option<&str>) -> Result<Query, QueryError> {
     let mut labels = LabelSelector::default();
     let mut fields = FieldSelector::default();
     let mut parsed = Query {
@@ -43,21 +65,24 @@ pub fn parse(query: Option<&str>) -> Result<Query, String> {
         include_object: IncludeObject::Metadata,
     };
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let bad = |e: String| format!("query parameter {key}: {e}");
         match key.as_ref() {
             "labelSelector" => labels = LabelSelector::parse(&value)?,
             "fieldSelector" => fields = FieldSelector::parse(&value)?,
-            "watch" => parsed.watch = flag(&value).map_err(bad)?,
+            "watch" => parsed.watch = flag(&key, &value)?,
             "resourceVersion" => parsed.resource_version = Some(value.into_owned()).filter(|v| !v.is_empty()),
             "resourceVersionMatch" => {
                 parsed.resource_version_match = Some(value.into_owned()).filter(|v| !v.is_empty())
             }
             "timeoutSeconds" => {
-                let seconds: u64 = value.parse().map_err(|_| bad(format!("{value:?} is not a number")))?;
+                let seconds: u64 = value.parse().map_err(|source| QueryError::NotANumber {
+                    parameter: key.to_string(),
+                    value: value.to_string(),
+                    source,
+                })?;
                 parsed.timeout = Some(Duration::from_secs(seconds));
             }
-            "allowWatchBookmarks" => parsed.allow_bookmarks = flag(&value).map_err(bad)?,
-            "sendInitialEvents" => parsed.send_initial_events = Some(flag(&value).map_err(bad)?),
+            "allowWatchBookmarks" => parsed.allow_bookmarks = flag(&key, &value)?,
+            "sendInitialEvents" => parsed.send_initial_events = Some(flag(&key, &value)?),
             "includeObject" => parsed.include_object = IncludeObject::parse(Some(&value))?,
             _ => {}
         }
@@ -102,5 +127,23 @@ mod tests {
         ] {
             assert!(parse(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refusals_name_the_parameter_and_the_cause() {
+        let said = |query: &str| crate::error::with_causes(&parse(Some(query)).unwrap_err());
+        assert_eq!(
+            said("labelSelector=a+b"),
+            r#"label selector "a b": "a b" is not a valid label key"#
+        );
+        assert_eq!(
+            said("watch=maybe"),
+            r#"query parameter watch: "maybe" is not a boolean"#
+        );
+        assert_eq!(
+            said("timeoutSeconds=-1"),
+            r#"query parameter timeoutSeconds: "-1" is not a number: invalid digit found in string"#
+        );
+        assert_eq!(said("includeObject=All"), r#"unrecognized includeObject value: "All""#);
     }
 }

@@ -1,7 +1,6 @@
-//! The serving certificate and the APIService that trusts it: read from a given TLS Secret, or generated once
-//! into a Secret in claimsync's namespace that every replica shares (created if absent, renewed when due); loaded
-//! into the TLS slot whenever the Secret changes; and the APIService `v1alpha1.claimsync.dev` kept with the
-//! matching caBundle (patched if it points at our Service, created if asked). Touches nothing else.
+//! The serving certificate of the moment: read from a given TLS Secret, or generated once into a Secret in
+//! claimsync's namespace that every replica shares (created if absent, renewed when due), loaded into the TLS slot
+//! whenever the Secret changes, its CA handed to `api_service`. Writes only that generated Secret.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,17 +10,50 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::certs::{Bundle, Pem, plan};
-use super::resources::{API_SERVICE, GROUP, VERSION};
-use super::tls::CertSlot;
-use crate::error::{Error, KubeContext, Side};
+use super::api_service::{self, ApiServiceTarget};
+use super::generated::{Bundle, GenerateError, Pem, plan};
+use crate::error::with_causes;
+use crate::shim::api::resources::API_SERVICE;
+use crate::shim::transport::tls::{CertLoadError, CertSlot};
+
+/// Why the serving certificate cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("failed to read the Secret {secret} of the serving certificate")]
+    Read {
+        secret: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("the Secret {secret} of the serving certificate (--shim-cert-secret) is not found")]
+    NotFound { secret: String },
+    #[error("the Secret {secret} of the serving certificate has no {key}")]
+    MissingKey { secret: String, key: &'static str },
+    #[error("failed to generate the serving certificate for the Secret {secret}")]
+    Generate {
+        secret: String,
+        #[source]
+        source: GenerateError,
+    },
+    #[error("failed to write the generated serving certificate into the Secret {secret}")]
+    Write {
+        secret: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("failed to load the serving certificate of the Secret {secret}")]
+    Load {
+        secret: String,
+        #[source]
+        source: CertLoadError,
+    },
+}
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,16 +72,7 @@ impl CertSource {
     }
 }
 
-/// The Service the APIService points at, and whether claimsync may create the APIService.
-#[derive(Clone, Debug)]
-pub struct ApiServiceTarget {
-    pub namespace: String,
-    pub service: String,
-    pub port: i32,
-    pub create: bool,
-}
-
-pub struct Serving {
+pub struct CertKeeper {
     pub client: Client,
     pub source: CertSource,
     /// The names a generated serving certificate covers.
@@ -101,31 +124,32 @@ fn secret_of(name: &str, bundle: &Bundle, resource_version: Option<String>) -> S
     secret
 }
 
-impl Serving {
+impl CertKeeper {
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), self.source.secret().0)
     }
 
-    fn object(&self) -> String {
+    /// `<namespace>/<name>` of the Secret.
+    fn secret(&self) -> String {
         let (namespace, name) = self.source.secret();
-        format!("Secret {namespace}/{name}")
+        format!("{namespace}/{name}")
     }
 
     /// The generated bundle, made or renewed in the Secret if due; every replica arrives at the same one.
-    async fn generated(&self) -> Result<Bundle, Error> {
+    async fn generated(&self) -> Result<Bundle, CertError> {
         let name = self.source.secret().1;
         loop {
-            let existing = self
-                .secrets()
-                .get_opt(name)
-                .await
-                .context(Side::App, "get", self.object())?;
+            let existing = self.secrets().get_opt(name).await.map_err(|source| CertError::Read {
+                secret: self.secret(),
+                source: Box::new(source),
+            })?;
             let current = existing.as_ref().and_then(bundle_of);
-            let planned =
-                plan(current.as_ref(), &self.names, OffsetDateTime::now_utc()).map_err(|message| Error::Invalid {
-                    object: self.object(),
-                    message,
-                })?;
+            let planned = plan(current.as_ref(), &self.names, OffsetDateTime::now_utc()).map_err(|source| {
+                CertError::Generate {
+                    secret: self.secret(),
+                    source,
+                }
+            })?;
             let Some((bundle, why)) = planned else {
                 return Ok(current.expect("a plan without changes keeps a bundle"));
             };
@@ -147,21 +171,26 @@ impl Serving {
             };
             match written {
                 Ok(_) => {
-                    info!(secret = %self.object(), %why, "wrote the shim's serving certificate");
+                    info!(secret = %self.secret(), %why, "wrote the shim's serving certificate");
                     return Ok(bundle);
                 }
                 // Another replica wrote it first: use theirs.
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(e) => return Err(e).context(Side::App, "write", self.object()),
+                Err(source) => {
+                    return Err(CertError::Write {
+                        secret: self.secret(),
+                        source: Box::new(source),
+                    });
+                }
             }
         }
     }
 
     /// Reads the certificate and loads it; returns the CA the APIService must trust.
-    async fn load(&self) -> Result<String, Error> {
-        let invalid = |message: String| Error::Invalid {
-            object: self.object(),
-            message,
+    async fn load(&self) -> Result<String, CertError> {
+        let missing = |key| CertError::MissingKey {
+            secret: self.secret(),
+            key,
         };
         let (cert, key, ca) = match &self.source {
             CertSource::Generated { .. } => {
@@ -173,86 +202,30 @@ impl Serving {
                     .secrets()
                     .get_opt(name)
                     .await
-                    .context(Side::App, "get", self.object())?
-                    .ok_or_else(|| invalid("not found (--shim-cert-secret)".into()))?;
+                    .map_err(|source| CertError::Read {
+                        secret: self.secret(),
+                        source: Box::new(source),
+                    })?
+                    .ok_or_else(|| CertError::NotFound { secret: self.secret() })?;
                 let data = secret.data.unwrap_or_default();
-                let cert = text(&data, "tls.crt").ok_or_else(|| invalid("has no tls.crt".into()))?;
-                let key = text(&data, "tls.key").ok_or_else(|| invalid("has no tls.key".into()))?;
+                let cert = text(&data, "tls.crt").ok_or_else(|| missing("tls.crt"))?;
+                let key = text(&data, "tls.key").ok_or_else(|| missing("tls.key"))?;
                 let ca = text(&data, "ca.crt").unwrap_or_else(|| cert.clone());
                 (cert, key, ca)
             }
         };
-        self.slot.load(&cert, &key).map_err(invalid)?;
+        self.slot.load(&cert, &key).map_err(|source| CertError::Load {
+            secret: self.secret(),
+            source,
+        })?;
         Ok(ca)
-    }
-
-    /// Gives the APIService the CA: patched when it points at our Service, created when asked and absent.
-    async fn trust(&self, ca: &str) -> Result<(), Error> {
-        let api_services = Api::<APIService>::all(self.client.clone());
-        let object = format!("APIService {API_SERVICE}");
-        let existing = api_services
-            .get_opt(API_SERVICE)
-            .await
-            .context(Side::App, "get", &object)?;
-        let target = &self.target;
-        let Some(existing) = existing else {
-            if !target.create {
-                return Ok(());
-            }
-            let created: APIService = serde_json::from_value(json!({
-                "metadata": {"name": API_SERVICE, "labels": {crate::model::vocabulary::MANAGED_BY: "claimsync"}},
-                "spec": {
-                    "group": GROUP, "version": VERSION,
-                    "service": {"namespace": target.namespace, "name": target.service, "port": target.port},
-                    "caBundle": ByteString(ca.as_bytes().to_vec()),
-                    "groupPriorityMinimum": 1000, "versionPriority": 15,
-                },
-            }))
-            .expect("an APIService");
-            match api_services.create(&PostParams::default(), &created).await {
-                Ok(_) => info!(apiservice = API_SERVICE, "created the APIService"),
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(e) => return Err(e).context(Side::App, "create", &object),
-            }
-            return Ok(());
-        };
-        let spec = existing.spec.unwrap_or_default();
-        let service = spec.service.as_ref();
-        let ours = service.is_some_and(|s| {
-            s.namespace.as_deref() == Some(target.namespace.as_str())
-                && s.name.as_deref() == Some(target.service.as_str())
-        });
-        if !ours {
-            warn!(apiservice = API_SERVICE, service = ?service, "the APIService points at another Service; its caBundle is left alone");
-            return Ok(());
-        }
-        if spec.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(ca.as_bytes()) {
-            return Ok(());
-        }
-        if spec.insecure_skip_tls_verify == Some(true) {
-            warn!(
-                apiservice = API_SERVICE,
-                "the APIService skips TLS verification; its caBundle is left alone"
-            );
-            return Ok(());
-        }
-        let patch = json!({"spec": {"caBundle": ByteString(ca.as_bytes().to_vec())}});
-        api_services
-            .patch(API_SERVICE, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .context(Side::App, "patch caBundle of", &object)?;
-        info!(
-            apiservice = API_SERVICE,
-            "set the APIService's caBundle to the shim's CA"
-        );
-        Ok(())
     }
 
     /// Loads the certificate now (an error here is a configuration error), then keeps it and the APIService's
     /// caBundle current for as long as claimsync runs.
-    pub async fn start(self) -> Result<(), Error> {
+    pub async fn start(self) -> Result<(), CertError> {
         let ca = self.load().await?;
-        if let Err(e) = self.trust(&ca).await {
+        if let Err(e) = api_service::trust(&self.client, &self.target, &ca).await {
             warn!(error = %e, "could not set the APIService's caBundle; trying again when something changes");
         }
         tokio::spawn(self.keep(ca));
@@ -272,7 +245,7 @@ impl Serving {
                 Some(event) = secret_events.next() => matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)),
                 Some(event) = api_service_events.next() => {
                     if matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone))
-                        && let Err(e) = self.trust(&ca).await
+                        && let Err(e) = api_service::trust(&self.client, &self.target, &ca).await
                     {
                         warn!(error = %e, "could not set the APIService's caBundle");
                     }
@@ -289,12 +262,12 @@ impl Serving {
                         info!("the shim's CA changed");
                     }
                     ca = current;
-                    if let Err(e) = self.trust(&ca).await {
+                    if let Err(e) = api_service::trust(&self.client, &self.target, &ca).await {
                         warn!(error = %e, "could not set the APIService's caBundle");
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "could not reload the shim's serving certificate; serving the previous one")
+                    warn!(error = %with_causes(&e), "could not reload the shim's serving certificate; serving the previous one")
                 }
             }
         }
@@ -304,7 +277,7 @@ impl Serving {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::certs::serving_names;
+    use crate::shim::certificate::generated::serving_names;
 
     #[test]
     fn bundles_round_trip_through_a_secret() {

@@ -1,7 +1,7 @@
 //! Which paths this server answers and what each one is: health, discovery, OpenAPI, or a resource (with its
 //! namespace and name), and the attributes a request is authorized with. Pure functions.
 
-use super::resources::{GROUP, GROUP_VERSION, Resource};
+use crate::shim::api::resources::{GROUP, GROUP_VERSION, Resource};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {

@@ -8,15 +8,15 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::index::{Index, Served};
-use super::names::{Resolved, resolve};
-use super::negotiate::Representation;
-use super::query::Query;
-use super::resources::{GROUP_VERSION, Resource};
-use super::scope::Scope;
-use super::status::ApiError;
-use super::table::{partial, row, table};
 use super::watch::{DEFAULT_TIMEOUT, Encoder, Start, Watch, stream};
+use crate::shim::api::api_error::ApiError;
+use crate::shim::api::names::{Resolved, resolve};
+use crate::shim::api::resources::{GROUP_VERSION, Resource};
+use crate::shim::api::table::{partial, row, table};
+use crate::shim::index::store::{Index, Served};
+use crate::shim::request::query::Query;
+use crate::shim::request::scope::Scope;
+use crate::shim::transport::negotiate::Representation;
 
 /// A JSON answer and its Content-Type.
 pub struct Document {
@@ -173,8 +173,8 @@ pub fn watch(index: &Index, scope: Scope, representation: Representation, query:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::index::ObjectKey;
-    use crate::shim::query::parse;
+    use crate::shim::index::store::ObjectKey;
+    use crate::shim::request::query::parse;
 
     fn index() -> Index {
         let mut index = Index::new(100);

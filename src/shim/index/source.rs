@@ -1,7 +1,6 @@
-//! Where the served objects come from, all of it in the app cluster (never the control plane): a watch of the
-//! claim CRDs claimsync made, a watch of each established kind's claims across namespaces (started and stopped
-//! as CRDs come and go), a watch of the selected namespaces, and the journal, read every few seconds once
-//! `run` hands it over. Each update goes through `Facts` into the `Index`. Reads only; writes nothing.
+//! Where the served objects come from, all in the app cluster (never the control plane): watches of the claim
+//! CRDs claimsync made, of each established kind's claims and of the selected namespaces, and the journal once
+//! `run` hands it over; each update goes through `Facts` into the store. Reads only; writes nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,10 +19,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::facts::{Dirty, Facts};
-use super::index::Index;
-use super::objects::{KindFacts, claim_facts, kind_facts};
+use super::store::Index;
 use crate::model::kind::group_allowed;
 use crate::model::vocabulary::{IDENTITY_CONFIGMAP, MANAGED_BY};
+use crate::shim::api::objects::{KindFacts, claim_facts, kind_facts};
 
 /// How often the journal is read for changes.
 const JOURNAL_EVERY: Duration = Duration::from_secs(2);

@@ -1,6 +1,6 @@
 //! The shim's own certificates when none is given: a CA and a serving certificate it signs for the Service's
 //! names and localhost, and when either must be made anew (expiring, or not naming the Service). Pure functions
-//! over PEM text; `serving.rs` stores them in a Secret and `tls.rs` serves them.
+//! over PEM text; `keeper` stores them in a Secret and `transport::tls` serves them.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -32,12 +32,37 @@ pub fn serving_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-fn err(what: &str) -> impl Fn(rcgen::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// Why a certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("failed to set up the CA certificate")]
+    CaParameters(#[source] rcgen::Error),
+    #[error("failed to generate the CA key")]
+    GenerateCaKey(#[source] rcgen::Error),
+    #[error("failed to self-sign the CA certificate")]
+    SignCa(#[source] rcgen::Error),
+    #[error("failed to read the CA key")]
+    ReadCaKey(#[source] rcgen::Error),
+    #[error("failed to read the CA certificate")]
+    ReadCa(#[source] rcgen::Error),
+    #[error("failed to set up a serving certificate for {names:?}")]
+    ServingParameters {
+        names: Vec<String>,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("failed to generate the serving key")]
+    GenerateServingKey(#[source] rcgen::Error),
+    #[error("failed to sign the serving certificate for {names:?}")]
+    SignServing {
+        names: Vec<String>,
+        #[source]
+        source: rcgen::Error,
+    },
 }
 
-pub fn new_ca(now: OffsetDateTime) -> Result<Pem, String> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err("CA parameters"))?;
+pub fn new_ca(now: OffsetDateTime) -> Result<Pem, GenerateError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(GenerateError::CaParameters)?;
     params.distinguished_name.push(DnType::CommonName, "claimsync-shim-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -47,18 +72,21 @@ pub fn new_ca(now: OffsetDateTime) -> Result<Pem, String> {
     ];
     params.not_before = now - Duration::hours(1);
     params.not_after = now + CA_VALIDITY;
-    let key = KeyPair::generate().map_err(err("CA key"))?;
-    let cert = params.self_signed(&key).map_err(err("CA certificate"))?;
+    let key = KeyPair::generate().map_err(GenerateError::GenerateCaKey)?;
+    let cert = params.self_signed(&key).map_err(GenerateError::SignCa)?;
     Ok(Pem {
         cert: cert.pem(),
         key: key.serialize_pem(),
     })
 }
 
-pub fn issue_serving(ca: &Pem, names: &[String], now: OffsetDateTime) -> Result<Pem, String> {
-    let ca_key = KeyPair::from_pem(&ca.key).map_err(err("CA key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(err("CA certificate"))?;
-    let mut params = CertificateParams::new(names.to_vec()).map_err(err("serving certificate names"))?;
+pub fn issue_serving(ca: &Pem, names: &[String], now: OffsetDateTime) -> Result<Pem, GenerateError> {
+    let ca_key = KeyPair::from_pem(&ca.key).map_err(GenerateError::ReadCaKey)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(GenerateError::ReadCa)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(|source| GenerateError::ServingParameters {
+        names: names.to_vec(),
+        source,
+    })?;
     params
         .distinguished_name
         .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
@@ -66,8 +94,13 @@ pub fn issue_serving(ca: &Pem, names: &[String], now: OffsetDateTime) -> Result<
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.not_before = now - Duration::hours(1);
     params.not_after = now + SERVING_VALIDITY;
-    let key = KeyPair::generate().map_err(err("serving key"))?;
-    let cert = params.signed_by(&key, &issuer).map_err(err("serving certificate"))?;
+    let key = KeyPair::generate().map_err(GenerateError::GenerateServingKey)?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|source| GenerateError::SignServing {
+            names: names.to_vec(),
+            source,
+        })?;
     Ok(Pem {
         cert: cert.pem(),
         key: key.serialize_pem(),
@@ -122,8 +155,8 @@ pub fn plan(
     existing: Option<&Bundle>,
     names: &[String],
     now: OffsetDateTime,
-) -> Result<Option<(Bundle, String)>, String> {
-    let fresh_ca = |why: String| -> Result<Option<(Bundle, String)>, String> {
+) -> Result<Option<(Bundle, String)>, GenerateError> {
+    let fresh_ca = |why: String| -> Result<Option<(Bundle, String)>, GenerateError> {
         let ca = new_ca(now)?;
         let serving = issue_serving(&ca, names, now)?;
         Ok(Some((Bundle { ca, serving }, why)))

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::names::Candidate;
-use super::objects::labels_of;
-use super::resources::Resource;
+use crate::shim::api::names::Candidate;
+use crate::shim::api::objects::labels_of;
+use crate::shim::api::resources::Resource;
 
 /// How many changes a watch can resume across; older resourceVersions get 410 Expired.
 pub const HISTORY: usize = 4096;

@@ -38,25 +38,6 @@ fn media_ranges(accept: &str) -> Vec<MediaRange> {
         .collect()
 }
 
-/// How much of each object a `Table` row carries (`includeObject`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IncludeObject {
-    None,
-    Metadata,
-    Object,
-}
-
-impl IncludeObject {
-    pub fn parse(value: Option<&str>) -> Result<IncludeObject, String> {
-        match value {
-            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
-            Some("None") => Ok(IncludeObject::None),
-            Some("Object") => Ok(IncludeObject::Object),
-            Some(other) => Err(format!("unrecognized includeObject value: {other:?}")),
-        }
-    }
-}
-
 /// What a resource request is answered with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Representation {
@@ -182,13 +163,5 @@ mod tests {
         for (accept, want) in cases {
             assert_eq!(discovery_version(accept), want, "{accept:?}");
         }
-    }
-
-    #[test]
-    fn include_object_values() {
-        assert_eq!(IncludeObject::parse(None), Ok(IncludeObject::Metadata));
-        assert_eq!(IncludeObject::parse(Some("Object")), Ok(IncludeObject::Object));
-        assert_eq!(IncludeObject::parse(Some("None")), Ok(IncludeObject::None));
-        assert!(IncludeObject::parse(Some("All")).is_err());
     }
 }

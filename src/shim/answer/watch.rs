@@ -1,7 +1,6 @@
-//! Watches: newline-delimited `{"type","object"}` events, each sent (and so flushed) on its own; the synthetic
-//! ADDED events of a watch that starts from now, or the replay of one that resumes; BOOKMARKs when asked for;
-//! an ERROR event with a 410 Expired Status when it cannot resume or falls behind; the end at `timeoutSeconds`.
-//! Event encoding is pure; `stream` is the one task per watch that does the sending.
+//! Watches: newline-delimited `{"type","object"}` events, each sent on its own: ADDED from now or the replay of
+//! a resumed watch, BOOKMARKs when asked, an ERROR (410 Expired) when it cannot resume or falls behind, the end at
+//! `timeoutSeconds`. Encoding is pure; `stream` is the one task per watch that sends. Reads only the index.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +11,13 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
-use super::index::{Change, Changes, Served};
-use super::negotiate::{IncludeObject, Representation};
-use super::resources::{GROUP_VERSION, Resource};
-use super::scope::Scope;
-use super::status::ApiError;
-use super::table::{partial, table};
+use crate::shim::api::api_error::ApiError;
+use crate::shim::api::resources::{GROUP_VERSION, Resource};
+use crate::shim::api::table::IncludeObject;
+use crate::shim::api::table::{partial, table};
+use crate::shim::index::store::{Change, Changes, Served};
+use crate::shim::request::scope::Scope;
+use crate::shim::transport::negotiate::Representation;
 
 /// How long a watch without `timeoutSeconds` lasts (the API server's minimum request timeout).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -222,8 +222,8 @@ pub async fn stream(mut watch: Watch, out: mpsc::Sender<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::index::{Index, ObjectKey};
-    use crate::shim::query::parse;
+    use crate::shim::index::store::{Index, ObjectKey};
+    use crate::shim::request::query::parse;
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey {

@@ -1,16 +1,18 @@
 //! What the shim knows, gathered from watches and the journal, and how it becomes served objects: each update
 //! names the objects it may change, and only those are projected again into the index. Plain data and functions;
-//! `source.rs` does the watching and reading.
+//! `source` does the watching and reading.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use claimsync_state::{CatalogEntry, ClaimKey, ClaimRecord};
 use serde_json::Value;
 
-use super::index::{Index, ObjectKey};
-use super::objects::{ClaimFacts, Counts, KindFacts, SyncContext, claim_kind_object, claim_sync, orphan_sync};
-use super::resources::Resource;
+use super::store::{Index, ObjectKey};
 use crate::model::phase::Phase;
+use crate::shim::api::objects::{
+    ClaimFacts, Counts, KindFacts, SyncContext, claim_kind_object, claim_sync, orphan_sync,
+};
+use crate::shim::api::resources::Resource;
 
 #[derive(Default)]
 pub struct Facts {
@@ -348,7 +350,7 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::objects::{claim_facts, kind_facts};
+    use crate::shim::api::objects::{claim_facts, kind_facts};
     use serde_json::json;
 
     fn crd(kind: &str, plural: &str) -> KindFacts {

@@ -1,11 +1,11 @@
 //! Which served objects a request sees: its resource, its namespace (none: all), and its label and field
 //! selectors. Pure; lists, gets and watches all ask it.
 
-use super::index::Served;
-use super::names::names;
 use super::query::Query;
-use super::resources::Resource;
 use super::selector::{FieldSelector, LabelSelector};
+use crate::shim::api::names::names;
+use crate::shim::api::resources::Resource;
+use crate::shim::index::store::Served;
 
 #[derive(Clone, Debug)]
 pub struct Scope {
@@ -39,8 +39,8 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::index::ObjectKey;
-    use crate::shim::query::parse;
+    use crate::shim::index::store::ObjectKey;
+    use crate::shim::request::query::parse;
     use serde_json::json;
 
     fn served(namespace: &str, name: &str, kind: &str) -> Served {
@@ -54,7 +54,7 @@ mod tests {
                 kind: kind.into(),
             },
             rv: 1,
-            labels: crate::shim::objects::labels_of(&content),
+            labels: crate::shim::api::objects::labels_of(&content),
             content,
         }
     }

@@ -1,7 +1,6 @@
 //! Front-proxy authentication: a request is the aggregator's if its client certificate chains to the
-//! request-header CA (with the clientAuth usage) and names an allowed CN; the user is then read from the
-//! configured headers. The configuration comes from `kube-system/extension-apiserver-authentication`
-//! (`trust.rs` watches it). Decides identity only; authorization is `authz.rs`'s.
+//! request-header CA (clientAuth usage) and names an allowed CN; the user is then read from the configured headers
+//! (configuration from `trust`). Decides identity only; authorization is `review`'s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,11 +9,52 @@ use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 use tokio_rustls::rustls::RootCertStore;
 use tokio_rustls::rustls::crypto::ring::default_provider;
+use tokio_rustls::rustls::pki_types::pem;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, UnixTime};
+use tokio_rustls::rustls::server::VerifierBuilderError;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::server::danger::ClientCertVerifier;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::nom;
+use x509_parser::prelude::{FromDer, X509Certificate, X509Error};
+
+/// Why the request-header configuration cannot be used; every request gets 401 until it can.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("requestheader-client-ca-file is missing: the app cluster has no front-proxy CA configured")]
+    MissingCa,
+    #[error("failed to read a certificate of requestheader-client-ca-file")]
+    ReadCa(#[source] pem::Error),
+    #[error("failed to trust a certificate of requestheader-client-ca-file")]
+    TrustCa(#[source] tokio_rustls::rustls::Error),
+    #[error("requestheader-client-ca-file holds no certificate")]
+    NoCa,
+    #[error("failed to verify client certificates against requestheader-client-ca-file")]
+    Verifier(#[source] VerifierBuilderError),
+    #[error("{key}: not a JSON array of strings")]
+    NotAList {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("requestheader-username-headers is empty: no header names the user")]
+    NoUsernameHeaders,
+}
+
+/// Why a request is not the front proxy's; the client is told, in a 401.
+#[derive(Debug, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("no client certificate: only the API server's aggregator may call this server")]
+    NoCertificate,
+    #[error("the client certificate is not the front proxy's")]
+    Untrusted(#[source] tokio_rustls::rustls::Error),
+    #[error("failed to read the client certificate")]
+    Unreadable(#[source] nom::Err<X509Error>),
+    #[error("the client certificate's CN {cn:?} is not one of requestheader-allowed-names")]
+    NameNotAllowed { cn: String },
+    #[error("the front proxy named no user")]
+    NoUser,
+}
 
 /// Who a request is from, as the aggregator says.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -45,36 +85,37 @@ impl std::fmt::Debug for FrontProxy {
 }
 
 /// A JSON array of strings as the ConfigMap stores lists; a missing key is an empty list.
-fn list(data: &BTreeMap<String, String>, key: &str) -> Result<Vec<String>, String> {
+fn list(data: &BTreeMap<String, String>, key: &str) -> Result<Vec<String>, ConfigError> {
     match data.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(Vec::new()),
-        Some(raw) => serde_json::from_str(raw).map_err(|e| format!("{key}: not a JSON array of strings: {e}")),
+        Some(raw) => serde_json::from_str(raw).map_err(|source| ConfigError::NotAList {
+            key: key.to_string(),
+            source,
+        }),
     }
 }
 
 impl FrontProxy {
     /// Reads the `extension-apiserver-authentication` ConfigMap's data.
-    pub fn from_config_map(data: &BTreeMap<String, String>) -> Result<FrontProxy, String> {
+    pub fn from_config_map(data: &BTreeMap<String, String>) -> Result<FrontProxy, ConfigError> {
         let pem = data
             .get("requestheader-client-ca-file")
             .filter(|p| !p.trim().is_empty())
-            .ok_or("requestheader-client-ca-file is missing: the app cluster has no front-proxy CA configured")?;
+            .ok_or(ConfigError::MissingCa)?;
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("requestheader-client-ca-file: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("requestheader-client-ca-file: {e}"))?;
+            let cert = cert.map_err(ConfigError::ReadCa)?;
+            roots.add(cert).map_err(ConfigError::TrustCa)?;
         }
         if roots.is_empty() {
-            return Err("requestheader-client-ca-file holds no certificate".into());
+            return Err(ConfigError::NoCa);
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(default_provider()))
             .build()
-            .map_err(|e| format!("requestheader-client-ca-file: {e}"))?;
+            .map_err(ConfigError::Verifier)?;
         let username_headers = list(data, "requestheader-username-headers")?;
         if username_headers.is_empty() {
-            return Err("requestheader-username-headers is empty: no header names the user".into());
+            return Err(ConfigError::NoUsernameHeaders);
         }
         Ok(FrontProxy {
             verifier,
@@ -87,15 +128,13 @@ impl FrontProxy {
     }
 
     /// The user a request is from, if its client certificate (`peer`, leaf first) is the front proxy's.
-    pub fn authenticate(&self, peer: &[CertificateDer<'static>], headers: &HeaderMap) -> Result<User, String> {
-        let (leaf, intermediates) = peer
-            .split_first()
-            .ok_or("no client certificate: only the API server's aggregator may call this server")?;
+    pub fn authenticate(&self, peer: &[CertificateDer<'static>], headers: &HeaderMap) -> Result<User, Unauthenticated> {
+        let (leaf, intermediates) = peer.split_first().ok_or(Unauthenticated::NoCertificate)?;
         self.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map_err(|e| format!("the client certificate is not the front proxy's: {e}"))?;
+            .map_err(Unauthenticated::Untrusted)?;
         if !self.allowed_names.is_empty() {
-            let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| format!("client certificate: {e}"))?;
+            let (_, cert) = X509Certificate::from_der(leaf).map_err(Unauthenticated::Unreadable)?;
             let cn = cert
                 .subject()
                 .iter_common_name()
@@ -103,9 +142,7 @@ impl FrontProxy {
                 .and_then(|cn| cn.as_str().ok())
                 .unwrap_or_default();
             if !self.allowed_names.iter().any(|n| n == cn) {
-                return Err(format!(
-                    "the client certificate's CN {cn:?} is not one of requestheader-allowed-names"
-                ));
+                return Err(Unauthenticated::NameNotAllowed { cn: cn.to_string() });
             }
         }
         let first = |names: &[String]| {
@@ -114,7 +151,7 @@ impl FrontProxy {
                 .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()))
                 .map(str::to_string)
         };
-        let name = first(&self.username_headers).ok_or("the front proxy named no user")?;
+        let name = first(&self.username_headers).ok_or(Unauthenticated::NoUser)?;
         let mut groups: Vec<String> = self
             .group_headers
             .iter()
@@ -263,7 +300,7 @@ pub(crate) mod tests {
         for (i, (proxy, certs, headers, want)) in cases.into_iter().enumerate() {
             match (proxy.authenticate(&certs, &headers), want) {
                 (Ok(user), Ok(name)) => assert_eq!(user.name, name, "case {i}"),
-                (Err(e), Err(words)) => assert!(e.contains(words), "case {i}: {e}"),
+                (Err(e), Err(words)) => assert!(e.to_string().contains(words), "case {i}: {e}"),
                 (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
             }
         }
@@ -289,6 +326,7 @@ pub(crate) mod tests {
         assert!(
             FrontProxy::from_config_map(&data)
                 .unwrap_err()
+                .to_string()
                 .contains("requestheader-allowed-names")
         );
         let mut data = config_map(&ca, "[]");
@@ -296,6 +334,7 @@ pub(crate) mod tests {
         assert!(
             FrontProxy::from_config_map(&data)
                 .unwrap_err()
+                .to_string()
                 .contains("requestheader-client-ca-file")
         );
         let mut data = config_map("not a pem", "[]");

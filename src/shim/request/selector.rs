@@ -2,6 +2,42 @@
 //! `metadata.name=` that `kubectl get -w NAME` sends): parsing and matching. Pure functions.
 
 use std::collections::BTreeMap;
+use std::num::ParseIntError;
+
+/// A selector the API would refuse; shown to the client in a 400 with its causes.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectorError {
+    #[error("label selector {selector:?}")]
+    Label {
+        selector: String,
+        #[source]
+        source: RequirementError,
+    },
+    #[error("field selector {selector:?}: {term:?} is not <field>=<value>")]
+    NotATerm { selector: String, term: String },
+    #[error("field label not supported: {field} (only metadata.name and metadata.namespace)")]
+    UnsupportedField { field: String },
+}
+
+/// What is wrong with one requirement of a label selector.
+#[derive(Debug, thiserror::Error)]
+pub enum RequirementError {
+    #[error("{requirement:?}: unbalanced parentheses")]
+    Unbalanced { requirement: String },
+    #[error("{requirement:?}: want `<key> in (...)` or `<key> notin (...)`")]
+    NotASet { requirement: String },
+    #[error("{requirement:?}: {value:?} is not an integer")]
+    NotAnInteger {
+        requirement: String,
+        value: String,
+        #[source]
+        source: ParseIntError,
+    },
+    #[error("{key:?} is not a valid label key")]
+    InvalidKey { key: String },
+    #[error("{value:?} is not a valid label value")]
+    InvalidValue { value: String },
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Op {
@@ -26,14 +62,17 @@ pub struct LabelSelector {
 }
 
 impl LabelSelector {
-    pub fn parse(text: &str) -> Result<LabelSelector, String> {
+    pub fn parse(text: &str) -> Result<LabelSelector, SelectorError> {
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();
             if part.is_empty() {
                 continue;
             }
-            requirements.push(requirement(part).map_err(|e| format!("label selector {text:?}: {e}"))?);
+            requirements.push(requirement(part).map_err(|source| SelectorError::Label {
+                selector: text.to_string(),
+                source,
+            })?);
         }
         Ok(LabelSelector { requirements })
     }
@@ -71,7 +110,7 @@ fn split_top_level(text: &str) -> Vec<&str> {
     parts
 }
 
-fn requirement(part: &str) -> Result<Requirement, String> {
+fn requirement(part: &str) -> Result<Requirement, RequirementError> {
     if let Some(key) = part.strip_prefix('!') {
         return Ok(Requirement {
             key: checked_key(key.trim())?,
@@ -82,7 +121,9 @@ fn requirement(part: &str) -> Result<Requirement, String> {
         let close = part
             .rfind(')')
             .filter(|&c| c > open && part[c + 1..].trim().is_empty())
-            .ok_or_else(|| format!("{part:?}: unbalanced parentheses"))?;
+            .ok_or_else(|| RequirementError::Unbalanced {
+                requirement: part.to_string(),
+            })?;
         let words: Vec<&str> = part[..open].split_whitespace().collect();
         let values: Vec<String> = part[open + 1..close]
             .split(',')
@@ -97,7 +138,9 @@ fn requirement(part: &str) -> Result<Requirement, String> {
                 key: checked_key(key)?,
                 op: Op::NotIn(values),
             }),
-            _ => Err(format!("{part:?}: want `<key> in (...)` or `<key> notin (...)`")),
+            _ => Err(RequirementError::NotASet {
+                requirement: part.to_string(),
+            }),
         };
     }
     for (token, negated) in [("!=", true), ("==", false), ("=", false)] {
@@ -115,7 +158,11 @@ fn requirement(part: &str) -> Result<Requirement, String> {
             let n = value
                 .trim()
                 .parse::<i64>()
-                .map_err(|_| format!("{part:?}: {value:?} is not an integer"))?;
+                .map_err(|source| RequirementError::NotAnInteger {
+                    requirement: part.to_string(),
+                    value: value.to_string(),
+                    source,
+                })?;
             let op = if greater { Op::Gt(n) } else { Op::Lt(n) };
             return Ok(Requirement {
                 key: checked_key(key.trim())?,
@@ -129,7 +176,7 @@ fn requirement(part: &str) -> Result<Requirement, String> {
     })
 }
 
-fn checked_key(key: &str) -> Result<String, String> {
+fn checked_key(key: &str) -> Result<String, RequirementError> {
     let valid = !key.is_empty()
         && key
             .chars()
@@ -137,18 +184,20 @@ fn checked_key(key: &str) -> Result<String, String> {
     if valid {
         Ok(key.to_string())
     } else {
-        Err(format!("{key:?} is not a valid label key"))
+        Err(RequirementError::InvalidKey { key: key.to_string() })
     }
 }
 
-fn checked_value(value: &str) -> Result<String, String> {
+fn checked_value(value: &str) -> Result<String, RequirementError> {
     if value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         Ok(value.to_string())
     } else {
-        Err(format!("{value:?} is not a valid label value"))
+        Err(RequirementError::InvalidValue {
+            value: value.to_string(),
+        })
     }
 }
 
@@ -166,7 +215,7 @@ pub enum Field {
 }
 
 impl FieldSelector {
-    pub fn parse(text: &str) -> Result<FieldSelector, String> {
+    pub fn parse(text: &str) -> Result<FieldSelector, SelectorError> {
         let mut terms = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, value, equal) = if let Some((f, v)) = part.split_once("!=") {
@@ -174,15 +223,18 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, v, true)
             } else {
-                return Err(format!("field selector {text:?}: {part:?} is not <field>=<value>"));
+                return Err(SelectorError::NotATerm {
+                    selector: text.to_string(),
+                    term: part.to_string(),
+                });
             };
             let field = match field.trim() {
                 "metadata.name" => Field::Name,
                 "metadata.namespace" => Field::Namespace,
                 other => {
-                    return Err(format!(
-                        "field label not supported: {other} (only metadata.name and metadata.namespace)"
-                    ));
+                    return Err(SelectorError::UnsupportedField {
+                        field: other.to_string(),
+                    });
                 }
             };
             terms.push((field, value.trim().to_string(), equal));
@@ -281,7 +333,7 @@ mod tests {
             assert_eq!(selector.matches(is_named, "team-a"), want, "{text}");
             assert_eq!(selector.name(), name, "{text}");
         }
-        let refused = FieldSelector::parse("status.phase=Synced").unwrap_err();
+        let refused = FieldSelector::parse("status.phase=Synced").unwrap_err().to_string();
         assert!(refused.contains("not supported"), "{refused}");
         assert!(FieldSelector::parse("metadata.name").is_err());
     }

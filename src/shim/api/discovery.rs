@@ -1,6 +1,6 @@
 //! Discovery documents of `claimsync.dev`: the aggregated `APIGroupDiscoveryList` (v2, what the aggregator asks
 //! for at `/apis`), the legacy `APIGroupList`, `APIGroup` and the `APIResourceList` it falls back to. Static data
-//! from `resources.rs`; pure functions.
+//! from `resources`; pure functions.
 
 use serde_json::{Value, json};
 

@@ -5,8 +5,35 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::negotiate::IncludeObject;
 use super::resources::Resource;
+
+/// How much of each object a `Table` row carries (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+/// An `includeObject` value the API does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unrecognized includeObject value: {value:?}")]
+pub struct UnknownIncludeObject {
+    pub value: String,
+}
+
+impl IncludeObject {
+    pub fn parse(value: Option<&str>) -> Result<IncludeObject, UnknownIncludeObject> {
+        match value {
+            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(other) => Err(UnknownIncludeObject {
+                value: other.to_string(),
+            }),
+        }
+    }
+}
 
 /// (name, type, format, description, priority): priority 1 columns show with `-o wide`.
 type Column = (&'static str, &'static str, &'static str, &'static str, u8);
@@ -292,5 +319,13 @@ mod tests {
 
     fn cells_len(resource: Resource, object: &Value, now: Timestamp) -> usize {
         cells(resource, object, now).as_array().unwrap().len()
+    }
+
+    #[test]
+    fn include_object_values() {
+        assert_eq!(IncludeObject::parse(None), Ok(IncludeObject::Metadata));
+        assert_eq!(IncludeObject::parse(Some("Object")), Ok(IncludeObject::Object));
+        assert_eq!(IncludeObject::parse(Some("None")), Ok(IncludeObject::None));
+        assert!(IncludeObject::parse(Some("All")).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Authorization: every request's user, verb, resource, namespace and name (or path, for discovery and OpenAPI)
 //! is put to the app cluster as a SubjectAccessReview, so RBAC decides who sees which claimsyncs. Decisions are
-//! cached briefly (allowed 10s, denied 2s), as the API server's webhook authorizer does.
+//! cached briefly (allowed 10s, denied 2s), as the webhook authorizer does. Creates SubjectAccessReviews only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,10 +12,10 @@ use k8s_openapi::api::authorization::v1::{
 use kube::Client;
 use kube::api::{Api, PostParams};
 
-use super::auth::User;
-use super::resources::{GROUP, VERSION};
-use super::routes::Attributes;
+use super::front_proxy::User;
 use crate::error::{Error, KubeContext, Side};
+use crate::shim::api::resources::{GROUP, VERSION};
+use crate::shim::request::route::Attributes;
 
 const ALLOWED_TTL: Duration = Duration::from_secs(10);
 const DENIED_TTL: Duration = Duration::from_secs(2);
@@ -114,7 +114,7 @@ impl Authorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::resources::Resource;
+    use crate::shim::api::resources::Resource;
     use std::collections::BTreeMap;
 
     #[test]
