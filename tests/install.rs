@@ -1,6 +1,7 @@
 //! The install story against the real env: the chart lints, renders both credential forms and refuses bad values
-//! with messages that name the key; installed, claimsync runs with exactly its ServiceAccount's rights (and the
-//! control plane Role) through a claim's whole life, a wrong token, and the uninstall hook's disconnect.
+//! with messages that name the key (one test for each); installed, claimsync runs with exactly its ServiceAccount's
+//! rights (and the control plane Role) through a claim's whole life, a wrong token, and the uninstall hook's
+//! disconnect.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -50,9 +51,14 @@ fn fills<'a>(pairs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
     pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
-    let _env = support::env_shared().await;
+/// The repo's two example values files, filled in, in a directory of the test's own: Upbound's (a token for a
+/// Spaces endpoint) and the form with a kubeconfig Secret of one's own.
+struct Examples {
+    connector: PathBuf,
+    secret_form: PathBuf,
+}
+
+fn examples() -> Examples {
     let dir = scratch(&support::unique("values"));
     let connector = example_values(
         "connector-values.yaml",
@@ -67,15 +73,36 @@ async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
         ],
         &dir,
     );
+    Examples { connector, secret_form }
+}
+
+/// The chart rendered with Upbound's example values.
+async fn rendered_connector() -> Vec<Value> {
+    render(&examples().connector, &[]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_lints_with_both_example_values() {
+    let _env = support::env_shared().await;
+    let Examples { connector, secret_form } = examples();
     let chart_dir = chart();
-    let chart_path = chart_dir.to_str().unwrap();
     for values in [&connector, &secret_form] {
-        let linted = helm(&["lint", "--strict", chart_path, "-f", values.to_str().unwrap()]).await;
+        let linted = helm(&[
+            "lint",
+            "--strict",
+            chart_dir.to_str().unwrap(),
+            "-f",
+            values.to_str().unwrap(),
+        ])
+        .await;
         assert!(linted.is_ok(), "helm lint {}: {linted:?}", values.display());
     }
+}
 
-    // Upbound's values: a kubeconfig Secret for the Spaces endpoint, the token in it and nowhere else.
-    let docs = render(&connector, &[]).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upbound_values_render_a_kubeconfig_secret_that_alone_holds_the_token() {
+    let _env = support::env_shared().await;
+    let docs = rendered_connector().await;
     let secret = find(&docs, "Secret", "claimsync-control-plane");
     assert_eq!(secret["metadata"]["namespace"], "claimsync-system");
     let kubeconfig = secret["stringData"]["kubeconfig"].as_str().unwrap();
@@ -92,6 +119,12 @@ async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
         1,
         "the token is in more than its Secret: {holding_token:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_runs_claimsync_with_the_values_as_arguments_in_a_locked_down_pod() {
+    let _env = support::env_shared().await;
+    let docs = rendered_connector().await;
     let args = container_args(find(&docs, "Deployment", "claimsync"));
     for expected in [
         "run",
@@ -110,6 +143,12 @@ async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
     assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(pod["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(pod["containers"][0]["readinessProbe"]["httpGet"]["path"], "/readyz");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_api_service_leaves_its_ca_bundle_to_claimsync() {
+    let _env = support::env_shared().await;
+    let docs = rendered_connector().await;
     let api_service = find(&docs, "APIService", API_SERVICE);
     assert!(
         api_service["spec"].get("caBundle").is_none(),
@@ -119,6 +158,12 @@ async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
         api_service["spec"]["service"],
         json!({"namespace": "claimsync-system", "name": "claimsync", "port": 443})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_uninstall_hook_is_a_pre_delete_disconnect() {
+    let _env = support::env_shared().await;
+    let docs = rendered_connector().await;
     let hook = find(&docs, "Job", "claimsync-uninstall");
     assert_eq!(hook["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
     assert_eq!(
@@ -129,18 +174,25 @@ async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
             "--claim-groups=k8s.starter.org"
         ]
     );
+}
 
-    // A kubeconfig Secret of one's own: nothing rendered from a token, the Secret named in the flag.
-    let docs = render(&secret_form, &[]).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_secret_of_ones_own_is_named_in_the_flag_and_nothing_is_rendered_from_a_token() {
+    let _env = support::env_shared().await;
+    let docs = render(&examples().secret_form, &[]).await.unwrap();
     assert!(!docs.iter().any(|d| d["kind"] == "Secret"), "no Secret is rendered");
     let args = container_args(find(&docs, "Deployment", "claimsync"));
     assert!(
         args.contains(&"--control-plane-kubeconfig-secret=claimsync-system/control-plane-kubeconfig:kubeconfig".into()),
         "{args:?}"
     );
-    // The journal on a volume of each replica's own, and a ServiceMonitor, on request.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_volume_per_replica_and_a_service_monitor_render_on_request() {
+    let _env = support::env_shared().await;
     let docs = render(
-        &secret_form,
+        &examples().secret_form,
         &["persistence.enabled=true", "serviceMonitor.enabled=true"],
     )
     .await
@@ -151,8 +203,12 @@ async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
         "journal"
     );
     find(&docs, "ServiceMonitor", "claimsync");
+}
 
-    // Bad values are refused with a message that names the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_refused_with_a_message_that_names_the_key() {
+    let _env = support::env_shared().await;
+    let Examples { connector, secret_form } = examples();
     let refusals: [(&Path, &[&str], &str); 6] = [
         (
             &secret_form,
@@ -181,12 +237,18 @@ async fn chart_renders_both_credential_forms_and_refuses_bad_values() {
         let refused = render(values, sets).await.expect_err(message);
         assert!(refused.contains(message), "{sets:?}: want {message:?} in:\n{refused}");
     }
-    // At install time too, before anything is created.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_are_refused_at_install_before_anything_is_created() {
+    let _env = support::env_shared().await;
+    let connector = examples().connector;
     let release = support::unique("refused");
+    let chart_dir = chart();
     let refused = helm(&[
         "install",
         &release,
-        chart_path,
+        chart_dir.to_str().unwrap(),
         "-n",
         "default",
         "-f",
