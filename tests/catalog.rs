@@ -1,6 +1,7 @@
 //! The catalog, end to end: a claim kind offered at runtime appears in the app cluster without a restart, its
 //! schema changes follow, a withdrawn kind keeps its CRD and claims (marked KindWithdrawn), and a local CRD
-//! claimsync does not own is left alone. Each test's kinds live in a group of their own.
+//! claimsync does not own is left alone. Each test runs a claimsync of its own and its kinds live in a group of
+//! their own; a test that needs a kind already there (or a claim of it replicated) sets that up itself.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -10,83 +11,94 @@ use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::instance::{Instance, tail};
 use crate::platform_support::{
-    apply, composition, composition_resource, local_crd, wait_claim_crd_gone, xrd, xrd_resource,
+    TestKind, apply, composition, composition_resource, local_crd, wait_claim_crd_gone, xrd, xrd_resource,
 };
 use crate::support::{self, wait_for};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
-    let _env = support::env_shared().await;
-    let mut instance = Instance::new("cat").await;
+/// A running claimsync and a kind `Gadget` of its own that has reached the app cluster; the kind's local CRD.
+async fn arrived_gadget(prefix: &str) -> (Instance, TestKind, Value) {
+    let mut instance = Instance::new(prefix).await;
     instance.start().await;
-    let ns = instance.namespace("cat").await;
-    let group = format!("{}.test.starter.org", support::unique("g"));
-    let crd_name = format!("gadgets.{group}");
+    let kind = TestKind::offer(&instance.control_plane, "g", "Gadget", json!({})).await;
+    let crd = kind.wait_local(&instance.app).await;
+    (instance, kind, crd)
+}
 
-    apply(
-        &instance.control_plane,
-        &composition_resource(),
-        &composition(&group, "Gadget"),
-    )
-    .await;
-    apply(
-        &instance.control_plane,
-        &xrd_resource(),
-        &xrd(&group, "Gadget", json!({}), false),
-    )
-    .await;
-    let app = instance.app.clone();
-    let crd = wait_for(
-        "the new claim kind to reach the app cluster",
-        Duration::from_secs(90),
+/// Waits until the claim `name` has a Replicated condition of `status` (and, if given, `reason`).
+async fn wait_replicated(
+    claims: &Api<DynamicObject>,
+    name: &str,
+    instance: &Instance,
+    status: &str,
+    reason: Option<&str>,
+) {
+    wait_for(
+        &format!(
+            "claim {name} to be Replicated={status}{}",
+            reason.map(|r| format!("/{r}")).unwrap_or_default()
+        ),
+        Duration::from_secs(120),
         || async {
-            let crd = local_crd(&app, &crd_name).await?;
-            let established = crd["status"]["conditions"]
+            let c = claims.get(name).await.map_err(|e| e.to_string())?;
+            let found = c.data["status"]["conditions"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|c| c["type"] == "Established" && c["status"] == "True");
-            established.then_some(crd).ok_or_else(|| "not established".to_string())
+                .any(|c| c["type"] == "Replicated" && c["status"] == status && reason.is_none_or(|r| c["reason"] == r));
+            found
+                .then_some(())
+                .ok_or_else(|| format!("{}\n{}", c.data["status"], tail(&instance.log(), 8)))
         },
     )
     .await;
+}
+
+/// A claim `g1` of an arrived kind, created in a namespace the instance replicates, and replicated.
+async fn replicated_gadget(instance: &Instance, kind: &TestKind) -> Api<DynamicObject> {
+    let ns = instance.namespace("cat").await;
+    let claims = kind.claims(&instance.app, &ns);
+    claims
+        .create(&PostParams::default(), &kind.claim(&ns, "g1"))
+        .await
+        .unwrap();
+    wait_replicated(&claims, "g1", instance, "True", None).await;
+    claims
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offered_claim_kind_arrives_as_a_local_crd_of_claimsyncs() {
+    let _env = support::env_shared().await;
+    let (_instance, _kind, crd) = arrived_gadget("cat").await;
     assert_eq!(crd["metadata"]["labels"]["claimsync.dev/managed-by"], "claimsync");
     assert_eq!(crd["spec"]["names"]["categories"], json!(["claim"]));
+}
 
-    // A claim of the new kind replicates, with no restart of claimsync.
-    let gadget = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1alpha1", "Gadget"), "gadgets");
-    let claims = Api::<DynamicObject>::namespaced_with(app.clone(), &ns, &gadget);
-    let mut claim = DynamicObject::new("g1", &gadget).within(&ns);
-    claim.data = json!({"spec": {"size": 1}});
-    claims.create(&PostParams::default(), &claim).await.unwrap();
-    wait_for("the gadget to be replicated", Duration::from_secs(90), || async {
-        let c = claims.get("g1").await.map_err(|e| e.to_string())?;
-        let replicated = c.data["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Replicated" && c["status"] == "True");
-        replicated
-            .then_some(())
-            .ok_or_else(|| format!("{}\n{}", c.data["status"], tail(&instance.log(), 8)))
-    })
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_a_kind_offered_at_runtime_replicates_without_a_restart() {
+    let _env = support::env_shared().await;
+    let (instance, kind, _) = arrived_gadget("cat").await;
+    replicated_gadget(&instance, &kind).await;
+}
 
-    // A new field, then a new version, reach the local CRD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_kind_brings_its_new_field_then_its_new_version_to_the_local_crd() {
+    let _env = support::env_shared().await;
+    let (instance, kind, _) = arrived_gadget("cat").await;
+    let (app, group, crd_name) = (&instance.app, &kind.group, &kind.crd_name);
     apply(
         &instance.control_plane,
         &xrd_resource(),
-        &xrd(&group, "Gadget", json!({"color": {"type": "string"}}), false),
+        &xrd(group, "Gadget", json!({"color": {"type": "string"}}), false),
     )
     .await;
     wait_for("the new field in the local CRD", Duration::from_secs(90), || async {
-        let crd = local_crd(&app, &crd_name).await?;
+        let crd = local_crd(app, crd_name).await?;
         let color =
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["color"];
         color
@@ -98,11 +110,11 @@ async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
     apply(
         &instance.control_plane,
         &xrd_resource(),
-        &xrd(&group, "Gadget", json!({"color": {"type": "string"}}), true),
+        &xrd(group, "Gadget", json!({"color": {"type": "string"}}), true),
     )
     .await;
     wait_for("the new version in the local CRD", Duration::from_secs(90), || async {
-        let crd = local_crd(&app, &crd_name).await?;
+        let crd = local_crd(app, crd_name).await?;
         let versions: Vec<&str> = crd["spec"]["versions"]
             .as_array()
             .into_iter()
@@ -114,11 +126,17 @@ async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
             .ok_or(format!("versions {versions:?}"))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_kind_keeps_its_crd_and_claims_and_its_twin_is_not_made_again() {
+    let _env = support::env_shared().await;
+    let (instance, kind, _) = arrived_gadget("cat").await;
+    let claims = replicated_gadget(&instance, &kind).await;
 
     // Withdrawn: the local CRD and claim stay, the claim says why it is no longer replicated, and the twin that
     // Crossplane deletes with its kind is not made again. Every twin the control plane holds from now on is seen.
-    let remote_gadgets =
-        Api::<DynamicObject>::namespaced_with(instance.control_plane.clone(), &instance.claim_namespace, &gadget);
+    let remote_gadgets = kind.claims(&instance.control_plane, &instance.claim_namespace);
     let twin = remote_gadgets
         .list(&ListParams::default())
         .await
@@ -140,31 +158,13 @@ async fn claim_kinds_arrive_change_and_withdraw_without_restart() {
                 futures::future::ready(())
             }),
     );
-    Api::<DynamicObject>::all_with(instance.control_plane.clone(), &xrd_resource())
-        .delete(&format!("xgadgets.{group}"), &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for(
-        "the gadget to be marked KindWithdrawn",
-        Duration::from_secs(120),
-        || async {
-            let c = claims.get("g1").await.map_err(|e| e.to_string())?;
-            let withdrawn = c.data["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Replicated" && c["status"] == "False" && c["reason"] == "KindWithdrawn");
-            withdrawn
-                .then_some(())
-                .ok_or_else(|| format!("{}\n{}", c.data["status"], tail(&instance.log(), 8)))
-        },
-    )
-    .await;
+    kind.withdraw(&instance.control_plane).await;
+    wait_replicated(&claims, "g1", &instance, "False", Some("KindWithdrawn")).await;
     assert!(
-        local_crd(&app, &crd_name).await.is_ok(),
+        local_crd(&instance.app, &kind.crd_name).await.is_ok(),
         "the local CRD is never deleted"
     );
-    wait_claim_crd_gone(&instance.control_plane, &crd_name, &format!("xgadgets.{group}")).await;
+    wait_claim_crd_gone(&instance.control_plane, &kind.crd_name, &kind.xrd_name()).await;
     watch.abort();
     assert_eq!(
         *twins_seen.lock().unwrap(),
