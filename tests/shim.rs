@@ -154,6 +154,7 @@ async fn gets_lists_and_tables() {
         .position(|n| n == "kubernetesclusters.k8s.starter.org")
         .unwrap_or_else(|| panic!("{kinds}"));
     assert_eq!(column(&kinds, "ESTABLISHED")[row], "true", "{kinds}");
+    assert_eq!(column(&kinds, "FAMILY")[row], "Claim", "{kinds}");
     assert_eq!(column(&kinds, "CLAIMS")[row], "2", "{kinds}");
     assert_eq!(column(&kinds, "REPLICATED")[row], "2", "{kinds}");
     assert_eq!(

@@ -93,7 +93,7 @@ pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
             let mut missing = Vec::new();
             for twin in twins.items {
                 let twin_json = serde_json::to_value(&twin).unwrap_or(Value::Null);
-                let Some(claim) = local_claim(&twin_json, &restorer) else {
+                let Some(claim) = local_claim(&twin_json, kind.family, &restorer) else {
                     continue;
                 };
                 let (namespace, name) = (

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::args::{AppArgs, kube_system_uid};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::kind::{claim_kind, group_allowed};
-use crate::model::naming::remote_claim_name;
+use crate::model::naming::remote_name;
 use crate::model::phase::Phase;
 use crate::model::vocabulary::{IDENTITY_CONFIGMAP, MANAGED_BY, REPLICATED};
 use crate::ops::metrics::Metrics;
@@ -90,7 +90,7 @@ pub async fn status(args: StatusArgs) -> Result<(), Error> {
                 kind.kind.clone(),
                 namespace.clone(),
                 claim.name_any(),
-                remote_claim_name(&claim.name_any(), &namespace, &cluster_id),
+                remote_name(kind.family, &claim.name_any(), &namespace, &cluster_id),
                 phase.as_str().into(),
                 replicated["lastTransitionTime"].as_str().unwrap_or("-").into(),
             ]);

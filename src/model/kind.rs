@@ -7,9 +7,31 @@ use serde_json::{Value, json};
 use crate::model::fields::is_subset;
 use crate::model::vocabulary::{MANAGED_BY, XRD_ANNOTATION};
 
-/// One claim kind offered by the control plane, at the version claimsync reads and writes it.
+/// Which family of replicated objects a kind belongs to; each has its own rules (`model::plan::Family`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KindFamily {
+    /// A claim of a legacy XRD (Crossplane v1, or `apiextensions.crossplane.io/v1` on v2).
+    #[default]
+    Claim,
+    /// A namespaced composite resource of a Crossplane v2 XRD (`scope: Namespaced`).
+    NamespacedXr,
+}
+
+impl KindFamily {
+    /// How the family is named where a user reads it (the shim, the README).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KindFamily::Claim => "Claim",
+            KindFamily::NamespacedXr => "NamespacedXR",
+        }
+    }
+}
+
+/// One kind offered by the control plane that claimsync replicates (a claim kind, or a namespaced XR kind), at the
+/// version claimsync reads and writes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimKind {
+    pub family: KindFamily,
     pub crd_name: String,
     pub group: String,
     /// The storage version, which both identical CRDs share.
@@ -25,15 +47,46 @@ impl ClaimKind {
     }
 }
 
-/// Whether a CRD is a claim CRD that Crossplane generated for an XRD: namespaced, in the `claim` category, and
-/// controlled by a CompositeResourceDefinition. Any other CRD in that category (anyone with CRD rights can make
-/// one) is not a claim kind of the platform and is never copied down.
+/// Whether a CRD is one claimsync replicates: a claim CRD or a namespaced XR CRD (see [`family_of`]).
 pub fn is_claim_crd(crd: &Value) -> bool {
+    family_of(crd).is_some()
+}
+
+/// The family of a CRD that Crossplane generated for an XRD and claimsync replicates: namespaced, controlled by a
+/// CompositeResourceDefinition, and in the `claim` category (a claim kind) or the `composite` one (a v2 namespaced
+/// XR kind; Crossplane v1's XRs are all cluster-scoped). Any other CRD in those categories (anyone with CRD rights
+/// can make one) is not a kind of the platform and is never copied down.
+pub fn family_of(crd: &Value) -> Option<KindFamily> {
+    if crd["spec"]["scope"] != "Namespaced" || owning_xrd(crd).is_none() {
+        return None;
+    }
+    if in_category(crd, "claim") {
+        Some(KindFamily::Claim)
+    } else if in_category(crd, "composite") {
+        Some(KindFamily::NamespacedXr)
+    } else {
+        None
+    }
+}
+
+/// Whether a CRD is a Crossplane v2 cluster-scoped XR kind (`scope: Cluster`): its machinery is under
+/// `spec.crossplane`, as for namespaced XRs, but it has no namespace to map into the claim namespace, so it is not
+/// replicated; the shim lists it so that a user can see why. A legacy cluster-scoped XR (behind a claim) is not one.
+pub fn is_cluster_xr_crd(crd: &Value) -> bool {
+    crd["spec"]["scope"] == "Cluster"
+        && owning_xrd(crd).is_some()
+        && in_category(crd, "composite")
+        && crd["spec"]["versions"].as_array().is_some_and(|versions| {
+            versions
+                .iter()
+                .any(|v| v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["crossplane"].is_object())
+        })
+}
+
+fn in_category(crd: &Value, category: &str) -> bool {
     crd["spec"]["names"]["categories"]
         .as_array()
-        .is_some_and(|c| c.iter().any(|c| c == "claim"))
-        && crd["spec"]["scope"] == "Namespaced"
-        && owning_xrd(crd).is_some()
+        .is_some_and(|c| c.iter().any(|c| c == category))
 }
 
 /// The name of the XRD that controls a CRD, from its controller owner reference.
@@ -107,6 +160,7 @@ pub fn claim_kind(crd: &Value) -> Option<ClaimKind> {
     let kind = spec["names"]["kind"].as_str()?;
     let plural = spec["names"]["plural"].as_str()?;
     Some(ClaimKind {
+        family: family_of(crd).unwrap_or_default(),
         crd_name: crd["metadata"]["name"].as_str()?.to_string(),
         group: group.to_string(),
         version: version.to_string(),
@@ -161,7 +215,7 @@ mod tests {
         assert!(is_claim_crd(&remote()));
         assert_eq!(owning_xrd(&remote()), Some("xkubernetesclusters.k8s.starter.org"));
         let edits: [(&str, Value); 5] = [
-            ("/spec/names/categories", json!(["composite"])),
+            ("/spec/names/categories", json!(["managed"])),
             ("/spec/scope", json!("Cluster")),
             ("/metadata/ownerReferences", json!([])),
             ("/metadata/ownerReferences/0/controller", json!(false)),
@@ -172,6 +226,28 @@ mod tests {
             *crd.pointer_mut(path).unwrap() = value;
             assert!(!is_claim_crd(&crd), "{path}");
         }
+    }
+
+    #[test]
+    fn namespaced_xr_crds_replicate_and_cluster_scoped_v2_ones_are_only_named() {
+        assert_eq!(family_of(&remote()), Some(KindFamily::Claim));
+        let mut xr = remote();
+        xr["spec"]["names"]["categories"] = json!(["composite"]);
+        assert_eq!(family_of(&xr), Some(KindFamily::NamespacedXr));
+        assert_eq!(claim_kind(&xr).map(|k| k.family), Some(KindFamily::NamespacedXr));
+        assert!(
+            !is_cluster_xr_crd(&xr),
+            "a namespaced XR kind is replicated, not only named"
+        );
+        xr["spec"]["scope"] = json!("Cluster");
+        assert_eq!(family_of(&xr), None, "a cluster-scoped XR has no namespace to map");
+        assert!(
+            !is_cluster_xr_crd(&xr),
+            "a legacy XR (behind claims) has no spec.crossplane"
+        );
+        xr["spec"]["versions"][0]["schema"] =
+            json!({"openAPIV3Schema": {"properties": {"spec": {"properties": {"crossplane": {"type": "object"}}}}}});
+        assert!(is_cluster_xr_crd(&xr));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! remotely, who owns which field, what goes up and what comes down. No I/O here: nothing in `model` talks to an
 //! API server, the journal or a clock; `sync` does, and calls these.
 
+pub mod composite;
 pub mod conditions;
 pub mod downward;
 pub mod fields;

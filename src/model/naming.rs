@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::model::kind::KindFamily;
 use crate::model::vocabulary::{
     MCP_CLUSTER, MCP_NAME, MCP_NAMESPACE, ORIGIN_CLUSTER, ORIGIN_CLUSTER_UID, ORIGIN_NAME, ORIGIN_NAMESPACE, ORIGIN_UID,
 };
@@ -14,8 +15,18 @@ use crate::model::vocabulary::{
 /// `claim-` + the first 16 hex characters of sha256(`<name>-x-<namespace>-x-<clusterID>`), as the MCP Connector
 /// names claims, so that one cluster's claims never collide with another's in a shared claim namespace.
 pub fn remote_claim_name(name: &str, namespace: &str, cluster_id: &str) -> String {
+    remote_name(KindFamily::Claim, name, namespace, cluster_id)
+}
+
+/// The twin's name of an object of `family`: the MCP Connector's scheme, `claim-` for claims and `nxr-` for
+/// namespaced composite resources, each + the first 16 hex characters of sha256(`<name>-x-<namespace>-x-<clusterID>`).
+pub fn remote_name(family: KindFamily, name: &str, namespace: &str, cluster_id: &str) -> String {
     let digest = Sha256::digest(format!("{name}-x-{namespace}-x-{cluster_id}").as_bytes());
-    format!("claim-{}", &hex::encode(digest)[..16])
+    let prefix = match family {
+        KindFamily::Claim => "claim",
+        KindFamily::NamespacedXr => "nxr",
+    };
+    format!("{prefix}-{}", &hex::encode(digest)[..16])
 }
 
 /// The labels that say which local claim a remote claim stands for, and which app cluster wrote it.

@@ -4,8 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::model::composite::XR_CROSSPLANE_FIELDS;
 use crate::model::fields::{owned_fields, retain_fields};
-use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
+use crate::model::kind::KindFamily;
+use crate::model::naming::{origin_of, remote_name, written_by_other};
 use crate::model::vocabulary::{
     ADOPT_FROM, CROSSPLANE_SPEC_FIELDS, LAST_APPLIED, LOCAL_SECRET_NAME, MANAGER_UP, MCP_CLUSTER, MCP_NAME,
     MCP_NAMESPACE, OWN_PREFIX,
@@ -21,7 +23,7 @@ pub struct Restorer<'a> {
 
 /// The local claim for a twin, or None when the twin is not one of this cluster's (its labels name no local claim,
 /// or a claim whose computed twin name is another, or another app cluster wrote it).
-pub fn local_claim(twin: &Value, restorer: &Restorer) -> Option<Value> {
+pub fn local_claim(twin: &Value, family: KindFamily, restorer: &Restorer) -> Option<Value> {
     let cluster_id = restorer.cluster_id;
     let labels = &twin["metadata"]["labels"];
     let adopted = written_by_other(labels, restorer.cluster_uid);
@@ -29,7 +31,7 @@ pub fn local_claim(twin: &Value, restorer: &Restorer) -> Option<Value> {
         return None;
     }
     let (namespace, name) = origin_of(labels, cluster_id)?;
-    if twin["metadata"]["name"].as_str() != Some(remote_claim_name(&name, &namespace, cluster_id).as_str()) {
+    if twin["metadata"]["name"].as_str() != Some(remote_name(family, &name, &namespace, cluster_id).as_str()) {
         return None;
     }
     let mut spec = twin["spec"].clone();
@@ -41,6 +43,13 @@ pub fn local_claim(twin: &Value, restorer: &Restorer) -> Option<Value> {
             if let Some(spec) = spec.as_object_mut() {
                 for field in CROSSPLANE_SPEC_FIELDS {
                     spec.remove(field);
+                }
+                if family == KindFamily::NamespacedXr
+                    && let Some(crossplane) = spec.get_mut("crossplane").and_then(Value::as_object_mut)
+                {
+                    for field in XR_CROSSPLANE_FIELDS {
+                        crossplane.remove(field);
+                    }
                 }
             }
         }
@@ -97,17 +106,34 @@ mod tests {
     fn another_app_clusters_twins_come_back_only_when_adopted_on_purpose() {
         let mut foreign = twin(json!([]));
         foreign["metadata"]["labels"][ORIGIN_CLUSTER_UID] = json!("k-old");
-        assert!(local_claim(&foreign, &restorer(None)).is_none());
-        assert!(local_claim(&foreign, &restorer(Some("k-other"))).is_none());
-        let adopted = local_claim(&foreign, &restorer(Some("k-old"))).unwrap();
+        assert!(local_claim(&foreign, KindFamily::Claim, &restorer(None)).is_none());
+        assert!(local_claim(&foreign, KindFamily::Claim, &restorer(Some("k-other"))).is_none());
+        let adopted = local_claim(&foreign, KindFamily::Claim, &restorer(Some("k-old"))).unwrap();
         assert_eq!(adopted["metadata"]["annotations"][ADOPT_FROM], "k-old");
+    }
+
+    #[test]
+    fn a_namespaced_xrs_twin_comes_back_by_its_own_name_without_crossplanes_choices() {
+        let mut xr = twin(json!([]));
+        assert!(
+            local_claim(&xr, KindFamily::NamespacedXr, &restorer(None)).is_none(),
+            "a claim's twin name is not an XR's"
+        );
+        xr["metadata"]["name"] = json!(remote_name(KindFamily::NamespacedXr, "demo", "team", "c1"));
+        xr["spec"]["crossplane"] = json!({"compositionSelector": {"matchLabels": {"a": "b"}},
+            "compositionRef": {"name": "chosen"}, "resourceRefs": [{"kind": "ConfigMap", "name": "x"}]});
+        let local = local_claim(&xr, KindFamily::NamespacedXr, &restorer(None)).unwrap();
+        assert_eq!(
+            local["spec"]["crossplane"],
+            json!({"compositionSelector": {"matchLabels": {"a": "b"}}})
+        );
     }
 
     fn twin(managed: Value) -> Value {
         json!({
             "apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
             "metadata": {
-                "name": remote_claim_name("demo", "team", "c1"),
+                "name": crate::model::naming::remote_claim_name("demo", "team", "c1"),
                 "labels": {ORIGIN_CLUSTER: "c1", ORIGIN_CLUSTER_UID: "k1", ORIGIN_NAMESPACE: "team",
                            ORIGIN_NAME: "demo", ORIGIN_UID: "u", "team": "a"},
                 "annotations": {LOCAL_SECRET_NAME: "demo-conn", "note": "n", "crossplane.io/external-name": "x"},
@@ -127,7 +153,7 @@ mod tests {
             {"manager": "crossplane", "operation": "Update", "fieldsV1": {"f:spec": {
                 "f:resourceRef": {}, "f:compositionRef": {}}}},
         ]);
-        let local = local_claim(&twin(managed), &restorer(None)).unwrap();
+        let local = local_claim(&twin(managed), KindFamily::Claim, &restorer(None)).unwrap();
         assert_eq!(local["metadata"]["name"], "demo");
         assert_eq!(local["metadata"]["namespace"], "team");
         assert_eq!(local["metadata"]["labels"], json!({"team": "a"}));
@@ -143,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_twin_claimsync_never_applied_keeps_all_but_crossplanes_fields() {
-        let local = local_claim(&twin(json!([])), &restorer(None)).unwrap();
+        let local = local_claim(&twin(json!([])), KindFamily::Claim, &restorer(None)).unwrap();
         assert!(local["spec"].get("resourceRef").is_none());
         assert!(local["spec"].get("compositionRef").is_none());
         assert_eq!(local["spec"]["compositeDeletePolicy"], "Background");
@@ -156,9 +182,9 @@ mod tests {
             cluster_uid: "k1",
             adopt_from: None,
         };
-        assert!(local_claim(&twin(json!([])), &other_id).is_none());
+        assert!(local_claim(&twin(json!([])), KindFamily::Claim, &other_id).is_none());
         let mut renamed = twin(json!([]));
         renamed["metadata"]["name"] = json!("impostor");
-        assert!(local_claim(&renamed, &restorer(None)).is_none());
+        assert!(local_claim(&renamed, KindFamily::Claim, &restorer(None)).is_none());
     }
 }

@@ -15,6 +15,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::model::kind::KindFamily;
 use crate::model::vocabulary::MANAGED_BY;
 
 /// How long a reader waits for a cache's first listing before it asks the API server instead.
@@ -23,6 +24,7 @@ pub const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The caches of one kind: its twins on the control plane and its claims in the app cluster.
 #[derive(Clone)]
 pub struct KindCaches {
+    pub family: KindFamily,
     pub resource: ApiResource,
     pub twins: Cache<DynamicObject>,
     pub claims: Cache<DynamicObject>,

@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
-use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
+use crate::model::naming::{origin_of, remote_name, written_by_other};
 use crate::model::notes::mirrored_note;
 use crate::sync::caches::kind_key;
 use crate::sync::context::Context;
@@ -141,7 +141,7 @@ async fn mirror(ctx: &Context, mirrored: &mut Mirrored, remote: &RemoteEvent) ->
     let Some((namespace, local_name)) = origin_of(&labels, &ctx.cluster_id) else {
         return Ok(());
     };
-    if remote_claim_name(&local_name, &namespace, &ctx.cluster_id) != *name {
+    if remote_name(caches.family, &local_name, &namespace, &ctx.cluster_id) != *name {
         debug!(remote = %name, "labels name a local claim whose twin has another name; not mirrored");
         return Ok(());
     }

@@ -22,7 +22,7 @@ use crate::model::link::LinkState;
 use crate::model::phase::Phase;
 use crate::model::vocabulary::{FINALIZER, REPLICATED_BY};
 
-pub use self::family::{Claims, Family};
+pub use self::family::{Claims, Family, NamespacedXrs, rules_of};
 pub use self::replicate::{CACHE_CATCH_UP, older, pending_record};
 
 /// Who this claimsync is: what names every twin and marks every claim it holds.
@@ -191,7 +191,7 @@ pub enum Step {
     /// Ask the catalog whether the control plane is taking the kind away.
     ReadWithdrawing,
     /// Server-side apply the twin as claimsync's up manager; on success, say `then_say` (else log the apply).
-    ApplyTwin { intent: Value, then_say: Option<Say> },
+    ApplyTwin { intent: Value, then_say: Vec<Say> },
     /// List the Secrets claimsync made in the claim's namespace.
     ListMadeSecrets,
     /// Delete local Secrets the claim no longer asks for.

@@ -100,7 +100,11 @@ pub(super) fn live(f: &Facts) -> Step {
         (_, Some(Err(failure))) => return refused(f, failure, &intent),
         (Some(twin), None) if in_place(twin, &intent, &intent_hash, f.record) => twin,
         (existing, None) => {
-            let then_say = apply_said(f, existing.is_some(), &intent_hash);
+            let mut then_say: Vec<Say> = apply_said(f, existing.is_some(), &intent_hash).into_iter().collect();
+            if let Some((field, why)) = f.kind.rules.not_sent(&f.claim) {
+                let message = format!("{field} is not replicated: {why}");
+                then_say.push(Say::on(On::Claim, "FieldNotReplicated", message));
+            }
             return Step::ApplyTwin { intent, then_say };
         }
     };
@@ -134,10 +138,18 @@ fn down(f: &Facts, remote: &Value, intent: Value, intent_hash: String) -> Step {
             say_once(f, &mut say, Reason::RemoteSecretConflict, &message);
             Replicated::new(Reason::RemoteSecretConflict, message)
         }
-        _ => Replicated::new(
-            Reason::Synced,
-            format!("replicated to {} on the control plane", f.remote_object()),
-        ),
+        _ => {
+            let left_out = f.kind.rules.not_sent(&f.claim);
+            let left_out = left_out.map(|(field, _)| format!("; {field} is Crossplane's and was not sent"));
+            Replicated::new(
+                Reason::Synced,
+                format!(
+                    "replicated to {} on the control plane{}",
+                    f.remote_object(),
+                    left_out.unwrap_or_default()
+                ),
+            )
+        }
     };
     let shown = f.kind.rules.local_down(&f.claim, remote, &condition, f.now);
     if f.written_down.is_none() && !is_shown(&f.claim, &shown) {

@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::names::qualified_name;
 use super::resources::{GROUP_LABEL, GROUP_VERSION, KIND_LABEL, PHASE_LABEL, QUALIFIED_NAME_ANNOTATION, Resource};
-use crate::model::kind::{claim_kind, owning_xrd, served_versions};
-use crate::model::naming::remote_claim_name;
+use crate::model::kind::{KindFamily, claim_kind, owning_xrd, served_versions};
+use crate::model::naming::remote_name;
 use crate::model::phase::Phase;
 use crate::model::vocabulary::{MANAGER_UP, REPLICATED, XRD_ANNOTATION};
 
@@ -19,6 +19,8 @@ use crate::model::vocabulary::{MANAGER_UP, REPLICATED, XRD_ANNOTATION};
 #[derive(Clone, Debug, PartialEq)]
 pub struct KindFacts {
     pub crd_name: String,
+    /// Claims, or Crossplane v2 namespaced XRs.
+    pub family: KindFamily,
     pub uid: String,
     pub created: String,
     pub group: String,
@@ -53,6 +55,7 @@ pub fn kind_facts(crd: &Value) -> Option<KindFacts> {
             .map(str::to_string)
     });
     Some(KindFacts {
+        family: kind.family,
         crd_name: kind.crd_name,
         uid: text(&metadata["uid"]),
         created: text(&metadata["creationTimestamp"]),
@@ -113,6 +116,8 @@ pub struct SyncContext<'a> {
     pub cluster_id: Option<&'a str>,
     /// `--claim-namespace`: where the twins live on the control plane.
     pub remote_namespace: Option<&'a str>,
+    /// The family of the claim's kind, which names its twin.
+    pub family: KindFamily,
 }
 
 fn labels(kind: &str, group: &str, phase: Option<Phase>) -> Value {
@@ -147,7 +152,7 @@ pub fn claim_sync(
         .filter(|n| !n.is_empty())
         .or_else(|| {
             ctx.cluster_id
-                .map(|id| remote_claim_name(&key.name, &key.namespace, id))
+                .map(|id| remote_name(ctx.family, &key.name, &key.namespace, id))
         });
     let last_sync = record
         .and_then(|r| rfc3339(r.updated_unix).filter(|_| r.updated_unix > 0))
@@ -249,6 +254,7 @@ pub fn claim_kind_object(kind: &KindFacts, counts: Counts, entry: Option<&Catalo
             "versions": kind.versions,
             "storageVersion": kind.version,
             "compositeResourceDefinition": kind.xrd,
+            "family": kind.family.as_str(),
         })),
         "status": compact(json!({
             "established": kind.established,
@@ -275,6 +281,7 @@ pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::naming::remote_claim_name;
 
     fn crd() -> Value {
         json!({
@@ -338,6 +345,7 @@ mod tests {
         let ctx = SyncContext {
             cluster_id: Some("c1"),
             remote_namespace: Some("app-claims"),
+            family: KindFamily::Claim,
         };
         let record = ClaimRecord {
             remote_name: "claim-recorded".into(),
@@ -413,6 +421,7 @@ mod tests {
         let unknown = SyncContext {
             cluster_id: None,
             remote_namespace: None,
+            family: KindFamily::Claim,
         };
         let object = claim_sync(&key(), "v1alpha1", &claim_facts(&claim(None, false)), None, &unknown);
         assert!(object["spec"].get("remoteName").is_none(), "{object}");
@@ -424,6 +433,7 @@ mod tests {
         let ctx = SyncContext {
             cluster_id: Some("c1"),
             remote_namespace: None,
+            family: KindFamily::Claim,
         };
         let record = ClaimRecord {
             local_uid: "u-1".into(),

@@ -138,6 +138,7 @@ fn schemas() -> Value {
                 "versions": {"type": "array", "items": {"type": "string"}, "description": "The served versions."},
                 "storageVersion": string("The version claimsync reads and writes claims at."),
                 "compositeResourceDefinition": string("The XRD on the control plane that defines the kind."),
+                "family": string("Claim (a claim of a legacy XRD) or NamespacedXR (a Crossplane v2 namespaced composite resource)."),
             }),
         ),
     );

@@ -55,9 +55,10 @@ const CLAIM_SYNC_COLUMNS: [Column; 12] = [
 ];
 
 #[rustfmt::skip]
-const CLAIM_KIND_COLUMNS: [Column; 10] = [
+const CLAIM_KIND_COLUMNS: [Column; 11] = [
     ("Name", "string", "name", "The claim CRD's name.", 0),
     ("Kind", "string", "", "The claim kind.", 0),
+    ("Family", "string", "", "Claim, or NamespacedXR (a Crossplane v2 namespaced composite resource).", 0),
     ("Versions", "string", "", "The served versions.", 0),
     ("Established", "boolean", "", "Whether the local CRD is established.", 0),
     ("Claims", "integer", "", "Claims of this kind in the namespaces replicated.", 0),
@@ -141,6 +142,7 @@ fn cells(resource: Resource, object: &Value, now: Timestamp) -> Value {
         Resource::ClaimKinds => json!([
             m["name"],
             spec["kind"],
+            spec["family"],
             spec["versions"]
                 .as_array()
                 .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
@@ -307,12 +309,14 @@ mod tests {
     #[test]
     fn every_row_has_a_cell_per_column() {
         let now = Timestamp::now();
-        let kind = json!({"metadata": {"name": "dbs.g"}, "spec": {"kind": "Db", "versions": ["v1", "v2"]},
+        let kind = json!({"metadata": {"name": "dbs.g"},
+                          "spec": {"kind": "Db", "family": "NamespacedXR", "versions": ["v1", "v2"]},
                           "status": {"established": true, "claims": 2, "claimsReplicated": 1, "withdrawn": false}});
         let cells = cells(Resource::ClaimKinds, &kind, now);
         assert_eq!(cells.as_array().unwrap().len(), CLAIM_KIND_COLUMNS.len());
-        assert_eq!(cells[2], "v1,v2");
-        assert_eq!(cells[6], "false");
+        assert_eq!(cells[2], "NamespacedXR");
+        assert_eq!(cells[3], "v1,v2");
+        assert_eq!(cells[7], "false");
         let empty = cells_len(Resource::ClaimSyncs, &json!({}), now);
         assert_eq!(empty, CLAIM_SYNC_COLUMNS.len());
     }

@@ -8,6 +8,7 @@ use claimsync_state::{CatalogEntry, ClaimKey, ClaimRecord};
 use serde_json::Value;
 
 use super::store::{Index, ObjectKey};
+use crate::model::kind::KindFamily;
 use crate::model::phase::Phase;
 use crate::shim::api::objects::{
     ClaimFacts, Counts, KindFacts, SyncContext, claim_kind_object, claim_sync, orphan_sync,
@@ -283,6 +284,7 @@ impl Facts {
         SyncContext {
             cluster_id: self.cluster_id.as_deref(),
             remote_namespace: self.remote_namespace.as_deref(),
+            family: KindFamily::Claim,
         }
     }
 
@@ -296,14 +298,22 @@ impl Facts {
                 return None;
             }
             let version = kind.map(|k| k.version.as_str()).unwrap_or_default();
-            return Some(claim_sync(key, version, claim, record, &self.context()));
+            let ctx = SyncContext {
+                family: kind.map(|k| k.family).unwrap_or_default(),
+                ..self.context()
+            };
+            return Some(claim_sync(key, version, claim, record, &ctx));
         }
         let record = record?;
         let seen_gone = match kind {
             Some(kind) => self.claims_listed.contains(&kind.crd_name),
             None => self.kinds_listed,
         };
-        seen_gone.then(|| orphan_sync(key, kind.map(|k| k.version.as_str()), record, &self.context()))
+        let ctx = SyncContext {
+            family: kind.map(|k| k.family).unwrap_or_default(),
+            ..self.context()
+        };
+        seen_gone.then(|| orphan_sync(key, kind.map(|k| k.version.as_str()), record, &ctx))
     }
 
     /// Projects the dirty objects into the index.

@@ -59,9 +59,11 @@ pub(super) async fn run(kctx: &KindContext, claim: &DynamicObject) -> Result<Act
             }
             Step::ApplyTwin { intent, then_say } => match apply_twin(kctx, &intent).await {
                 Ok(twin) => {
-                    match then_say {
-                        Some(said) => say(kctx, &claim, &facts, &said).await,
-                        None => info!(twin = %twin.name_any(), "applied claim to the control plane"),
+                    if then_say.is_empty() {
+                        info!(twin = %twin.name_any(), "applied claim to the control plane");
+                    }
+                    for said in &then_say {
+                        say(kctx, &claim, &facts, said).await;
                     }
                     facts.applied = Some(Ok(as_json(&twin)?));
                 }

@@ -18,7 +18,7 @@ use super::arrivals::Arrivals;
 use crate::error::{Error, KubeContext, Side, absent_if_not_found};
 use crate::model::kind::ClaimKind;
 use crate::model::notes::bounded_note;
-use crate::model::plan::{Claims, Identity, KindFacts, older};
+use crate::model::plan::{Identity, KindFacts, older, rules_of};
 use crate::sync::caches::{CACHE_WAIT, Cache};
 use crate::sync::context::Context;
 
@@ -53,7 +53,7 @@ impl KindContext {
         let remote = Api::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource);
         let remote_secrets = Api::namespaced(ctx.remote.clone(), &ctx.claim_namespace);
         let facts = KindFacts {
-            rules: &Claims,
+            rules: rules_of(kind.family),
             api_version: resource.api_version.clone(),
             kind: resource.kind.clone(),
             crd_name: kind.crd_name.clone(),

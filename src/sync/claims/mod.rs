@@ -66,6 +66,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     ctx.caches.register(
         &kind_key(&kind.group, &kind.kind),
         KindCaches {
+            family: kind.family,
             resource: resource.clone(),
             twins: twins.clone(),
             claims: claims.clone(),

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::kind_context::api_resource;
 use crate::model::kind::ClaimKind;
-use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
+use crate::model::naming::{origin_of, remote_name, written_by_other};
 use crate::model::notes::bounded_note;
 use crate::model::orphans::Orphans;
 use crate::sync::caches::Cache;
@@ -50,7 +50,7 @@ pub async fn watch(ctx: Arc<Context>, kind: ClaimKind, claims: Cache<DynamicObje
                 let Some((namespace, name)) = origin_of(&labels, &ctx.cluster_id) else {
                     continue;
                 };
-                if remote_claim_name(&name, &namespace, &ctx.cluster_id) != twin.name_any()
+                if remote_name(kind.family, &name, &namespace, &ctx.cluster_id) != twin.name_any()
                     || !ctx.namespace_selected(&namespace)
                 {
                     continue;

@@ -15,7 +15,8 @@ use tracing::debug;
 
 use super::arrivals::arrival_key;
 use super::kind_context::KindContext;
-use crate::model::naming::{origin_of, remote_claim_name, written_by_other};
+use crate::model::naming::{origin_of, written_by_other};
+use crate::model::plan::Family;
 use crate::sync::caches::Cache;
 use crate::sync::context::Context;
 
@@ -59,10 +60,10 @@ where
     let changes = twin_events
         .touched_objects()
         .filter_map(|event| quietly("the control plane's claims", event));
-    let (ctx, resource) = (kctx.ctx.clone(), kctx.resource.clone());
+    let (ctx, resource, rules) = (kctx.ctx.clone(), kctx.resource.clone(), kctx.facts.rules);
     let (mapped, store, index) = (kctx.clone(), claims.store.clone(), kctx.origins.clone());
     let mapper = move |remote: DynamicObject| {
-        let target = local_ref(&remote, &ctx.cluster_id, &ctx.cluster_uid, &resource);
+        let target = local_ref(&remote, rules, &ctx.cluster_id, &ctx.cluster_uid, &resource);
         if let Some(target) = &target {
             index
                 .lock()
@@ -160,12 +161,18 @@ async fn quietly<K>(what: &str, event: Result<K, watcher::Error>) -> Option<Resu
 
 /// The local claim a remote claim stands for: named by its origin labels, and only if the remote claim bears the
 /// name claimsync computes for that local claim (labels are hints anyone on the control plane can write).
-fn local_ref(remote: &DynamicObject, cluster_id: &str, cluster_uid: &str, ar: &ApiResource) -> Option<ClaimRef> {
+fn local_ref(
+    remote: &DynamicObject,
+    rules: &dyn Family,
+    cluster_id: &str,
+    cluster_uid: &str,
+    ar: &ApiResource,
+) -> Option<ClaimRef> {
     let labels = serde_json::to_value(remote.labels()).ok()?;
     if written_by_other(&labels, cluster_uid).is_some() {
         return None;
     }
     let (namespace, name) = origin_of(&labels, cluster_id)?;
-    (remote_claim_name(&name, &namespace, cluster_id) == remote.name_any())
+    (rules.remote_name(&name, &namespace, cluster_id) == remote.name_any())
         .then(|| ObjectRef::new_with(&name, ar.clone()).within(&namespace))
 }
