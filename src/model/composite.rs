@@ -230,4 +230,17 @@ mod tests {
         assert!(of("Responsive").get("observedGeneration").is_none());
         assert_eq!(of("Replicated")["reason"], "Synced");
     }
+
+    #[test]
+    fn crossplanes_choices_beside_the_users_own_count_as_shown() {
+        let remote = json!({"spec": {"crossplane": {"resourceRefs": [{"kind": "ConfigMap", "name": "a"}]}}});
+        let mut local = xr(json!({"crossplane": {"compositionSelector": {"matchLabels": {"a": "b"}}}}));
+        let down = xr_down(&local, &remote, &Replicated::new(Reason::Synced, "ok"), "now");
+        assert!(!crate::model::downward::spec_shown(&local, &down));
+        local["spec"]["crossplane"]["resourceRefs"] = json!([{"kind": "ConfigMap", "name": "a"}]);
+        assert!(
+            crate::model::downward::spec_shown(&local, &down),
+            "no write for what is already shown"
+        );
+    }
 }

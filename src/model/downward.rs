@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::model::conditions::{Replicated, with_replicated};
-use crate::model::fields::owned_fields;
+use crate::model::fields::{is_subset, owned_fields};
 use crate::model::vocabulary::{CROSSPLANE_SPEC_FIELDS, EXTERNAL_NAME, MANAGER_DOWN, REPLICATED};
 
 /// The local side of a claim as claimsync writes it.
@@ -74,7 +74,11 @@ pub fn local_status(remote: &Value, local: &Value, cond: &Replicated, now: &str)
 
 /// Whether `current` (the local object) already shows Crossplane's spec fields and annotations of `down`.
 pub fn spec_shown(current: &Value, down: &LocalDown) -> bool {
-    let spec = down.spec.iter().all(|(k, v)| current["spec"].get(k) == Some(v));
+    // Field by field: a namespaced XR's `spec.crossplane` also holds the user's own choices beside Crossplane's.
+    let spec = down
+        .spec
+        .iter()
+        .all(|(k, v)| current["spec"].get(k).is_some_and(|shown| is_subset(v, shown)));
     spec && down
         .annotations
         .iter()
