@@ -4,11 +4,11 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::model::conditions::{Replicated, with_replicated};
-use crate::model::downward::LocalDown;
+use crate::model::conditions::Replicated;
+use crate::model::downward::{LocalDown, shown_status};
 use crate::model::fields::owned_fields;
 use crate::model::upward::{RemoteTarget, remote_intent, user_intent};
-use crate::model::vocabulary::{MANAGER_DOWN, REPLICATED};
+use crate::model::vocabulary::MANAGER_DOWN;
 
 /// The fields of `spec.crossplane` Crossplane fills in: down where the local XR has none (or the one claimsync
 /// copied before); `resourceRefs` always, and never up.
@@ -101,26 +101,7 @@ impl Generations {
 }
 
 fn xr_status(remote: &Value, local: &Value, cond: &Replicated, now: &str, generations: Generations) -> Value {
-    let mut status = if remote.is_object() { remote.clone() } else { json!({}) };
-    let map = status.as_object_mut().expect("status is an object");
-    map_generation(map, generations);
-    let mut conditions: Vec<Value> = map
-        .get("conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for condition in &mut conditions {
-        if let Some(condition) = condition.as_object_mut() {
-            map_generation(condition, generations);
-        }
-    }
-    conditions.retain(|c| c["type"] != REPLICATED);
-    // Keep the local Replicated condition's history so its transition time survives.
-    if let Some(previous) = local.get("conditions").and_then(Value::as_array) {
-        conditions.extend(previous.iter().filter(|c| c["type"] == REPLICATED).cloned());
-    }
-    map.insert("conditions".into(), Value::Array(conditions));
-    with_replicated(&status, cond, now)
+    shown_status(remote, local, cond, now, |object| map_generation(object, generations))
 }
 
 /// Replaces an object's remote `observedGeneration` by the local generation it stands for, or drops it.

@@ -50,9 +50,24 @@ pub fn local_down(local: &Value, remote: &Value, cond: &Replicated, now: &str) -
 /// The remote status as the local claim shows it: remote `observedGeneration`s removed (they count remote
 /// generations), and claimsync's `Replicated` condition carried over from the local status and set to `cond`.
 pub fn local_status(remote: &Value, local: &Value, cond: &Replicated, now: &str) -> Value {
+    shown_status(remote, local, cond, now, |object| {
+        object.remove("observedGeneration");
+    })
+}
+
+/// The remote status as a local object shows it: `generation` rewrites the remote `observedGeneration` of the
+/// status and of each condition (they count the twin's generations), and claimsync's `Replicated` condition is
+/// carried over from the local status and set to `cond`.
+pub fn shown_status(
+    remote: &Value,
+    local: &Value,
+    cond: &Replicated,
+    now: &str,
+    generation: impl Fn(&mut Map<String, Value>),
+) -> Value {
     let mut status = if remote.is_object() { remote.clone() } else { json!({}) };
     let map = status.as_object_mut().expect("status is an object");
-    map.remove("observedGeneration");
+    generation(map);
     let mut conditions: Vec<Value> = map
         .get("conditions")
         .and_then(Value::as_array)
@@ -60,7 +75,7 @@ pub fn local_status(remote: &Value, local: &Value, cond: &Replicated, now: &str)
         .unwrap_or_default();
     for c in &mut conditions {
         if let Some(c) = c.as_object_mut() {
-            c.remove("observedGeneration");
+            generation(c);
         }
     }
     conditions.retain(|c| c["type"] != REPLICATED);

@@ -126,6 +126,17 @@ impl Run {
         self.outcome.say.iter().map(|s| (s.on, s.reason.as_str())).collect()
     }
 
+    /// The twin's apply this run asked for: its intent and what is said when it succeeds.
+    fn applied(&self) -> (&Value, &[Say]) {
+        self.writes
+            .iter()
+            .find_map(|w| match w {
+                Step::ApplyTwin { intent, then_say } => Some((intent, then_say.as_slice())),
+                _ => None,
+            })
+            .expect("the twin was applied")
+    }
+
     fn write_down(&self) -> Option<&LocalDown> {
         self.writes.iter().find_map(|w| match w {
             Step::WriteDown { down } => Some(down),
@@ -229,14 +240,7 @@ fn in_sync() -> (Start, World) {
         claim["spec"][field] = value;
     }
     claim["status"] = down.status;
-    let applied = first
-        .writes
-        .iter()
-        .find_map(|w| match w {
-            Step::ApplyTwin { intent, .. } => Some(intent.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let applied = first.applied().0.clone();
     let mut twin = applied;
     twin["metadata"]["uid"] = json!("t1");
     twin["metadata"]["resourceVersion"] = json!("20");
@@ -379,11 +383,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 assert!(record.secret_hash_down.is_some());
                 let down = run.write_down().unwrap();
                 assert_eq!(down.status["conditions"][0]["reason"], "Synced");
-                let Some(Step::ApplyTwin { intent, then_say }) =
-                    run.writes.iter().find(|w| matches!(w, Step::ApplyTwin { .. }))
-                else {
-                    unreachable!()
-                };
+                let (intent, then_say) = run.applied();
                 assert_eq!(intent["metadata"]["name"], twin_name().as_str());
                 assert_eq!(
                     intent["spec"]["writeConnectionSecretToRef"]["name"],
@@ -427,11 +427,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 "Finish",
             ],
             |run| {
-                let Some(Step::ApplyTwin { then_say, .. }) =
-                    run.writes.iter().find(|w| matches!(w, Step::ApplyTwin { .. }))
-                else {
-                    unreachable!()
-                };
+                let (_, then_say) = run.applied();
                 assert_eq!(then_say.first().map(|s| s.reason.as_str()), Some("RemoteDriftReverted"));
                 assert!(run.outcome.record.is_some(), "the twin's new version is recorded");
             },
@@ -449,11 +445,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 "Finish",
             ],
             |run| {
-                let Some(Step::ApplyTwin { then_say, .. }) =
-                    run.writes.iter().find(|w| matches!(w, Step::ApplyTwin { .. }))
-                else {
-                    unreachable!()
-                };
+                let (_, then_say) = run.applied();
                 assert_eq!(then_say.first().map(|s| s.reason.as_str()), Some("RemoteRecreated"));
             },
         ),
@@ -870,11 +862,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 "Finish",
             ],
             |run| {
-                let Some(Step::ApplyTwin { intent, then_say }) =
-                    run.writes.iter().find(|w| matches!(w, Step::ApplyTwin { .. }))
-                else {
-                    unreachable!()
-                };
+                let (intent, then_say) = run.applied();
                 let twin = NamespacedXrs.remote_name("demo", "team", "app");
                 assert!(twin.starts_with("nxr-"), "{twin}");
                 assert_eq!(intent["metadata"]["name"], twin.as_str());
