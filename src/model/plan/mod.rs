@@ -10,9 +10,10 @@ mod secret;
 #[cfg(test)]
 mod tests;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use claimsync_state::ClaimRecord;
+use claimsync_state::{ClaimRecord, content_hash};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
@@ -20,6 +21,7 @@ use crate::model::conditions::{Replicated, replicated_of};
 use crate::model::downward::LocalDown;
 use crate::model::link::LinkState;
 use crate::model::phase::Phase;
+use crate::model::upward::RemoteTarget;
 use crate::model::vocabulary::{FINALIZER, REPLICATED_BY};
 
 pub use self::family::{Claims, Family, NamespacedXrs, rules_of};
@@ -58,8 +60,11 @@ pub struct Facts<'a> {
     pub now_unix: u64,
     pub now: &'a str,
     pub record: Option<&'a ClaimRecord>,
-    /// The local claim as JSON, as last read, or as claimsync's finalizer write returned it.
+    /// The local claim as JSON, as last read, or as claimsync's finalizer write returned it (see
+    /// [`Facts::claim_written`]).
     pub claim: Value,
+    /// What the planner derived from the claim and the twin, kept for the rest of the pass.
+    memo: Memo,
 
     /// The twin at the claim's remote name (`Some(None)`: there is none).
     pub twin: Option<Option<Value>>,
@@ -101,6 +106,7 @@ impl<'a> Facts<'a> {
             now: now.1,
             record,
             claim,
+            memo: Memo::default(),
             twin: None,
             withdrawing: None,
             applied: None,
@@ -113,6 +119,30 @@ impl<'a> Facts<'a> {
             local_crd_going: None,
             twin_delete_sent: false,
         }
+    }
+
+    /// The claim as claimsync's own write returned it: what was derived from the claim before is derived again.
+    pub fn claim_written(&mut self, claim: Value) {
+        self.claim = claim;
+        self.memo = Memo::default();
+    }
+
+    /// The twin this claim wants and its content hash: computed once a pass (the planner is asked after each
+    /// step, and the claim changes only by claimsync's own finalizer write, which resets it).
+    fn intent(&self, remote_name: &str) -> &(Value, String) {
+        self.memo.intent.get_or_init(|| {
+            let target = RemoteTarget {
+                api_version: &self.kind.api_version,
+                kind: &self.kind.kind,
+                remote_name,
+                claim_namespace: &self.who.claim_namespace,
+                cluster_id: &self.who.cluster_id,
+                cluster_uid: &self.who.cluster_uid,
+            };
+            let intent = self.kind.rules.remote_intent(&self.claim, &target);
+            let hash = content_hash(&intent);
+            (intent, hash)
+        })
     }
 
     fn name(&self) -> &str {
@@ -166,6 +196,14 @@ impl<'a> Facts<'a> {
     fn shows(&self, reason: &str) -> bool {
         replicated_of(&self.claim).is_some_and(|(_, shown)| shown == reason)
     }
+}
+
+/// Values the planner derives from facts that stay the same for the rest of a pass.
+#[derive(Default)]
+struct Memo {
+    intent: OnceLock<(Value, String)>,
+    /// Whether the twin as read carries the intent (the twin is read once a pass).
+    in_place: OnceLock<bool>,
 }
 
 /// The control plane's answer to an apply that did not succeed.

@@ -17,7 +17,6 @@ use crate::model::naming::{is_twin, written_by_other};
 use crate::model::pending::{change_count, describe, pending_patch};
 use crate::model::phase::Phase;
 use crate::model::secret::SecretOutcome;
-use crate::model::upward::RemoteTarget;
 use crate::model::vocabulary::{ADOPT_FROM, MANAGER_UP};
 
 /// How long a claim whose cached version is older than claimsync's own last write to it waits for the cache, and
@@ -50,19 +49,11 @@ pub(super) fn live(f: &Facts) -> Step {
         return stop(f, Reason::Unsupported, message, true, Then::Resync);
     }
     let remote_name = f.remote_name();
-    let target = RemoteTarget {
-        api_version: &f.kind.api_version,
-        kind: &f.kind.kind,
-        remote_name: &remote_name,
-        claim_namespace: &f.who.claim_namespace,
-        cluster_id: &f.who.cluster_id,
-        cluster_uid: &f.who.cluster_uid,
-    };
-    let intent = f.kind.rules.remote_intent(&f.claim, &target);
+    let (intent, intent_hash) = f.intent(&remote_name);
     // Offline: nothing goes up; what waits is recorded and said, and the last known status stays. The link's return
     // reconciles every claim again.
     if let LinkState::Down { why, reason } = f.link {
-        return offline(f, *why, reason, &intent);
+        return offline(f, *why, reason, intent);
     }
     if f.kind.withdrawn {
         let message = format!(
@@ -94,21 +85,30 @@ pub(super) fn live(f: &Facts) -> Step {
         );
         return stop(f, Reason::KindWithdrawn, message, false, Then::Resync);
     }
-    let intent_hash = content_hash(&intent);
     let remote = match (twin, &f.applied) {
         (_, Some(Ok(applied))) => applied,
-        (_, Some(Err(failure))) => return refused(f, failure, &intent),
-        (Some(twin), None) if in_place(twin, &intent, &intent_hash, f.record) => twin,
+        (_, Some(Err(failure))) => return refused(f, failure, intent),
+        (Some(twin), None)
+            if *f
+                .memo
+                .in_place
+                .get_or_init(|| in_place(twin, intent, intent_hash, f.record)) =>
+        {
+            twin
+        }
         (existing, None) => {
-            let mut then_say: Vec<Say> = apply_said(f, existing.is_some(), &intent_hash).into_iter().collect();
+            let mut then_say: Vec<Say> = apply_said(f, existing.is_some(), intent_hash).into_iter().collect();
             if let Some((field, why)) = f.kind.rules.not_sent(&f.claim) {
                 let message = format!("{field} is not replicated: {why}");
                 then_say.push(Say::on(On::Claim, "FieldNotReplicated", message));
             }
-            return Step::ApplyTwin { intent, then_say };
+            return Step::ApplyTwin {
+                intent: intent.clone(),
+                then_say,
+            };
         }
     };
-    down(f, remote, intent, intent_hash)
+    down(f, remote, intent.clone(), intent_hash.clone())
 }
 
 /// After the twin is in place: the connection Secret, the down-state, the record.

@@ -188,9 +188,11 @@ fn drive(start: Start, world: &World) -> Run {
                 };
             }
             Step::Hold => {
-                facts.claim["metadata"]["finalizers"] = json!([FINALIZER]);
-                facts.claim["metadata"]["annotations"][REPLICATED_BY] = json!("claimsync");
-                facts.claim["metadata"]["resourceVersion"] = json!("11");
+                let mut held = facts.claim.clone();
+                held["metadata"]["finalizers"] = json!([FINALIZER]);
+                held["metadata"]["annotations"][REPLICATED_BY] = json!("claimsync");
+                held["metadata"]["resourceVersion"] = json!("11");
+                facts.claim_written(held);
             }
             Step::ReadTwin { .. } => facts.twin = Some(world.twin.clone()),
             Step::ReadWithdrawing => facts.withdrawing = Some(world.withdrawing),

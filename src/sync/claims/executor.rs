@@ -55,7 +55,7 @@ pub(super) async fn run(kctx: &KindContext, claim: &DynamicObject) -> Result<Act
             Step::Finish(outcome) => return finish(kctx, &facts, claim, *outcome, failed).await,
             Step::Hold => {
                 claim = set_finalizer(kctx, &claim, true).await?;
-                facts.claim = as_json(&claim)?;
+                facts.claim_written(as_json(&claim)?);
             }
             Step::ApplyTwin { intent, then_say } => match apply_twin(kctx, &intent).await {
                 Ok(twin) => {
