@@ -30,6 +30,10 @@ func (e *environment) startCrossplane() error {
 	if err := e.ensureNamespace(controlPlane, "crossplane-system"); err != nil {
 		return err
 	}
+	// The function first: the platform's Compositions run it.
+	if err := e.startFunction(); err != nil {
+		return err
+	}
 	home := filepath.Join(e.clusterDir(controlPlane), "crossplane")
 	for _, sub := range []string{"xpkg-cache", "xfn-cache"} {
 		if err := os.MkdirAll(filepath.Join(home, sub), 0o755); err != nil {

@@ -32,10 +32,12 @@ type config struct {
 	PlatformDir      string                  `json:"platformDir"`
 	CrossplaneHealth int                     `json:"crossplaneHealthPort"`
 	CrossplaneMetric int                     `json:"crossplaneMetricsPort"`
+	FunctionBin      string                  `json:"functionBin"`
+	FunctionPort     int                     `json:"functionPort"`
 }
 
 type setup struct {
-	crossplaneBin, crossplaneCRDs, platformDir string
+	crossplaneBin, crossplaneCRDs, platformDir, functionBin string
 }
 
 type environment struct {
@@ -93,6 +95,13 @@ func prepare(dir string, s setup) (*environment, error) {
 		}
 		env.cfg.CrossplaneHealth, env.cfg.CrossplaneMetric = ports[0], ports[1]
 	}
+	if env.cfg.FunctionPort == 0 {
+		ports, perr := env.newPorts(1)
+		if perr != nil {
+			return nil, perr
+		}
+		env.cfg.FunctionPort = ports[0]
+	}
 	// Paths of the tools may change between runs (another checkout, a rebuilt binary): the latest wins.
 	if s.crossplaneBin != "" {
 		env.cfg.CrossplaneBin = s.crossplaneBin
@@ -102,6 +111,9 @@ func prepare(dir string, s setup) (*environment, error) {
 	}
 	if s.platformDir != "" {
 		env.cfg.PlatformDir = s.platformDir
+	}
+	if s.functionBin != "" {
+		env.cfg.FunctionBin = s.functionBin
 	}
 	if err := os.MkdirAll(env.dir, 0o755); err != nil {
 		return nil, err
@@ -172,9 +184,9 @@ func (e *environment) newPorts(n int) ([]int, error) {
 	return nil, errors.New("no free ports that the env has not recorded already")
 }
 
-// recordedPorts is every port the env has recorded for its clusters, Crossplane and links.
+// recordedPorts is every port the env has recorded for its clusters, Crossplane, its function and links.
 func (e *environment) recordedPorts() map[int]bool {
-	taken := map[int]bool{e.cfg.CrossplaneHealth: true, e.cfg.CrossplaneMetric: true}
+	taken := map[int]bool{e.cfg.CrossplaneHealth: true, e.cfg.CrossplaneMetric: true, e.cfg.FunctionPort: true}
 	for _, p := range e.cfg.Clusters {
 		taken[p.APIServer], taken[p.EtcdClient], taken[p.EtcdPeer] = true, true, true
 	}

@@ -53,6 +53,7 @@ func main() {
 	purge := fs.Bool("purge", false, "remove the env's folder after stopping it")
 	crossplaneBin := fs.String("crossplane-bin", os.Getenv("CLAIMSYNC_CROSSPLANE_BIN"), "the crossplane binary")
 	crossplaneCRDs := fs.String("crossplane-crds", os.Getenv("CLAIMSYNC_CROSSPLANE_CRDS"), "folder of Crossplane's CRDs")
+	functionBin := fs.String("function-bin", os.Getenv("CLAIMSYNC_FUNCTION_BIN"), "the env's composition function")
 	platformDir := fs.String("platform", os.Getenv("CLAIMSYNC_PLATFORM_DIR"), "folder of the example platform (XRDs, Compositions)")
 	pid := fs.Int("pid", 0, "the owner process (watch-owner)")
 	linkName := fs.String("name", "", "the link (serve-link)")
@@ -73,7 +74,9 @@ func main() {
 	}
 	switch cmd {
 	case "up":
-		env, lerr := prepare(*dir, setup{crossplaneBin: *crossplaneBin, crossplaneCRDs: *crossplaneCRDs, platformDir: *platformDir})
+		env, lerr := prepare(*dir, setup{
+			crossplaneBin: *crossplaneBin, crossplaneCRDs: *crossplaneCRDs, platformDir: *platformDir, functionBin: *functionBin,
+		})
 		if lerr != nil {
 			err = lerr
 			break
