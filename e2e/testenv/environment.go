@@ -34,10 +34,13 @@ type config struct {
 	CrossplaneMetric int                     `json:"crossplaneMetricsPort"`
 	FunctionBin      string                  `json:"functionBin"`
 	FunctionPort     int                     `json:"functionPort"`
+	// CrossplaneVersion is v2 or v1.20 (e2e/env's CLAIMSYNC_CROSSPLANE); an env made before it was recorded ran
+	// v1.20.
+	CrossplaneVersion string `json:"crossplaneVersion,omitempty"`
 }
 
 type setup struct {
-	crossplaneBin, crossplaneCRDs, platformDir, functionBin string
+	crossplaneBin, crossplaneCRDs, crossplaneVersion, platformDir, functionBin string
 }
 
 type environment struct {
@@ -101,6 +104,17 @@ func prepare(dir string, s setup) (*environment, error) {
 			return nil, perr
 		}
 		env.cfg.FunctionPort = ports[0]
+	}
+	// An env keeps its Crossplane: the control plane's objects are those of one version.
+	if env.cfg.CrossplaneVersion == "" && env.cfg.CrossplaneBin != "" {
+		env.cfg.CrossplaneVersion = "v1.20"
+	}
+	if s.crossplaneVersion != "" {
+		if env.cfg.CrossplaneVersion != "" && env.cfg.CrossplaneVersion != s.crossplaneVersion {
+			return nil, fmt.Errorf("the env in %s runs Crossplane %s, not %s: `e2e/env down --purge` it first",
+				env.dir, env.cfg.CrossplaneVersion, s.crossplaneVersion)
+		}
+		env.cfg.CrossplaneVersion = s.crossplaneVersion
 	}
 	// Paths of the tools may change between runs (another checkout, a rebuilt binary): the latest wins.
 	if s.crossplaneBin != "" {

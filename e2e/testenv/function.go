@@ -8,8 +8,8 @@
 // PACKAGE_RUNTIME=External nothing writes it. Nothing on the composition path looks at the revision's health, so
 // the env makes the FunctionRevision itself (no Function: that would make revisions of its own and fetch their
 // image) and writes its status.endpoint. The revision controller still tries to fetch the package; with
-// packagePullPolicy Never it fails at once, without the network, and marks the revision unhealthy, which nothing
-// here reads. Crossplane v2 also checks, before it runs a Composition's pipeline, that the active revision lists
+// packagePullPolicy Never and a digest it fails at once, without the network, and marks the revision unhealthy,
+// which nothing here reads. Crossplane v2 also checks, before it runs a Composition's pipeline, that the active revision lists
 // the "composition" capability in status.capabilities (internal/xfn/capabilities.go); the env writes that too.
 package main
 
@@ -69,8 +69,9 @@ metadata:
     pkg.crossplane.io/package: %[1]s
 spec:
   desiredState: Active
-  # Never fetched: the function runs as a process of the env.
-  image: claimsync.dev/e2e/function:local
+  # Never fetched: the function runs as a process of the env. A digest, so that v2 does not even ask a registry
+  # to resolve a tag before it finds that the package is not in its cache.
+  image: claimsync.dev/e2e/function@sha256:0000000000000000000000000000000000000000000000000000000000000000
   packagePullPolicy: Never
   revision: 1
   ignoreCrossplaneConstraints: true
