@@ -1,4 +1,4 @@
-//! Claim kinds of a test's own: an XRD (with a Composition that composes one ConfigMap) in a group no other test
+//! Claim kinds of a test's own: an XRD (with a Composition that composes one Record) in a group no other test
 //! uses, offered on the control plane and awaited in the app cluster, so a test may withdraw or break its kind
 //! without touching anyone else's.
 
@@ -52,7 +52,7 @@ pub(crate) fn xrd(group: &str, kind: &str, extra: Value, second_version: bool) -
     })
 }
 
-/// A Composition that composes one ConfigMap in the claim namespace.
+/// A Composition that composes one Record, which names the claim's namespace.
 pub(crate) fn composition(group: &str, kind: &str) -> Value {
     let lower = kind.to_lowercase();
     json!({
@@ -60,14 +60,21 @@ pub(crate) fn composition(group: &str, kind: &str) -> Value {
         "metadata": {"name": format!("x{lower}s.{group}")},
         "spec": {
             "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": format!("X{kind}")},
-            "mode": "Resources",
-            // A ConfigMap beside the twin (named by Crossplane, placed by a patch): cheap to make and to delete,
-            // unlike a Namespace, whose deletion walks every resource type of the control plane.
-            "resources": [{
-                "base": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"made-for": "test"}},
-                "patches": [{"type": "FromCompositeFieldPath", "fromFieldPath": "spec.claimRef.namespace",
-                             "toFieldPath": "metadata.namespace"}],
-                "readinessChecks": [{"type": "None"}]
+            "mode": "Pipeline",
+            // A Record (e2e/platform/records.yaml; named by Crossplane), composed by the env's own function
+            // (e2e/function): cheap to make and to delete, unlike a Namespace, whose deletion walks every resource
+            // type of the control plane.
+            "pipeline": [{
+                "step": "compose",
+                "functionRef": {"name": "claimsync-env"},
+                "input": {
+                    "apiVersion": "function.claimsync.dev/v1alpha1", "kind": "Resources",
+                    "resources": [{
+                        "name": "record",
+                        "base": {"apiVersion": "starter.org/v1alpha1", "kind": "Record", "data": {"made-for": "test"}},
+                        "patches": [{"fromFieldPath": "spec.claimRef.namespace", "toFieldPath": "data.claim-namespace"}]
+                    }]
+                }
             }]
         }
     })

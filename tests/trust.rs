@@ -229,7 +229,15 @@ async fn crossplane_control_keys_and_unsupported_fields_do_not_go_up() {
     assert!(!twin.labels().contains_key("crossplane.io/composite"));
     assert_eq!(twin.labels().get("team").map(String::as_str), Some("platform-users"));
 
-    // A claim that asks to publish its connection details to a secret store is not sent up at all.
+    // A claim that asks to publish its connection details to a secret store is not sent up at all. Crossplane v2
+    // dropped secret stores: its claim kinds have no spec.publishConnectionDetailsTo, so no claim can ask.
+    let crd = crate::platform_support::local_crd(&instance.app, "kubernetesclusters.k8s.starter.org")
+        .await
+        .unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    if spec.get("publishConnectionDetailsTo").is_none() {
+        return;
+    }
     let publishing = cluster_claim_yaml(&ns, "publisher", &support::unique("kc"), "publisher-conn", "").replace(
         "  writeConnectionSecretToRef:",
         "  publishConnectionDetailsTo:\n    name: publisher-details\n  writeConnectionSecretToRef:",

@@ -24,10 +24,17 @@ func (e *environment) startCrossplane() error {
 	if err := e.kubectl(controlPlane, "apply", "--server-side", "--force-conflicts", "-f", e.cfg.CrossplaneCRDs); err != nil {
 		return err
 	}
-	if err := e.kubectl(controlPlane, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
+	// Again until it holds: kubectl wait fails at once on a CRD that has no conditions yet (seen with v2's CRDs).
+	if err := waitFor("Crossplane's CRDs", "", "", 60*time.Second, func() error {
+		return e.kubectl(controlPlane, "wait", "--for=condition=Established", "--timeout=10s", "crd", "--all")
+	}); err != nil {
 		return err
 	}
 	if err := e.ensureNamespace(controlPlane, "crossplane-system"); err != nil {
+		return err
+	}
+	// The function first: the platform's Compositions run it.
+	if err := e.startFunction(); err != nil {
 		return err
 	}
 	home := filepath.Join(e.clusterDir(controlPlane), "crossplane")

@@ -32,10 +32,15 @@ type config struct {
 	PlatformDir      string                  `json:"platformDir"`
 	CrossplaneHealth int                     `json:"crossplaneHealthPort"`
 	CrossplaneMetric int                     `json:"crossplaneMetricsPort"`
+	FunctionBin      string                  `json:"functionBin"`
+	FunctionPort     int                     `json:"functionPort"`
+	// CrossplaneVersion is v2 or v1.20 (e2e/env's CLAIMSYNC_CROSSPLANE); an env made before it was recorded ran
+	// v1.20.
+	CrossplaneVersion string `json:"crossplaneVersion,omitempty"`
 }
 
 type setup struct {
-	crossplaneBin, crossplaneCRDs, platformDir string
+	crossplaneBin, crossplaneCRDs, crossplaneVersion, platformDir, functionBin string
 }
 
 type environment struct {
@@ -93,6 +98,24 @@ func prepare(dir string, s setup) (*environment, error) {
 		}
 		env.cfg.CrossplaneHealth, env.cfg.CrossplaneMetric = ports[0], ports[1]
 	}
+	if env.cfg.FunctionPort == 0 {
+		ports, perr := env.newPorts(1)
+		if perr != nil {
+			return nil, perr
+		}
+		env.cfg.FunctionPort = ports[0]
+	}
+	// An env keeps its Crossplane: the control plane's objects are those of one version.
+	if env.cfg.CrossplaneVersion == "" && env.cfg.CrossplaneBin != "" {
+		env.cfg.CrossplaneVersion = "v1.20"
+	}
+	if s.crossplaneVersion != "" {
+		if env.cfg.CrossplaneVersion != "" && env.cfg.CrossplaneVersion != s.crossplaneVersion {
+			return nil, fmt.Errorf("the env in %s runs Crossplane %s, not %s: `e2e/env down --purge` it first",
+				env.dir, env.cfg.CrossplaneVersion, s.crossplaneVersion)
+		}
+		env.cfg.CrossplaneVersion = s.crossplaneVersion
+	}
 	// Paths of the tools may change between runs (another checkout, a rebuilt binary): the latest wins.
 	if s.crossplaneBin != "" {
 		env.cfg.CrossplaneBin = s.crossplaneBin
@@ -102,6 +125,9 @@ func prepare(dir string, s setup) (*environment, error) {
 	}
 	if s.platformDir != "" {
 		env.cfg.PlatformDir = s.platformDir
+	}
+	if s.functionBin != "" {
+		env.cfg.FunctionBin = s.functionBin
 	}
 	if err := os.MkdirAll(env.dir, 0o755); err != nil {
 		return nil, err
@@ -172,9 +198,9 @@ func (e *environment) newPorts(n int) ([]int, error) {
 	return nil, errors.New("no free ports that the env has not recorded already")
 }
 
-// recordedPorts is every port the env has recorded for its clusters, Crossplane and links.
+// recordedPorts is every port the env has recorded for its clusters, Crossplane, its function and links.
 func (e *environment) recordedPorts() map[int]bool {
-	taken := map[int]bool{e.cfg.CrossplaneHealth: true, e.cfg.CrossplaneMetric: true}
+	taken := map[int]bool{e.cfg.CrossplaneHealth: true, e.cfg.CrossplaneMetric: true, e.cfg.FunctionPort: true}
 	for _, p := range e.cfg.Clusters {
 		taken[p.APIServer], taken[p.EtcdClient], taken[p.EtcdPeer] = true, true, true
 	}

@@ -22,6 +22,7 @@ const (
 	apiserverProcess  = "apiserver"
 	controllerProcess = "controller-manager"
 	crossplaneProcess = "crossplane"
+	functionProcess   = "function"
 	ownerWatchProcess = "owner-watch"
 )
 
@@ -113,14 +114,14 @@ func (e *environment) stopCluster(name string) error {
 	if err != nil {
 		return err
 	}
-	for _, process := range []string{crossplaneProcess, controllerProcess, apiserverProcess} {
+	for _, process := range []string{crossplaneProcess, functionProcess, controllerProcess, apiserverProcess} {
 		if err := stop(e.pidPath(name, process), 30*time.Second); err != nil {
 			return fmt.Errorf("stop %s of %s: %w", process, name, err)
 		}
 	}
 	free := []int{ports.APIServer, ports.EtcdClient, ports.EtcdPeer}
 	if name == controlPlane {
-		free = append(free, e.cfg.CrossplaneHealth, e.cfg.CrossplaneMetric)
+		free = append(free, e.cfg.CrossplaneHealth, e.cfg.CrossplaneMetric, e.cfg.FunctionPort)
 	}
 	return waitPortsFree(free, 30*time.Second)
 }
@@ -177,8 +178,8 @@ func lockLifecycle(dir string) (func(), error) {
 
 func (e *environment) printStatus() {
 	for _, name := range clusterNames {
-		for _, process := range []string{apiserverProcess, controllerProcess, crossplaneProcess} {
-			if name != controlPlane && process == crossplaneProcess {
+		for _, process := range []string{apiserverProcess, controllerProcess, functionProcess, crossplaneProcess} {
+			if name != controlPlane && (process == crossplaneProcess || process == functionProcess) {
 				continue
 			}
 			pid, alive := running(e.pidPath(name, process))

@@ -52,7 +52,9 @@ func main() {
 	ownerPID := fs.Int("owner-pid", 0, "stop the env when this process exits")
 	purge := fs.Bool("purge", false, "remove the env's folder after stopping it")
 	crossplaneBin := fs.String("crossplane-bin", os.Getenv("CLAIMSYNC_CROSSPLANE_BIN"), "the crossplane binary")
+	crossplaneVersion := fs.String("crossplane-version", os.Getenv("CLAIMSYNC_CROSSPLANE"), "v2 or v1.20")
 	crossplaneCRDs := fs.String("crossplane-crds", os.Getenv("CLAIMSYNC_CROSSPLANE_CRDS"), "folder of Crossplane's CRDs")
+	functionBin := fs.String("function-bin", os.Getenv("CLAIMSYNC_FUNCTION_BIN"), "the env's composition function")
 	platformDir := fs.String("platform", os.Getenv("CLAIMSYNC_PLATFORM_DIR"), "folder of the example platform (XRDs, Compositions)")
 	pid := fs.Int("pid", 0, "the owner process (watch-owner)")
 	linkName := fs.String("name", "", "the link (serve-link)")
@@ -73,7 +75,10 @@ func main() {
 	}
 	switch cmd {
 	case "up":
-		env, lerr := prepare(*dir, setup{crossplaneBin: *crossplaneBin, crossplaneCRDs: *crossplaneCRDs, platformDir: *platformDir})
+		env, lerr := prepare(*dir, setup{
+			crossplaneBin: *crossplaneBin, crossplaneCRDs: *crossplaneCRDs, crossplaneVersion: *crossplaneVersion,
+			platformDir: *platformDir, functionBin: *functionBin,
+		})
 		if lerr != nil {
 			err = lerr
 			break

@@ -82,7 +82,7 @@ func ensurePKI(clusterDir string, forCrossplane bool) error {
 	}
 	files["sa.pub"] = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
 	if forCrossplane {
-		// Crossplane only uses these to talk to composition functions, which this env has none of.
+		// Crossplane's client certificate for composition functions (see function.go); the CA is the cluster's.
 		client, err := newLeaf(ca, "crossplane", nil, nil, x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth)
 		if err != nil {
 			return err
