@@ -272,6 +272,19 @@ fn twin_with(labels: Value) -> Value {
 
 type Check = fn(&Run);
 
+/// The steps of a held claim that gets its twin for the first time, with a connection Secret to copy.
+const FIRST_TWIN: &[&str] = &[
+    "ReadTwin",
+    "ReadWithdrawing",
+    "ApplyTwin",
+    "ListMadeSecrets",
+    "ReadRemoteSecret",
+    "ReadLocalSecret",
+    "ApplySecret",
+    "WriteDown",
+    "Finish",
+];
+
 /// The rows: behaviour, start, world, the steps asked for, what else must hold.
 fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
     let (synced, synced_world) = in_sync();
@@ -489,17 +502,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 twin: Some(twin_with(labels("old-uid"))),
                 ..World::default()
             },
-            &[
-                "ReadTwin",
-                "ReadWithdrawing",
-                "ApplyTwin",
-                "ListMadeSecrets",
-                "ReadRemoteSecret",
-                "ReadLocalSecret",
-                "ApplySecret",
-                "WriteDown",
-                "Finish",
-            ],
+            FIRST_TWIN,
             |run| assert!(run.said().is_empty()),
         ),
         (
@@ -852,17 +855,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 )),
                 ..World::default()
             },
-            &[
-                "ReadTwin",
-                "ReadWithdrawing",
-                "ApplyTwin",
-                "ListMadeSecrets",
-                "ReadRemoteSecret",
-                "ReadLocalSecret",
-                "ApplySecret",
-                "WriteDown",
-                "Finish",
-            ],
+            FIRST_TWIN,
             |run| {
                 let (intent, then_say) = run.applied();
                 let twin = NamespacedXrs.remote_name("demo", "team", "app");
