@@ -441,6 +441,21 @@ async fn queue_wait(instance: &Instance) -> (f64, f64) {
     )
 }
 
+/// The calls made between two counts, per unit of work (`units` edits or claims), by cluster and verb.
+fn requests_per(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+    units: f64,
+) -> String {
+    let parts: Vec<String> = after
+        .iter()
+        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .map(|((cluster, verb), v)| format!("{cluster} {verb} {}", fmt(v / units)))
+        .collect();
+    parts.join(", ")
+}
+
 fn show_requests(counts: &BTreeMap<(String, String), f64>, writes: bool) -> String {
     let write = |verb: &str| matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE");
     let parts: Vec<String> = counts
@@ -766,13 +781,7 @@ impl Bench {
             down99.push(quantile(&down, 0.99));
         }
         let after = requests(&self.instance).await;
-        let edits = (self.sizes.runs * self.sizes.changes) as f64;
-        let per_edit: Vec<String> = after
-            .iter()
-            .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
-            .filter(|(_, v)| *v > 0.0)
-            .map(|((cluster, verb), v)| format!("{cluster} {verb} {}", fmt(v / edits)))
-            .collect();
+        let per_edit = requests_per(&before, &after, (self.sizes.runs * self.sizes.changes) as f64);
         let raw50 = self.raw_p50.median();
         let t = &mut self.table;
         let n = self.sizes.changes;
@@ -829,7 +838,7 @@ impl Bench {
         self.table.add(
             "latency",
             "claimsync's API calls per edit (one spec edit and one status patch)",
-            per_edit.join(", "),
+            per_edit,
             "",
             "",
             "",
@@ -854,7 +863,7 @@ impl Bench {
             1
         };
         let (mut remote, mut replicated_at, mut rss) = (Runs::default(), Runs::default(), Runs::default());
-        let mut cpu = String::new();
+        let (mut cpu, mut calls) = (String::new(), String::new());
         for run in 0..runs {
             eprintln!("bench: burst of {size}, run {}", run + 1);
             if run > 0 {
@@ -868,6 +877,7 @@ impl Bench {
             let names: Vec<String> = (0..size).map(|i| format!("b{run}-{i}")).collect();
             let pid = self.instance.pid().expect("claimsync runs");
             let cpu_before = cpu_now(pid);
+            let calls_before = requests(&self.instance).await;
             let start = Instant::now();
             create_all(&self.local, &self.kind.resource, &names).await;
             let created = start.elapsed();
@@ -884,6 +894,7 @@ impl Bench {
                 .await;
             replicated_at.push(size as f64 / (at - start).as_secs_f64());
             cpu = show_cpu(cpu_before, cpu_now(pid), size);
+            calls = requests_per(&calls_before, &requests(&self.instance).await, size as f64);
             rss.push(memory(self.instance.pid().expect("claimsync runs")).1);
             eprintln!("bench: applying {size} locally took {:.1} s", created.as_secs_f64());
         }
@@ -913,6 +924,14 @@ impl Bench {
             "",
             "",
             "where the time goes",
+        );
+        t.add(
+            "burst",
+            format!("{size} claims: claimsync's API calls per claim (last run)"),
+            calls,
+            "",
+            "",
+            "where the calls go",
         );
         t.add(
             "memory",

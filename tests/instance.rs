@@ -126,7 +126,9 @@ impl Instance {
     /// selector, journal and cluster id (unless `extra` names one), then `extra`.
     fn command(&self, extra: &[&str]) -> Command {
         let selector = format!("{INSTANCE_LABEL}={}", self.id);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
+        // `CLAIMSYNC_BINARY` runs another build (the benchmark compares two side by side on one env).
+        let binary = std::env::var_os("CLAIMSYNC_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_claimsync").into());
+        let mut command = Command::new(binary);
         command.arg("run").arg("--app-kubeconfig").arg(&self.app_kubeconfig);
         match (&self.control_plane_secret, &self.link) {
             (Some(secret), _) => command.args(["--control-plane-kubeconfig-secret", secret]),
