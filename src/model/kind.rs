@@ -83,6 +83,24 @@ pub fn is_cluster_xr_crd(crd: &Value) -> bool {
         })
 }
 
+/// The family of claimsync's own copy of a kind's CRD in the app cluster (what the journal's catalog keeps too): it
+/// names its XRD in an annotation instead of an owner reference, so its scope and category say the family. Never
+/// used to decide what to copy: that is [`family_of`], on the control plane's CRDs.
+fn copied_family(crd: &Value) -> Option<KindFamily> {
+    let ours = crd["metadata"]["labels"][MANAGED_BY] == "claimsync"
+        && crd["metadata"]["annotations"][XRD_ANNOTATION].is_string()
+        && crd["spec"]["scope"] == "Namespaced";
+    if !ours {
+        None
+    } else if in_category(crd, "claim") {
+        Some(KindFamily::Claim)
+    } else if in_category(crd, "composite") {
+        Some(KindFamily::NamespacedXr)
+    } else {
+        None
+    }
+}
+
 fn in_category(crd: &Value, category: &str) -> bool {
     crd["spec"]["names"]["categories"]
         .as_array()
@@ -160,7 +178,7 @@ pub fn claim_kind(crd: &Value) -> Option<ClaimKind> {
     let kind = spec["names"]["kind"].as_str()?;
     let plural = spec["names"]["plural"].as_str()?;
     Some(ClaimKind {
-        family: family_of(crd).unwrap_or_default(),
+        family: family_of(crd).or_else(|| copied_family(crd)).unwrap_or_default(),
         crd_name: crd["metadata"]["name"].as_str()?.to_string(),
         group: group.to_string(),
         version: version.to_string(),
@@ -238,6 +256,15 @@ mod tests {
         assert!(
             !is_cluster_xr_crd(&xr),
             "a namespaced XR kind is replicated, not only named"
+        );
+        // claimsync's local copy (no owner reference, the XRD in an annotation), as the journal keeps it, is of the
+        // same family: a restart, offline or with the kind withdrawn, runs it by the XR rules.
+        let copy = local_crd(&xr);
+        assert_eq!(family_of(&copy), None, "a copy decides nothing about what to replicate");
+        assert_eq!(claim_kind(&copy).map(|k| k.family), Some(KindFamily::NamespacedXr));
+        assert_eq!(
+            claim_kind(&local_crd(&remote())).map(|k| k.family),
+            Some(KindFamily::Claim)
         );
         xr["spec"]["scope"] = json!("Cluster");
         assert_eq!(family_of(&xr), None, "a cluster-scoped XR has no namespace to map");
