@@ -38,6 +38,9 @@ pub struct RemoteCaches {
     pub secret_changes: broadcast::Sender<String>,
     pub crds: Cache<CustomResourceDefinition>,
     pub xrds: Cache<DynamicObject>,
+    /// Names of XRDs seen being deleted, sent after `xrds` holds them: the catalog withdraws their kinds (Crossplane
+    /// v2 leaves a namespaced XR kind's CRD and XRs in place while its XRD waits to go).
+    pub xrd_deletions: broadcast::Sender<String>,
     /// The connection Secrets claimsync made in the app cluster (label `claimsync.dev/managed-by`).
     pub local_secrets: Cache<Secret>,
     /// Per kind (`group/Kind`), registered by its controller.
@@ -79,11 +82,27 @@ impl RemoteCaches {
             Api::<CustomResourceDefinition>::all(remote.clone()),
             watcher::Config::default(),
         );
-        let (xrds, xrds_task) = watched(
+        let (xrd_deletions, _) = broadcast::channel(256);
+        let sender = xrd_deletions.clone();
+        let (xrds, xrd_events) = Cache::fill(
             reflector::store::Writer::new(xrd_resource()),
-            Api::<DynamicObject>::all_with(remote.clone(), &xrd_resource()),
-            watcher::Config::default(),
+            watcher(
+                Api::<DynamicObject>::all_with(remote.clone(), &xrd_resource()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
         );
+        let xrd_events = xrd_events.touched_objects();
+        let xrds_task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(xrd_events);
+            while let Some(event) = events.next().await {
+                if let Ok(xrd) = event
+                    && xrd.metadata.deletion_timestamp.is_some()
+                {
+                    let _ = sender.send(xrd.name_any());
+                }
+            }
+        });
         let (local_secrets, local_task) = watched(
             reflector::store::Writer::default(),
             Api::<Secret>::all(local.clone()),
@@ -94,6 +113,7 @@ impl RemoteCaches {
             secret_changes,
             crds,
             xrds,
+            xrd_deletions,
             local_secrets,
             kinds: Arc::default(),
             claim_namespace: claim_namespace.to_string(),

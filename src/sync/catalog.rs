@@ -12,16 +12,21 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tracing::{error, info, warn};
 
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated as ConditionReplicated};
-use crate::model::kind::{ClaimKind, claim_kind, group_allowed, is_claim_crd, is_current, local_crd, served_versions};
+use crate::model::kind::{
+    ClaimKind, claim_kind, group_allowed, is_claim_crd, is_current, local_crd, owning_xrd, served_versions,
+};
 use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
+use crate::sync::caches::xrd_resource;
 use crate::sync::claims::status::mark_all;
 use crate::sync::context::{Context, retry_backoff};
 use crate::sync::supervisor::Running;
@@ -134,8 +139,27 @@ pub async fn run(ctx: Arc<Context>) {
         .boxed();
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY}=claimsync"));
     let mut local_events = watcher(local_crds, ours).default_backoff().boxed();
+    let mut xrd_deletions = ctx.caches.xrd_deletions.subscribe();
     loop {
         tokio::select! {
+            deleting = xrd_deletions.recv() => match deleting {
+                Ok(xrd) => catalog.xrd_deleting(&ctx, &[xrd]).await,
+                // Missed some: every XRD the cache holds as deleting is looked at (withdrawing twice does nothing).
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let deleting: Vec<String> = ctx
+                        .caches
+                        .xrds
+                        .store
+                        .state()
+                        .iter()
+                        .filter(|x| x.metadata.deletion_timestamp.is_some())
+                        .map(|x| x.name_any())
+                        .collect();
+                    catalog.xrd_deleting(&ctx, &deleting).await;
+                }
+                // The caches live as long as the context: not while this task runs.
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
             event = events.next() => match event {
                 Some(Ok(event)) => catalog.handle(&ctx, event).await,
                 Some(Err(e)) => {
@@ -236,6 +260,12 @@ impl Catalog {
                     self.withdraw(ctx, &name).await;
                     return;
                 }
+                // An XRD being deleted no longer offers its kind, though Crossplane v2 leaves a namespaced XR
+                // kind's CRD in place until every XR is gone.
+                if owning_xrd(&crd).is_some_and(|xrd| xrd_deleting(ctx, xrd)) {
+                    self.withdraw(ctx, &name).await;
+                    return;
+                }
                 self.withdrawn.remove(&name);
                 self.offered.insert(name.clone(), crd);
                 self.replicate(ctx, &name).await;
@@ -317,6 +347,19 @@ impl Catalog {
         }
     }
 
+    /// The XRDs `xrds` are being deleted: the kinds they define are withdrawn.
+    async fn xrd_deleting(&mut self, ctx: &Arc<Context>, xrds: &[String]) {
+        let withdrawn: Vec<String> = self
+            .offered
+            .iter()
+            .filter(|(_, crd)| owning_xrd(crd).is_some_and(|xrd| xrds.iter().any(|x| x == xrd)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for crd_name in withdrawn {
+            self.withdraw(ctx, &crd_name).await;
+        }
+    }
+
     /// A kind the control plane no longer offers: its local CRD and claims stay, marked `KindWithdrawn`, and its
     /// controller keeps running so that those claims can still be deleted.
     async fn withdraw(&mut self, ctx: &Arc<Context>, crd_name: &str) {
@@ -350,6 +393,15 @@ impl Catalog {
             error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
         }
     }
+}
+
+/// Whether the XRD `name` is being deleted, as the XRD cache holds it (not yet listed: not known to be).
+fn xrd_deleting(ctx: &Context, name: &str) -> bool {
+    ctx.caches
+        .xrds
+        .store
+        .get(&ObjectRef::new_with(name, xrd_resource()))
+        .is_some_and(|xrd| xrd.metadata.deletion_timestamp.is_some())
 }
 
 /// A local CRD of a claim kind's name that claimsync does not own: left alone, said once in the log and an Event.

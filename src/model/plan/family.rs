@@ -29,6 +29,11 @@ pub trait Family: Sync {
     fn not_sent(&self, _local: &Value) -> Option<(&'static str, &'static str)> {
         None
     }
+    /// Whether the control plane deletes the twins itself when it withdraws the kind (so a user's delete of a
+    /// local object of a withdrawn kind has no twin left to delete).
+    fn withdrawal_takes_twins(&self) -> bool {
+        true
+    }
 }
 
 /// The rules of a kind's family.
@@ -82,5 +87,12 @@ impl Family for NamespacedXrs {
 
     fn not_sent(&self, local: &Value) -> Option<(&'static str, &'static str)> {
         xr_not_sent(local)
+    }
+
+    /// Crossplane v2 (v2.3.4) does not: deleting a v2 XRD sends one cluster-wide delete of the XR kind, which the
+    /// API server refuses (404) for a namespaced kind, and then waits for the XRs to go, for ever. A user's delete
+    /// must therefore still delete the twin.
+    fn withdrawal_takes_twins(&self) -> bool {
+        false
     }
 }

@@ -45,8 +45,9 @@ pub(super) fn deleting(f: &Facts) -> Step {
         let message = format!("deletion policy Orphan: the remote claim {remote_object} stays");
         return let_go(vec![Say::on(On::Log, "Orphan", message)]);
     }
-    // The kind is withdrawn: the control plane took its twins with it.
-    if f.kind.withdrawn {
+    // The kind is withdrawn: the control plane took its twins with it, where its family's does (Crossplane v2 leaves
+    // namespaced XRs in place, so an XR's twin is deleted as for a live kind).
+    if f.kind.withdrawn && f.kind.rules.withdrawal_takes_twins() {
         return let_go(Vec::new());
     }
     // Offline, the delete waits (the finalizer holds it); the link's return reconciles the claim again.

@@ -886,11 +886,29 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 ..Start::default()
             },
             World {
-                twin: Some(ours),
+                twin: Some(ours.clone()),
                 ..World::default()
             },
             &["ReadLocalCrd", "Finish"],
             |run| assert!(run.outcome.release),
+        ),
+        (
+            "withdrawn XR kind: Crossplane v2 leaves the XRs, so a deleted XR's twin is deleted before it is released",
+            Start {
+                claim: deleting(claim()),
+                withdrawn: true,
+                rules: &NamespacedXrs,
+                ..Start::default()
+            },
+            World {
+                twin: Some(ours.clone()),
+                ..World::default()
+            },
+            &["ReadLocalCrd", "ReadTwin", "DeleteTwin", "Finish"],
+            |run| {
+                assert!(!run.outcome.release, "held until the twin is gone");
+                assert_eq!(run.outcome.then, Then::Requeue(TWIN_DELETE_POLL));
+            },
         ),
     ]
 }
