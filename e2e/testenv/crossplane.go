@@ -82,7 +82,18 @@ func (e *environment) applyPlatform() error {
 	if err != nil {
 		return err
 	}
-	sort.Strings(files)
+	if e.cfg.CrossplaneVersion == "v2" {
+		// The v2 APIs (apiextensions.crossplane.io/v2, namespaced XRs) after the legacy ones; v1.20 has no v2 API.
+		v2, err := filepath.Glob(filepath.Join(e.cfg.PlatformDir, "v2", "*.yaml"))
+		if err != nil {
+			return err
+		}
+		sort.Strings(v2)
+		sort.Strings(files)
+		files = append(files, v2...)
+	} else {
+		sort.Strings(files)
+	}
 	for _, file := range files {
 		if strings.HasPrefix(filepath.Base(file), "example") {
 			continue
@@ -91,10 +102,17 @@ func (e *environment) applyPlatform() error {
 			return err
 		}
 	}
-	return waitFor("the example platform's claim kinds", "", "", 120*time.Second, func() error {
+	if err := waitFor("the example platform's claim kinds", "", "", 120*time.Second, func() error {
 		// Only the example platform's XRDs: a test may leave one of its own half-deleted.
 		return e.kubectl(controlPlane, "wait", "--for=condition=Offered", "--timeout=5s",
 			"compositeresourcedefinitions.apiextensions.crossplane.io", "-l", "claimsync.dev/example-platform=true")
+	}); err != nil || e.cfg.CrossplaneVersion != "v2" {
+		return err
+	}
+	// A v2 XRD offers no claim: its XR kind is ready when Established.
+	return waitFor("the example platform's namespaced XR kinds", "", "", 120*time.Second, func() error {
+		return e.kubectl(controlPlane, "wait", "--for=condition=Established", "--timeout=5s",
+			"compositeresourcedefinitions.apiextensions.crossplane.io", "-l", "claimsync.dev/example-platform=xr")
 	})
 }
 
