@@ -1,5 +1,6 @@
 //! The journal end to end: a restart against clusters in sync writes nothing, with the journal and without it,
-//! and mirrors no Event twice. Writes are counted by the API servers themselves.
+//! and mirrors no Event twice. Writes are counted by the API servers themselves (and by claimsync's own count
+//! where Crossplane writes the same resources the same way: v2 XRs on the control plane).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -48,6 +49,7 @@ async fn writes(instance: &Instance) -> Counts {
     let app_resources = [
         "kubernetesclusters",
         "postgresqlinstances",
+        "webapps",
         "secrets",
         "customresourcedefinitions",
     ];
@@ -61,6 +63,8 @@ async fn writes(instance: &Instance) -> Counts {
     let remote = requests(
         &instance.control_plane,
         &remote_verbs,
+        // Not webapps: Crossplane v2 writes its XRs by server-side apply too (every poll), so the API server's
+        // count cannot tell claimsync's applies of XR twins from Crossplane's; claimsync's own count says those.
         &["kubernetesclusters", "postgresqlinstances"],
     )
     .await;
@@ -104,6 +108,15 @@ async fn assert_no_writes_after_start(instance: &mut Instance, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // And by claimsync's own count (it started afresh): no write to the control plane at all, XR twins included.
+    for verb in ["POST", "PUT", "PATCH", "DELETE"] {
+        assert_eq!(
+            requests_made(instance, "controlplane", verb).await,
+            0.0,
+            "{what}: claimsync sent {verb} to the control plane\n{}",
+            tail(&instance.log(), 20)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +133,22 @@ async fn restart_against_in_sync_clusters_writes_nothing() {
     for name in ["one", "two"] {
         wait_ready(&local, name, &instance).await;
         wait_secret(&instance.app, &ns, &format!("{name}-conn")).await;
+    }
+    // On Crossplane v2, a namespaced XR with its connection Secret too.
+    let web = crate::xrs::web_app_resource();
+    let local_xrs = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &web);
+    let v2 = support::env().crossplane_v2();
+    if v2 {
+        wait_for(
+            "the WebApp kind in the app cluster",
+            Duration::from_secs(60),
+            || async {
+                crate::claim_support::kubectl_apply(&crate::xrs::web_app_yaml(&ns, "web", "nginx:1.27", "")).await
+            },
+        )
+        .await;
+        wait_ready(&local_xrs, "web", &instance).await;
+        wait_secret(&instance.app, &ns, "web-conn").await;
     }
     // Let Crossplane finish its own follow-up work, then restart claimsync.
     wait_for("the clusters to be quiet", Duration::from_secs(60), || async {
@@ -152,6 +181,9 @@ async fn restart_against_in_sync_clusters_writes_nothing() {
     assert_events_mirrored_once(&instance, &ns, "restart without the journal").await;
     for name in ["one", "two"] {
         wait_ready(&local, name, &instance).await;
+    }
+    if v2 {
+        wait_ready(&local_xrs, "web", &instance).await;
     }
 }
 

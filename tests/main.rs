@@ -21,6 +21,7 @@ mod safety;
 mod shim;
 mod tenants;
 mod trust;
+mod xrs;
 
 mod testenv_aggregation;
 mod testenv_app_cluster;

@@ -1,9 +1,10 @@
-//! Claim kinds of a test's own: an XRD (with a Composition that composes one Record) in a group no other test
-//! uses, offered on the control plane and awaited in the app cluster, so a test may withdraw or break its kind
-//! without touching anyone else's.
+//! Replicated kinds of a test's own: an XRD (with a Composition that composes one Record, or one ConfigMap for a
+//! namespaced XR kind) in a group no other test uses, offered on the control plane and awaited in the app cluster,
+//! so a test may withdraw or break its kind without touching anyone else's.
 
 use std::time::Duration;
 
+use claimsync::model::kind::KindFamily;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -14,6 +15,14 @@ use crate::support::{self, wait_for};
 pub(crate) fn xrd_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "CompositeResourceDefinition"),
+        "compositeresourcedefinitions",
+    )
+}
+
+/// The v2 XRD API (Crossplane v2 only): namespaced XR kinds.
+pub(crate) fn xrd_v2_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.crossplane.io", "v2", "CompositeResourceDefinition"),
         "compositeresourcedefinitions",
     )
 }
@@ -199,12 +208,63 @@ fn crd_resource(crd: &CustomResourceDefinition) -> ApiResource {
     )
 }
 
-/// A claim kind of one test: `<Kind>` in group `<unique>.test.starter.org`, at version v1alpha1.
+/// A v2 XRD (Crossplane v2 only) defining namespaced XR kind `kind` in `group`, with `spec.size` and `extra` spec
+/// properties: app teams create the XR itself.
+pub(crate) fn namespaced_xrd(group: &str, kind: &str, extra: Value) -> Value {
+    let lower = kind.to_lowercase();
+    let mut properties = json!({"size": {"type": "integer"}});
+    if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": properties}}}});
+    json!({
+        "apiVersion": "apiextensions.crossplane.io/v2", "kind": "CompositeResourceDefinition",
+        "metadata": {"name": format!("{lower}s.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": format!("{lower}s")},
+            "defaultCompositionRef": {"name": format!("{lower}s.{group}")},
+            "versions": [{"name": "v1alpha1", "served": true, "referenceable": true, "schema": schema}],
+        }
+    })
+}
+
+/// A Composition for a namespaced XR kind: one ConfigMap in the XR's namespace (a namespaced XR composes only
+/// namespaced objects), named by Crossplane.
+pub(crate) fn xr_composition(group: &str, kind: &str) -> Value {
+    let lower = kind.to_lowercase();
+    json!({
+        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "Composition",
+        "metadata": {"name": format!("{lower}s.{group}")},
+        "spec": {
+            "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": kind},
+            "mode": "Pipeline",
+            "pipeline": [{
+                "step": "compose",
+                "functionRef": {"name": "claimsync-env"},
+                "input": {
+                    "apiVersion": "function.claimsync.dev/v1alpha1", "kind": "Resources",
+                    "resources": [{
+                        "name": "settings",
+                        "base": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"made-for": "test"}},
+                        "patches": [{"fromFieldPath": "spec.size", "toFieldPath": "data.size", "format": "%s"}]
+                    }]
+                }
+            }]
+        }
+    })
+}
+
+/// A replicated kind of one test: `<Kind>` in group `<unique>.test.starter.org`, at version v1alpha1; a claim kind
+/// of a legacy XRD, or (Crossplane v2) a namespaced XR kind of a v2 XRD.
 pub(crate) struct TestKind {
     pub group: String,
     pub kind: String,
     pub crd_name: String,
     pub resource: ApiResource,
+    pub family: KindFamily,
 }
 
 impl TestKind {
@@ -228,7 +288,45 @@ impl TestKind {
             ),
             kind: kind.to_string(),
             group,
+            family: KindFamily::Claim,
         }
+    }
+
+    /// Offers `kind` of `family`: a claim kind, or a namespaced XR kind (Crossplane v2 only).
+    pub(crate) async fn offer_of(
+        family: KindFamily,
+        control_plane: &Client,
+        prefix: &str,
+        kind: &str,
+        extra: Value,
+    ) -> TestKind {
+        match family {
+            KindFamily::Claim => Self::offer(control_plane, prefix, kind, extra).await,
+            KindFamily::NamespacedXr => Self::offer_xr(control_plane, prefix, kind, extra).await,
+        }
+    }
+
+    /// Offers namespaced XR kind `kind` (with `extra` spec properties) on the control plane, in a group of its own.
+    pub(crate) async fn offer_xr(control_plane: &Client, prefix: &str, kind: &str, extra: Value) -> TestKind {
+        let group = format!("{}.test.starter.org", support::unique(prefix));
+        let lower = kind.to_lowercase();
+        apply(control_plane, &composition_resource(), &xr_composition(&group, kind)).await;
+        apply(control_plane, &xrd_v2_resource(), &namespaced_xrd(&group, kind, extra)).await;
+        TestKind {
+            crd_name: format!("{lower}s.{group}"),
+            resource: ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(&group, "v1alpha1", kind),
+                &format!("{lower}s"),
+            ),
+            kind: kind.to_string(),
+            group,
+            family: KindFamily::NamespacedXr,
+        }
+    }
+
+    /// The twin's name of this kind's object `namespace/name` from the app cluster `cluster_id`.
+    pub(crate) fn remote_name(&self, name: &str, namespace: &str, cluster_id: &str) -> String {
+        claimsync::model::naming::remote_name(self.family, name, namespace, cluster_id)
     }
 
     /// Waits until the kind's CRD is established in the app cluster; returns it.
@@ -257,9 +355,12 @@ impl TestKind {
             .unwrap();
     }
 
-    /// The name of the kind's XRD.
+    /// The name of the kind's XRD (that of its XR kind's CRD too).
     pub(crate) fn xrd_name(&self) -> String {
-        format!("x{}s.{}", self.kind.to_lowercase(), self.group)
+        match self.family {
+            KindFamily::Claim => format!("x{}s.{}", self.kind.to_lowercase(), self.group),
+            KindFamily::NamespacedXr => self.crd_name.clone(),
+        }
     }
 
     /// A claim of this kind, `namespace/name`, with the spec every test kind accepts (`size: 1`).
@@ -274,8 +375,11 @@ impl TestKind {
         Api::namespaced_with(client.clone(), namespace, &self.resource)
     }
 
-    /// The kind's composite resources on the control plane.
+    /// The kind's composite resources on the control plane (a namespaced XR kind's twins are its composites).
     pub(crate) fn composites(&self, control_plane: &Client) -> Api<DynamicObject> {
+        if self.family == KindFamily::NamespacedXr {
+            return Api::all_with(control_plane.clone(), &self.resource);
+        }
         let lower = self.kind.to_lowercase();
         let resource = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk(&self.group, "v1alpha1", &format!("X{}", self.kind)),
@@ -297,17 +401,10 @@ impl TestKind {
 /// control plane's Crossplane busy for the tests after it.
 impl Drop for TestKind {
     fn drop(&mut self) {
-        let lower = self.kind.to_lowercase();
         let _ = std::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&crate::support::env().control_plane_kubeconfig)
-            .args([
-                "delete",
-                "xrd",
-                &format!("x{lower}s.{}", self.group),
-                "--wait=false",
-                "--ignore-not-found",
-            ])
+            .args(["delete", "xrd", &self.xrd_name(), "--wait=false", "--ignore-not-found"])
             .output();
     }
 }

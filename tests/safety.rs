@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use claimsync::model::conditions::{Reason, Replicated};
 use claimsync::model::downward::LocalDown;
+use claimsync::model::kind::KindFamily;
 use claimsync::model::naming::remote_claim_name;
 use claimsync::sync::claims::status::{apply_status, set_replicated, write_down};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -51,11 +52,22 @@ async fn composite_uids(kind: &TestKind, control_plane: &Client) -> Vec<String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_local_crd_takes_its_claims_but_not_their_twins() {
+    deleted_local_crd(KindFamily::Claim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_local_crd_takes_its_xrs_but_not_their_twins() {
+    if support::env().crossplane_v2() {
+        deleted_local_crd(KindFamily::NamespacedXr).await;
+    }
+}
+
+async fn deleted_local_crd(family: KindFamily) {
     let _env = support::env_shared().await;
     let mut instance = Instance::new("crddel").await;
     instance.start().await;
     let ns = instance.namespace("crddel").await;
-    let kind = TestKind::offer(&instance.control_plane, "crddel", "Widget", json!({})).await;
+    let kind = TestKind::offer_of(family, &instance.control_plane, "crddel", "Widget", json!({})).await;
     let first_crd = kind.wait_local(&instance.app).await;
     let claims = kind.claims(&instance.app, &ns);
     create_claim(&claims, &kind.claim(&ns, "w1")).await;
@@ -65,7 +77,7 @@ async fn a_deleted_local_crd_takes_its_claims_but_not_their_twins() {
         &instance.claim_namespace,
         &kind.resource,
     );
-    let twin_name = remote_claim_name("w1", &ns, &instance.id);
+    let twin_name = kind.remote_name("w1", &ns, &instance.id);
     let twin = remote.get(&twin_name).await.unwrap();
     let composites = composite_uids(&kind, &instance.control_plane).await;
     assert_eq!(composites.len(), 1, "{composites:?}");
@@ -162,6 +174,18 @@ async fn namespaces_that_leave_the_selector_are_released_and_joining_ones_synced
     let (instance, ns, local) = ready_instance("sel", "leaver").await;
     let kc = kubernetes_cluster_resource();
     let namespaces = Api::<Namespace>::all(instance.app.clone());
+    // On Crossplane v2, a namespaced XR beside the claim goes the same way.
+    let v2 = env().crossplane_v2();
+    let local_xrs = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &crate::xrs::web_app_resource());
+    if v2 {
+        wait_for(
+            "the WebApp kind in the app cluster",
+            Duration::from_secs(60),
+            || async { kubectl_apply(&crate::xrs::web_app_yaml(&ns, "leaving-xr", "nginx:1.27", "")).await },
+        )
+        .await;
+        wait_ready(&local_xrs, "leaving-xr", &instance).await;
+    }
 
     // The namespace leaves the selector: the claim is let go, its twin stays.
     let unlabel = json!({"metadata": {"labels": {INSTANCE_LABEL: null}}});
@@ -189,6 +213,26 @@ async fn namespaces_that_leave_the_selector_are_released_and_joining_ones_synced
         .await
         .unwrap();
     assert!(twin.metadata.deletion_timestamp.is_none(), "the twin stays");
+    if v2 {
+        let xr = wait_reason(&local_xrs, "leaving-xr", "NotSelected", &instance).await;
+        let released = wait_for("the XR's finalizer to be released", Duration::from_secs(60), || async {
+            let xr = local_xrs.get("leaving-xr").await.map_err(|e| e.to_string())?;
+            xr.finalizers()
+                .is_empty()
+                .then_some(xr.clone())
+                .ok_or(format!("finalizers {:?}", xr.finalizers()))
+        })
+        .await;
+        assert_eq!(released.uid(), xr.uid());
+        let twins = Api::<DynamicObject>::namespaced_with(
+            instance.control_plane.clone(),
+            &instance.claim_namespace,
+            &crate::xrs::web_app_resource(),
+        );
+        let name = claimsync::model::naming::remote_name(KindFamily::NamespacedXr, "leaving-xr", &ns, &instance.id);
+        let xr_twin = twins.get(&name).await.unwrap();
+        assert!(xr_twin.metadata.deletion_timestamp.is_none(), "the XR's twin stays");
+    }
 
     // A namespace with a claim joins the selector: its claim is replicated now, not at its next change.
     let joining = support::namespace(&instance.app, "join").await;
@@ -204,18 +248,29 @@ async fn namespaces_that_leave_the_selector_are_released_and_joining_ones_synced
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_of_a_withdrawn_kind_can_still_be_deleted() {
+    withdrawn_kind(KindFamily::Claim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xrs_of_a_withdrawn_kind_can_still_be_deleted() {
+    if support::env().crossplane_v2() {
+        withdrawn_kind(KindFamily::NamespacedXr).await;
+    }
+}
+
+async fn withdrawn_kind(family: KindFamily) {
     let _env = support::env_shared().await;
     let mut instance = Instance::new("wdel").await;
     instance.start().await;
     // A journal from before the kind existed (that knows another kind), to start from at the end.
-    let earlier = TestKind::offer(&instance.control_plane, "wdel", "Sprocket", json!({})).await;
+    let earlier = TestKind::offer_of(family, &instance.control_plane, "wdel", "Sprocket", json!({})).await;
     earlier.wait_local(&instance.app).await;
     instance.stop().await;
     let old_journal = instance.state_dir.with_extension("before-gizmo");
     copy_dir(&instance.state_dir, &old_journal);
     instance.start().await;
     let ns = instance.namespace("wdel").await;
-    let kind = TestKind::offer(&instance.control_plane, "wdel", "Gizmo", json!({})).await;
+    let kind = TestKind::offer_of(family, &instance.control_plane, "wdel", "Gizmo", json!({})).await;
     kind.wait_local(&instance.app).await;
     let claims = kind.claims(&instance.app, &ns);
     for name in ["g1", "g2", "g3"] {
@@ -228,6 +283,15 @@ async fn claims_of_a_withdrawn_kind_can_still_be_deleted() {
     wait_reason(&claims, "g1", "KindWithdrawn", &instance).await;
 
     delete_and_wait_gone(&claims, "g1", &instance).await;
+    if family == KindFamily::NamespacedXr {
+        // Crossplane leaves a withdrawn kind's XRs, so the user's delete went up.
+        let twins = kind.claims(&instance.control_plane, &instance.claim_namespace);
+        let twin = kind.remote_name("g1", &ns, &instance.id);
+        support::wait_gone("the deleted XR's twin", Duration::from_secs(60), &twins, &twin, |t| {
+            format!("deleting {:?}", t.metadata.deletion_timestamp)
+        })
+        .await;
+    }
     // Also after a restart, when the kind was withdrawn before this claimsync started.
     instance.stop().await;
     instance.start().await;
@@ -236,6 +300,15 @@ async fn claims_of_a_withdrawn_kind_can_still_be_deleted() {
     // of the kind left (Crossplane deleted its claims and then its claim CRD): the local CRD claimsync made still
     // brings up the kind's controller.
     instance.stop().await;
+    if family == KindFamily::NamespacedXr {
+        // Crossplane v2 does not delete a namespaced XR kind's XRs with its XRD (it asks the API server for one
+        // cluster-wide delete, which a namespaced kind does not take): the platform team deletes what is left, and
+        // then the XRD and its CRD go.
+        kind.claims(&instance.control_plane, &instance.claim_namespace)
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .unwrap();
+    }
     wait_claim_crd_gone(&instance.control_plane, &kind.crd_name, &kind.xrd_name()).await;
     std::fs::remove_dir_all(&instance.state_dir).unwrap();
     copy_dir(&old_journal, &instance.state_dir);

@@ -95,6 +95,14 @@ fn run_env_script(dir: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 impl Env {
+    /// Whether the control plane runs Crossplane v2 (the env's default; `CLAIMSYNC_CROSSPLANE=v1.20` runs v1.20),
+    /// from the env's own record. Namespaced XRs exist only on v2.
+    pub fn crossplane_v2(&self) -> bool {
+        let config = std::fs::read_to_string(self.dir.join("env.json")).unwrap_or_default();
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+        config["crossplaneVersion"] == "v2"
+    }
+
     /// Runs `e2e/env <args>` against this env (e.g. `stop controlplane`).
     pub fn script(&self, args: &[&str]) {
         self.script_output(args);
