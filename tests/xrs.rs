@@ -285,6 +285,53 @@ async fn the_shim_lists_xr_kinds_and_xrs_by_family() {
         .unwrap_or_else(|| panic!("{kinds}"));
     assert_eq!(column(&kinds, "FAMILY")[claim_row], "Claim", "{kinds}");
 
+    // A cluster-scoped XR kind is offered too: listed, not replicated, and it says why.
+    let group = format!("{}.test.starter.org", support::unique("fleet"));
+    let mut xrd = crate::platform_support::namespaced_xrd(&group, "Fleet", json!({}));
+    xrd["spec"]["scope"] = json!("Cluster");
+    crate::platform_support::apply(
+        &instance.control_plane,
+        &crate::platform_support::xrd_v2_resource(),
+        &xrd,
+    )
+    .await;
+    let fleet = format!("fleets.{group}");
+    let why = wait_for(
+        "the cluster-scoped kind in claimkinds",
+        Duration::from_secs(60),
+        || async {
+            let out = crate::shim_support::kubectl(&["get", "claimkind", &fleet, "-o", "json"]).await?;
+            let object: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+            (object["spec"]["family"] == "ClusterXR")
+                .then(|| {
+                    object["status"]["notReplicated"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .ok_or(out)
+        },
+    )
+    .await;
+    assert!(why.contains("no namespace to map"), "{why}");
+    let local_crd = crate::platform_support::local_crd(&instance.app, &fleet).await;
+    assert!(
+        local_crd.is_err(),
+        "a cluster-scoped kind gets no local CRD: {local_crd:?}"
+    );
+    env()
+        .kubectl(
+            &env().control_plane_kubeconfig,
+            &[
+                "delete",
+                "xrd",
+                xrd["metadata"]["name"].as_str().unwrap(),
+                "--wait=false",
+            ],
+        )
+        .await
+        .unwrap();
+
     let items = crate::shim_support::claimsyncs(&ns).await.unwrap();
     let web = items
         .iter()

@@ -101,6 +101,11 @@ fn copied_family(crd: &Value) -> Option<KindFamily> {
     }
 }
 
+/// Why a cluster-scoped XR kind is not replicated: said on its `claimkinds` entry.
+pub const CLUSTER_XR_NOT_REPLICATED: &str = "a cluster-scoped composite resource (a Crossplane v2 XRD with scope \
+    Cluster) has no namespace to map into the claim namespace, so it is not replicated; create it on the control \
+    plane, or ask the platform team for a namespaced kind";
+
 fn in_category(crd: &Value, category: &str) -> bool {
     crd["spec"]["names"]["categories"]
         .as_array()

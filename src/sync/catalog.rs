@@ -23,7 +23,8 @@ use tracing::{error, info, warn};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::conditions::{Reason, Replicated as ConditionReplicated};
 use crate::model::kind::{
-    ClaimKind, claim_kind, group_allowed, is_claim_crd, is_current, local_crd, owning_xrd, served_versions,
+    CLUSTER_XR_NOT_REPLICATED, ClaimKind, claim_kind, group_allowed, is_claim_crd, is_cluster_xr_crd, is_current,
+    local_crd, owning_xrd, served_versions,
 };
 use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
 use crate::sync::caches::xrd_resource;
@@ -118,6 +119,7 @@ async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
         content_hash: content_hash(&desired["spec"]),
         crd: desired.clone(),
         withdrawn: false,
+        not_replicated: None,
     })?;
     claim_kind(remote).map(Replicated::Ready).ok_or_else(|| Error::Object {
         object: format!("CRD {name}"),
@@ -185,6 +187,8 @@ struct Catalog {
     offered: BTreeMap<String, Value>,
     /// Claim CRDs seen in the current listing.
     listed: BTreeSet<String>,
+    /// Kinds offered but not replicated (cluster-scoped XR kinds) seen in the current listing.
+    listed_not_replicated: BTreeSet<String>,
     /// Kinds withdrawn: their controllers run on so that their claims can still be deleted.
     withdrawn: BTreeSet<String>,
     /// Foreign local CRDs already reported by this process.
@@ -200,6 +204,7 @@ impl Catalog {
             running: Running::default(),
             offered: BTreeMap::new(),
             listed: BTreeSet::new(),
+            listed_not_replicated: BTreeSet::new(),
             withdrawn: BTreeSet::new(),
             reported: BTreeSet::new(),
             failures: HashMap::new(),
@@ -217,7 +222,7 @@ impl Catalog {
             .catalog()
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| group_allowed(&e.group, &ctx.claim_groups))
+            .filter(|e| group_allowed(&e.group, &ctx.claim_groups) && e.not_replicated.is_none())
             .filter_map(|e| claim_kind(&e.crd).map(|kind| (kind.crd_name.clone(), (kind, e.withdrawn))))
             .collect();
         let ours = ListParams::default().labels(&format!("{MANAGED_BY}=claimsync"));
@@ -247,11 +252,21 @@ impl Catalog {
 
     async fn handle(&mut self, ctx: &Arc<Context>, event: watcher::Event<CustomResourceDefinition>) {
         match event {
-            watcher::Event::Init => self.listed.clear(),
+            watcher::Event::Init => {
+                self.listed.clear();
+                self.listed_not_replicated.clear();
+            }
             watcher::Event::InitApply(crd) | watcher::Event::Apply(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
                 let group = crd["spec"]["group"].as_str().unwrap_or_default();
-                if !is_claim_crd(&crd) || !group_allowed(group, &ctx.claim_groups) {
+                if !group_allowed(group, &ctx.claim_groups) {
+                    return;
+                }
+                if is_cluster_xr_crd(&crd) {
+                    self.not_replicated(ctx, &crd);
+                    return;
+                }
+                if !is_claim_crd(&crd) {
                     return;
                 }
                 let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -273,12 +288,17 @@ impl Catalog {
             watcher::Event::InitDone => {
                 // Kinds known from the journal or run from local CRDs, withdrawn while claimsync was not watching
                 // (or before): their claims must stay deletable.
-                let mut known: BTreeSet<String> = ctx
-                    .journal
-                    .catalog()
-                    .unwrap_or_default()
+                let catalog = ctx.journal.catalog().unwrap_or_default();
+                // A kind listed as not replicated that the control plane no longer offers: nothing to keep.
+                for gone in catalog
+                    .iter()
+                    .filter(|e| e.not_replicated.is_some() && !self.listed_not_replicated.contains(&e.crd_name))
+                {
+                    forget_not_replicated(ctx, &gone.crd_name);
+                }
+                let mut known: BTreeSet<String> = catalog
                     .into_iter()
-                    .filter(|e| group_allowed(&e.group, &ctx.claim_groups))
+                    .filter(|e| group_allowed(&e.group, &ctx.claim_groups) && e.not_replicated.is_none())
                     .map(|e| e.crd_name)
                     .collect();
                 known.extend(self.running.names());
@@ -289,6 +309,9 @@ impl Catalog {
             }
             watcher::Event::Delete(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
+                if is_cluster_xr_crd(&crd) {
+                    forget_not_replicated(ctx, crd["metadata"]["name"].as_str().unwrap_or_default());
+                }
                 if is_claim_crd(&crd) {
                     self.withdraw(ctx, crd["metadata"]["name"].as_str().unwrap_or_default())
                         .await;
@@ -347,6 +370,41 @@ impl Catalog {
         }
     }
 
+    /// A kind the control plane offers that is not replicated (a cluster-scoped XR kind): recorded in the journal's
+    /// catalog with why, so that `claimkinds` shows it; forgotten when it goes.
+    fn not_replicated(&mut self, ctx: &Arc<Context>, crd: &Value) {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if crd["metadata"]["deletionTimestamp"].is_string() {
+            forget_not_replicated(ctx, &name);
+            return;
+        }
+        self.listed_not_replicated.insert(name.clone());
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let entry = CatalogEntry {
+            crd_name: name.clone(),
+            group: text(&crd["spec"]["group"]),
+            kind: text(&crd["spec"]["names"]["kind"]),
+            plural: text(&crd["spec"]["names"]["plural"]),
+            versions: served_versions(crd),
+            remote_resource_version: text(&crd["metadata"]["resourceVersion"]),
+            content_hash: content_hash(&crd["spec"]),
+            crd: Value::Null,
+            withdrawn: false,
+            not_replicated: Some(CLUSTER_XR_NOT_REPLICATED.to_string()),
+        };
+        let known = ctx.journal.catalog_entry(&name).ok().flatten();
+        if known
+            .as_ref()
+            .is_some_and(|k| k.content_hash == entry.content_hash && k.not_replicated.is_some())
+        {
+            return;
+        }
+        info!(crd = %name, "the control plane offers a cluster-scoped XR kind; it is listed but not replicated");
+        if let Err(e) = ctx.journal.put_catalog_entry(&entry) {
+            warn!(crd = %name, error = %e, "could not record a kind that is not replicated");
+        }
+    }
+
     /// The XRDs `xrds` are being deleted: the kinds they define are withdrawn.
     async fn xrd_deleting(&mut self, ctx: &Arc<Context>, xrds: &[String]) {
         let withdrawn: Vec<String> = self
@@ -392,6 +450,16 @@ impl Catalog {
         if let Err(e) = mark_all(ctx, &kind, &cond).await {
             error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
         }
+    }
+}
+
+/// Forgets a kind recorded as not replicated (and only such an entry: a replicated kind keeps its own).
+fn forget_not_replicated(ctx: &Context, name: &str) {
+    let recorded = ctx.journal.catalog_entry(name).ok().flatten();
+    if recorded.is_some_and(|e| e.not_replicated.is_some())
+        && let Err(e) = ctx.journal.remove_catalog_entry(name)
+    {
+        warn!(crd = %name, error = %e, "could not forget a kind that is not replicated");
     }
 }
 

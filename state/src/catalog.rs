@@ -62,6 +62,7 @@ mod tests {
             content_hash: "deadbeef".into(),
             crd: json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition"}),
             withdrawn,
+            not_replicated: None,
         }
     }
 

@@ -261,6 +261,7 @@ mod tests {
             content_hash: "abc".into(),
             crd: json!({"spec": {}}),
             withdrawn: false,
+            not_replicated: None,
         }
     }
 

@@ -105,6 +105,10 @@ pub struct CatalogEntry {
     /// True once the kind disappeared remotely.
     #[serde(default)]
     pub withdrawn: bool,
+    /// Why a kind the control plane offers is not replicated (e.g. a cluster-scoped XR kind): such an entry is
+    /// kept only so that users can see the kind and the reason; it has no local CRD and no claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_replicated: Option<String>,
 }
 
 /// Record that a remote event was mirrored locally up to some count.

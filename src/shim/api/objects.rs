@@ -266,6 +266,32 @@ pub fn claim_kind_object(kind: &KindFacts, counts: Counts, entry: Option<&Catalo
     })
 }
 
+/// The `ClaimKind` of a kind the control plane offers that claimsync does not replicate (a cluster-scoped XR kind):
+/// its names, family and why, from the journal's catalog; it has no local CRD and no claims.
+pub fn not_replicated_kind_object(entry: &CatalogEntry) -> Value {
+    json!({
+        "apiVersion": GROUP_VERSION,
+        "kind": Resource::ClaimKinds.kind(),
+        "metadata": {
+            "name": entry.crd_name,
+            "labels": labels(&entry.kind, &entry.group, None),
+        },
+        "spec": compact(json!({
+            "group": entry.group,
+            "kind": entry.kind,
+            "plural": entry.plural,
+            "versions": entry.versions,
+            "family": "ClusterXR",
+        })),
+        "status": compact(json!({
+            "established": false,
+            "claims": 0,
+            "claimsReplicated": 0,
+            "notReplicated": entry.not_replicated,
+        })),
+    })
+}
+
 /// The labels of a served object, for label selectors.
 pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
     object["metadata"]["labels"]

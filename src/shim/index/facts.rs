@@ -11,7 +11,7 @@ use super::store::{Index, ObjectKey};
 use crate::model::kind::KindFamily;
 use crate::model::phase::Phase;
 use crate::shim::api::objects::{
-    ClaimFacts, Counts, KindFacts, SyncContext, claim_kind_object, claim_sync, orphan_sync,
+    ClaimFacts, Counts, KindFacts, SyncContext, claim_kind_object, claim_sync, not_replicated_kind_object, orphan_sync,
 };
 use crate::shim::api::resources::Resource;
 
@@ -251,6 +251,12 @@ impl Facts {
                 dirty.kinds.insert((kind.group.clone(), kind.kind.clone()));
             }
         }
+        // Kinds listed but not replicated: shown from the catalog alone.
+        for (name, entry) in self.catalog.iter().chain(catalog.iter()) {
+            if entry.not_replicated.is_some() && self.catalog.get(name) != catalog.get(name) {
+                dirty.kinds.insert((entry.group.clone(), entry.kind.clone()));
+            }
+        }
         self.catalog = catalog;
         dirty
     }
@@ -316,6 +322,13 @@ impl Facts {
         seen_gone.then(|| orphan_sync(key, kind.map(|k| k.version.as_str()), record, &ctx))
     }
 
+    /// The catalog's entry of a kind offered but not replicated, by group and kind.
+    fn not_replicated_of(&self, group: &str, kind: &str) -> Option<&CatalogEntry> {
+        self.catalog
+            .values()
+            .find(|e| e.not_replicated.is_some() && e.group == group && e.kind == kind)
+    }
+
     /// Projects the dirty objects into the index.
     pub fn project(&self, dirty: Dirty, index: &mut Index) {
         for key in &dirty.claims {
@@ -336,10 +349,25 @@ impl Facts {
                 .map(|s| s.key.clone())
                 .collect();
             let kind = self.kind_of(group, kind_name);
+            let not_replicated = kind
+                .is_none()
+                .then(|| self.not_replicated_of(group, kind_name))
+                .flatten();
             for key in stale {
-                if kind.is_none_or(|k| k.crd_name != key.name) {
+                let kept = kind.map(|k| &k.crd_name).or(not_replicated.map(|e| &e.crd_name));
+                if kept != Some(&key.name) {
                     index.set(key, None);
                 }
+            }
+            if let Some(entry) = not_replicated {
+                let key = ObjectKey {
+                    resource: Resource::ClaimKinds,
+                    namespace: String::new(),
+                    name: entry.crd_name.clone(),
+                    group: entry.group.clone(),
+                    kind: entry.kind.clone(),
+                };
+                index.set(key, Some(not_replicated_kind_object(entry)));
             }
             if let Some(kind) = kind {
                 let key = ObjectKey {
@@ -559,5 +587,38 @@ mod tests {
         let d = facts.set_cluster_id("c1".into());
         facts.project(d, &mut index);
         assert_eq!(remote(&index), crate::model::naming::remote_claim_name("x", "a", "c1"));
+    }
+
+    #[test]
+    fn a_kind_offered_but_not_replicated_is_listed_with_why_until_it_goes() {
+        let mut facts = Facts::new(false, Some("app".into()), Some("claims".into()));
+        let mut index = Index::new(1);
+        let apply = |facts: &mut Facts, index: &mut Index, dirty: Dirty| facts.project(dirty, index);
+        let entry = CatalogEntry {
+            crd_name: "fleets.g.org".into(),
+            group: "g.org".into(),
+            kind: "Fleet".into(),
+            plural: "fleets".into(),
+            versions: vec!["v1".into()],
+            remote_resource_version: "7".into(),
+            content_hash: "h".into(),
+            crd: Value::Null,
+            withdrawn: false,
+            not_replicated: Some("cluster-scoped".into()),
+        };
+        let d = facts.set_journal(vec![], vec![entry.clone()]);
+        apply(&mut facts, &mut index, d);
+        let listed: Vec<Value> = index.objects(Resource::ClaimKinds).map(|s| s.content.clone()).collect();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["metadata"]["name"], "fleets.g.org");
+        assert_eq!(listed[0]["spec"]["family"], "ClusterXR");
+        assert_eq!(listed[0]["status"]["notReplicated"], "cluster-scoped");
+        assert_eq!(listed[0]["status"]["established"], false);
+
+        // Read again unchanged: nothing projected; gone from the catalog: gone from the list.
+        assert!(facts.set_journal(vec![], vec![entry]).is_empty());
+        let d = facts.set_journal(vec![], vec![]);
+        apply(&mut facts, &mut index, d);
+        assert_eq!(index.objects(Resource::ClaimKinds).count(), 0);
     }
 }
