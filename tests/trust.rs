@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use claimsync::model::naming::remote_claim_name;
-use k8s_openapi::api::core::v1::{Event as RemoteEvent, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as RemoteEvent, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -117,9 +117,19 @@ async fn a_remote_secret_crossplane_did_not_write_for_the_twin_is_not_copied() {
     let mut instance = Instance::new("lure").await;
     instance.start().await;
     let ns = instance.namespace("lure").await;
-    // A Secret waiting at the name the twin's connection Secret will have, written by someone else.
+    // A Secret waiting at the name the twin's connection Secret will have, written by someone else and controlled
+    // by an object of theirs. (One with no controller at all, Crossplane v2 adopts and overwrites with the twin's
+    // connection details alone, seen on v2.3.4: it then is the twin's, and copying it is right; which of the two a
+    // reconcile saw first made this test pass or fail.)
+    let owner: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "lure-owner"}})).unwrap();
+    let owner = Api::<ConfigMap>::namespaced(instance.control_plane.clone(), &instance.claim_namespace)
+        .create(&PostParams::default(), &owner)
+        .await
+        .unwrap();
     let bait: Secret = serde_json::from_value(json!({
-        "metadata": {"name": remote_claim_name("lured", &ns, &instance.id)},
+        "metadata": {"name": remote_claim_name("lured", &ns, &instance.id), "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "lure-owner", "uid": owner.uid().unwrap(),
+            "controller": true}]},
         "type": "connection.crossplane.io/v1alpha1", "data": {"password": "c3RvbGVu"}
     }))
     .unwrap();
