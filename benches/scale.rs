@@ -573,6 +573,7 @@ async fn main() {
         std::panic::resume_unwind(panic);
     }
     bench.crossplane_burst(&app, &control_plane).await;
+    bench.xr_burst(&app, &control_plane).await;
     println!();
     println!(
         "claimsync scale benchmark, {} (bursts {:?}, {} changes, {} runs; {:.0} s)",
@@ -1150,6 +1151,78 @@ impl Bench {
         );
         let _ = self.twin_mirror.count(|_| true);
     }
+}
+
+impl Bench {
+    /// The Crossplane burst for namespaced XRs (Crossplane v2 only): a kind of the bench's own whose composition
+    /// makes a ConfigMap per XR; XRs created directly on the control plane until all are Ready, against the same
+    /// number created locally until all are Ready and Replicated there.
+    async fn xr_burst(&mut self, app: &Client, control_plane: &Client) {
+        let size = self.sizes.crossplane_burst;
+        if size == 0 || !env().crossplane_v2() {
+            return;
+        }
+        eprintln!("bench: burst of {size} namespaced XRs under Crossplane");
+        let kind = TestKind::offer_xr(control_plane, "benchxr", "BenchApp", json!({})).await;
+        kind.wait_local(app).await;
+        let scratch = support::namespace(control_plane, "bench-raw-xr").await;
+        let raw = kind.claims(control_plane, &scratch);
+        let raw_mirror = Mirror::start(raw.clone());
+        let names: Vec<String> = (0..size).map(|i| format!("xr-raw-{i}")).collect();
+        let start = Instant::now();
+        create_all(&raw, &kind.resource, &names).await;
+        let raw_rate = size as f64 / start.elapsed().as_secs_f64();
+        let at = raw_mirror
+            .until(
+                "Crossplane to make every raw XR Ready",
+                Duration::from_secs(3600),
+                |m| m.values().filter(|x| ready(x)).count() >= size,
+            )
+            .await;
+        let raw_ready = size as f64 / (at - start).as_secs_f64();
+
+        let local = kind.claims(app, &self.namespace);
+        let local_mirror = Mirror::start(local.clone());
+        let twin_mirror = Mirror::start(kind.claims(control_plane, &self.instance.claim_namespace));
+        let names: Vec<String> = (0..size).map(|i| format!("xr-{i}")).collect();
+        let start = Instant::now();
+        create_all(&local, &kind.resource, &names).await;
+        let at = twin_mirror
+            .until("every XR's twin", Duration::from_secs(3600), |m| m.len() >= size)
+            .await;
+        let remote = size as f64 / (at - start).as_secs_f64();
+        let at = local_mirror
+            .until("every XR Ready and Replicated", Duration::from_secs(3600), |m| {
+                m.values().filter(|x| ready(x) && replicated(x)).count() >= size
+            })
+            .await;
+        let shown = size as f64 / (at - start).as_secs_f64();
+        let t = &mut self.table;
+        t.add(
+            "burst+Crossplane",
+            format!("{size} namespaced XRs: all twins exist"),
+            format!("{} /s", fmt(remote)),
+            format!("{} /s", fmt(raw_rate)),
+            format!("{:.0}%", 100.0 * remote / raw_rate),
+            ">= 80% of raw",
+        );
+        t.add(
+            "burst+Crossplane",
+            format!("{size} namespaced XRs: all Ready locally"),
+            format!("{} /s", fmt(shown)),
+            format!("{} /s", fmt(raw_ready)),
+            format!("{:.0}%", 100.0 * shown / raw_ready),
+            ">= 80% of raw",
+        );
+        kind.withdraw(control_plane).await;
+    }
+}
+
+/// Whether an object says Ready=True.
+fn ready(object: &DynamicObject) -> bool {
+    object.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 fn typed(mut object: DynamicObject, resource: &ApiResource) -> DynamicObject {
