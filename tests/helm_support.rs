@@ -248,7 +248,9 @@ impl Installation {
             .replace("${CLAIM_NAMESPACE}", &claim_ns)
             .replace("${SERVICE_ACCOUNT_NAMESPACE}", &claim_ns)
             .replace("${SERVICE_ACCOUNT}", "claimsync")
-            .replace("${CLAIM_GROUP}", "k8s.starter.org");
+            // Two groups, one a claim kind's and one a namespaced XR kind's (Crossplane v2): the file's line takes a
+            // list.
+            .replace("${CLAIM_GROUP}", "k8s.starter.org\", \"apps.starter.org");
         std::fs::write(dir.join("control-plane-rbac.yaml"), &rbac).unwrap();
         env()
             .kubectl(
@@ -288,7 +290,7 @@ impl Installation {
             installation.values(),
             format!(
                 "controlPlane:\n  claimNamespace: {claim_ns}\n  kubeconfigSecret:\n    name: control-plane-kubeconfig\n\
-                 claimGroups: [k8s.starter.org]\nclusterID: {id}\nnamespaceSelector: {INSTANCE_LABEL}={id}\nlogLevel: info,claimsync=debug,kube_runtime::controller=debug\n{shim_off}"
+                 claimGroups: [k8s.starter.org, apps.starter.org]\nclusterID: {id}\nnamespaceSelector: {INSTANCE_LABEL}={id}\nlogLevel: info,claimsync=debug,kube_runtime::controller=debug\n{shim_off}"
             ),
         )
         .unwrap();

@@ -295,6 +295,25 @@ async fn installed_claimsync_replicates_claims_with_only_its_accounts_rights() {
         format!("{:?}", c.finalizers())
     })
     .await;
+    // A namespaced XR (Crossplane v2): its group in claimGroups is all the chart's RBAC needs.
+    if support::env().crossplane_v2() {
+        let xrs = Api::<DynamicObject>::namespaced_with(installation.app.clone(), &ns, &crate::xrs::web_app_resource());
+        wait_for(
+            "the WebApp kind in the app cluster",
+            Duration::from_secs(60),
+            || async {
+                crate::claim_support::kubectl_apply(&crate::xrs::web_app_yaml(&ns, "web", "nginx:1.27", "")).await
+            },
+        )
+        .await;
+        process
+            .wait_claim(&xrs, "web", |xr| {
+                condition(xr, "Replicated").is_some_and(|(status, _)| status == "True")
+                    && condition(xr, "Ready").is_some_and(|(status, _)| status == "True")
+            })
+            .await;
+        crate::claim_support::wait_secret(&installation.app, &ns, "web-conn").await;
+    }
     installation.assert_nothing_refused(process, &[RELEASE], true).await;
     installation.remove_namespaces().await;
 }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use claimsync::model::kind::KindFamily;
 use claimsync::model::naming::remote_claim_name;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -145,7 +146,7 @@ async fn mismatch(kind: &TestKind, instance: &Instance) -> Option<String> {
             return Some(format!("{key} is not replicated: {}", claim.data["status"]));
         }
         let (ns, name) = key.split_once('/').unwrap();
-        expected.insert(remote_claim_name(name, ns, &instance.id), (key, claim));
+        expected.insert(kind.remote_name(name, ns, &instance.id), (key, claim));
     }
     for (twin_name, (key, claim)) in &expected {
         let Some(twin) = twins.get(twin_name) else {
@@ -167,6 +168,10 @@ async fn mismatch(kind: &TestKind, instance: &Instance) -> Option<String> {
         .collect();
     if !extra.is_empty() {
         return Some(format!("twins without a local claim: {extra:?}"));
+    }
+    // A namespaced XR's twin is its composite: nothing more to count.
+    if kind.family == KindFamily::NamespacedXr {
+        return None;
     }
     let mut composites: BTreeMap<String, usize> = BTreeMap::new();
     let all = match kind
@@ -200,12 +205,25 @@ async fn fleet(
     name_prefix: &str,
     count: usize,
 ) -> (Instance, TestKind, String, Vec<String>) {
+    fleet_of(KindFamily::Claim, prefix, kind_name, link, name_prefix, count).await
+}
+
+/// [`fleet`] of a kind of `family`.
+async fn fleet_of(
+    family: KindFamily,
+    prefix: &str,
+    kind_name: &str,
+    link: bool,
+    name_prefix: &str,
+    count: usize,
+) -> (Instance, TestKind, String, Vec<String>) {
     let mut instance = Instance::new(prefix).await;
     if link {
         instance.use_link();
     }
     instance.start().await;
-    let kind = TestKind::offer(
+    let kind = TestKind::offer_of(
+        family,
         &instance.control_plane,
         prefix,
         kind_name,
@@ -642,8 +660,19 @@ async fn a_rotated_token_is_picked_up_and_a_rejected_one_is_said() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_brings_lost_claims_back_without_a_new_composite() {
+    restore_lost(KindFamily::Claim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_brings_lost_xrs_back_to_the_same_twins() {
+    if support::env().crossplane_v2() {
+        restore_lost(KindFamily::NamespacedXr).await;
+    }
+}
+
+async fn restore_lost(family: KindFamily) {
     let _env = support::env_shared().await;
-    let (mut instance, kind, ns, claims) = fleet("restore", "Keeper", false, "k", 2).await;
+    let (mut instance, kind, ns, claims) = fleet_of(family, "restore", "Keeper", false, "k", 2).await;
     let (app, cp) = (instance.app.clone(), instance.control_plane.clone());
     patch_claim(
         &kind,
@@ -734,9 +763,12 @@ trait ResourceRef {
 }
 
 impl ResourceRef for DynamicObject {
-    /// The composite a claim is bound to.
+    /// The composite a claim is bound to (a namespaced XR is its own: its uid).
     fn spec_ref(&self) -> Option<String> {
-        self.data["spec"]["resourceRef"]["name"].as_str().map(str::to_string)
+        match self.data["spec"]["resourceRef"]["name"].as_str() {
+            Some(name) => Some(name.to_string()),
+            None => self.uid(),
+        }
     }
 }
 

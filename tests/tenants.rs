@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use claimsync::model::kind::KindFamily;
 use claimsync::model::naming::remote_claim_name;
 use k8s_openapi::api::core::v1::{Event as RemoteEvent, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -373,4 +374,69 @@ async fn the_same_cluster_id_in_two_app_clusters_is_a_conflict_not_a_fight() {
             == Some(("True".into(), "Synced".into())),
         "the first keeps replicating its claim"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_clusters_share_a_claim_namespace_with_namespaced_xrs_too() {
+    if !env().crossplane_v2() {
+        eprintln!("the control plane runs Crossplane v1.20, which has no namespaced XRs; nothing to check");
+        return;
+    }
+    let _env = support::env_shared().await;
+    let (first, second, shared) = tenants("xrten", None).await;
+    let ns = shared_namespace(&first, &second, "team").await;
+    let web = crate::xrs::web_app_resource();
+
+    // The same XR, with the same connection Secret name, in both app clusters.
+    for (instance, kubeconfig) in [(&first, &env().app_kubeconfig), (&second, &env().app2_kubeconfig)] {
+        let yaml = crate::xrs::web_app_yaml(&ns, "web", "nginx:1.27", "");
+        wait_for(
+            "the WebApp kind in the app cluster",
+            Duration::from_secs(60),
+            || async { kubectl_apply_to(kubeconfig, &yaml).await },
+        )
+        .await;
+        let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &web);
+        wait_ready(&local, "web", instance).await;
+    }
+    let twins = Api::<DynamicObject>::namespaced_with(first.control_plane.clone(), &shared, &web);
+    let mut hosts = Vec::new();
+    for instance in [&first, &second] {
+        let twin_name = claimsync::model::naming::remote_name(KindFamily::NamespacedXr, "web", &ns, &instance.id);
+        let twin = twins.get(&twin_name).await.unwrap();
+        // Each twin's Secret is named after the twin, so the two never share one in the claim namespace.
+        assert_eq!(twin.data["spec"]["writeConnectionSecretToRef"]["name"], twin_name);
+        let secret = wait_secret(&instance.app, &ns, "web-conn").await;
+        let host = secret.data.unwrap()["host"].clone();
+        assert_eq!(host.0, format!("{twin_name}.apps.starter.org").into_bytes());
+        hosts.push(host);
+    }
+    assert_ne!(hosts[0], hosts[1], "each cluster got its own twin's Secret");
+
+    // Deleting the XR in one cluster deletes only its twin.
+    Api::<DynamicObject>::namespaced_with(first.app.clone(), &ns, &web)
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let first_twin = claimsync::model::naming::remote_name(KindFamily::NamespacedXr, "web", &ns, &first.id);
+    support::wait_gone(
+        "the first cluster's twin to go",
+        Duration::from_secs(90),
+        &twins,
+        &first_twin,
+        |_| "still there".into(),
+    )
+    .await;
+    let second_twin = claimsync::model::naming::remote_name(KindFamily::NamespacedXr, "web", &ns, &second.id);
+    let kept = twins.get(&second_twin).await.unwrap();
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "the other cluster's twin stays"
+    );
+    wait_ready(
+        &Api::<DynamicObject>::namespaced_with(second.app.clone(), &ns, &web),
+        "web",
+        &second,
+    )
+    .await;
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use claimsync::model::kind::KindFamily;
 use claimsync::model::naming::remote_name;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::claim_support::{column, is_true, keys, kubectl_apply, wait_event, wait_ready, wait_reason, wait_secret};
@@ -114,6 +115,37 @@ async fn namespaced_xrs_replicate_up_and_status_and_secrets_come_down() {
         BTreeSet::from(["host".into(), "image".into(), "password".into(), "username".into()])
     );
     assert_eq!(secret.owner_references()[0].uid, xr.uid().unwrap());
+
+    // What Crossplane said about the twin is told on the local XR; the metrics count XRs by kind and phase.
+    let events = Api::<Event>::namespaced(instance.app.clone(), &ns);
+    wait_for(
+        "a control plane Event mirrored onto the XR",
+        Duration::from_secs(60),
+        || async {
+            let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.note.as_deref().is_some_and(|n| n.starts_with("[control plane] "))
+                        && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == xr.uid().as_deref()
+                })
+                .then_some(())
+                .ok_or_else(|| "none yet".to_string())
+        },
+    )
+    .await;
+    let metrics = instance.ops("/metrics").await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"claimsync_claims{kind="WebApp",phase="Synced"} 1"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("claimsync_claims"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // kubectl shows claimsync's column on XRs too.
     let table = env()
@@ -343,4 +375,53 @@ async fn the_shim_lists_xr_kinds_and_xrs_by_family() {
         remote_name(KindFamily::NamespacedXr, "web", &ns, &instance.id),
         "{web}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xr_secret_its_twin_does_not_control_is_not_copied() {
+    if !xrs_offered("an_xr_secret_its_twin_does_not_control") {
+        return;
+    }
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("xrlure").await;
+    instance.start().await;
+    let ns = instance.namespace("xrlure").await;
+    // Another tenant of the claim namespace got there first: a Secret at the name the twin's composition will
+    // write, controlled by an object of theirs.
+    let twin_name = remote_name(KindFamily::NamespacedXr, "lured", &ns, &instance.id);
+    let owner: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "xr-lure-owner"}})).unwrap();
+    let owner = Api::namespaced(instance.control_plane.clone(), &instance.claim_namespace)
+        .create(&Default::default(), &owner)
+        .await
+        .unwrap();
+    let bait: Secret = serde_json::from_value(json!({
+        "metadata": {"name": twin_name, "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "xr-lure-owner", "uid": owner.uid().unwrap(),
+            "controller": true}]},
+        "data": {"password": "c3RvbGVu"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(instance.control_plane.clone(), &instance.claim_namespace)
+        .create(&Default::default(), &bait)
+        .await
+        .unwrap();
+    wait_for(
+        "the WebApp kind in the app cluster",
+        Duration::from_secs(60),
+        || async { kubectl_apply(&web_app_yaml(&ns, "lured", "nginx:1.27", "")).await },
+    )
+    .await;
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &web_app_resource());
+    let xr = wait_reason(&local, "lured", "RemoteSecretConflict", &instance).await;
+    assert!(
+        xr.data["status"].to_string().contains("not written by Crossplane"),
+        "{}",
+        xr.data["status"]
+    );
+    let copied = Api::<Secret>::namespaced(instance.app.clone(), &ns)
+        .get_opt("lured-conn")
+        .await
+        .unwrap();
+    assert!(copied.is_none(), "the bait was copied: {copied:?}");
 }
