@@ -1100,6 +1100,7 @@ impl Bench {
             return;
         }
         eprintln!("bench: burst of {size} under Crossplane");
+        self.settle().await;
         let scratch = support::namespace(control_plane, "bench-raw-xp").await;
         let raw_claims = self.kind.claims(control_plane, &scratch);
         let raw_mirror = Mirror::start(raw_claims.clone());
@@ -1154,6 +1155,27 @@ impl Bench {
 }
 
 impl Bench {
+    /// Waits until Crossplane has bound every twin of the bench kind: the claims of the earlier bursts, made while
+    /// it was paused, are its backlog once it runs again, and a burst timed while it works through them measures
+    /// that backlog (on v2, whose function pipeline composes slower, it did).
+    async fn settle(&self) {
+        self.twin_mirror
+            .until(
+                "Crossplane to bind the earlier bursts' twins",
+                Duration::from_secs(1800),
+                |m| m.values().all(|t| t.data["spec"]["resourceRef"].is_object()),
+            )
+            .await;
+        // And claimsync has shown each binding locally (its own backlog, from Crossplane's).
+        self.local_mirror
+            .until(
+                "claimsync to show the earlier bursts bound",
+                Duration::from_secs(1800),
+                |m| m.values().all(|c| c.data["spec"]["resourceRef"].is_object()),
+            )
+            .await;
+    }
+
     /// The Crossplane burst for namespaced XRs (Crossplane v2 only): a kind of the bench's own whose composition
     /// makes a ConfigMap per XR; XRs created directly on the control plane until all are Ready, against the same
     /// number created locally until all are Ready and Replicated there.
@@ -1163,6 +1185,7 @@ impl Bench {
             return;
         }
         eprintln!("bench: burst of {size} namespaced XRs under Crossplane");
+        self.settle().await;
         let kind = TestKind::offer_xr(control_plane, "benchxr", "BenchApp", json!({})).await;
         kind.wait_local(app).await;
         let scratch = support::namespace(control_plane, "bench-raw-xr").await;
