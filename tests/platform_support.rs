@@ -212,7 +212,8 @@ fn crd_resource(crd: &CustomResourceDefinition) -> ApiResource {
 /// properties: app teams create the XR itself.
 pub(crate) fn namespaced_xrd(group: &str, kind: &str, extra: Value) -> Value {
     let lower = kind.to_lowercase();
-    let mut properties = json!({"size": {"type": "integer"}});
+    let mut properties = json!({"size": {"type": "integer"},
+        "writeConnectionSecretToRef": {"type": "object", "properties": {"name": {"type": "string"}}}});
     if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());
     }
@@ -232,7 +233,7 @@ pub(crate) fn namespaced_xrd(group: &str, kind: &str, extra: Value) -> Value {
 }
 
 /// A Composition for a namespaced XR kind: one ConfigMap in the XR's namespace (a namespaced XR composes only
-/// namespaced objects), named by Crossplane.
+/// namespaced objects), named by Crossplane, and a connection Secret named by `spec.writeConnectionSecretToRef`.
 pub(crate) fn xr_composition(group: &str, kind: &str) -> Value {
     let lower = kind.to_lowercase();
     json!({
@@ -250,6 +251,11 @@ pub(crate) fn xr_composition(group: &str, kind: &str) -> Value {
                         "name": "settings",
                         "base": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"made-for": "test"}},
                         "patches": [{"fromFieldPath": "spec.size", "toFieldPath": "data.size", "format": "%s"}]
+                    }, {
+                        "name": "connection",
+                        "base": {"apiVersion": "v1", "kind": "Secret", "stringData": {"made-for": "test"}},
+                        "patches": [{"fromFieldPath": "spec.writeConnectionSecretToRef.name",
+                                     "toFieldPath": "metadata.name"}]
                     }]
                 }
             }]

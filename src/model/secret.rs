@@ -48,6 +48,31 @@ pub fn controlled_by(secret: &Secret, owner_uid: &str) -> bool {
         .any(|r| r.controller == Some(true) && r.uid == owner_uid)
 }
 
+/// Whether a local Secret is one claimsync made for an earlier claim of the same kind, namespace and name: its label,
+/// and a controller of the same API group, kind and name with another uid. A name is unique in a namespace, so
+/// that claim is gone (deleted with its CRD, say, and applied again by GitOps): the Secret is the new claim's to
+/// take over. Anything else at the name stays a conflict.
+pub fn made_for_an_earlier(secret: &Secret, owner: &Owner) -> bool {
+    let group = |api_version: &str| api_version.rsplit_once('/').map_or("", |(group, _)| group).to_string();
+    let ours = secret
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get(MANAGED_BY).map(String::as_str) == Some("claimsync"));
+    let controller = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    ours && controller.is_some_and(|r| {
+        group(&r.api_version) == group(owner.api_version)
+            && r.kind == owner.kind
+            && r.name == owner.name
+            && r.uid != owner.uid
+    })
+}
+
 /// Local Secrets claimsync made for a claim that the claim no longer asks for (its
 /// `writeConnectionSecretToRef.name` changed or was removed): every Secret the claim controls but `current`.
 pub fn stale_copies<'a>(secrets: &'a [Secret], claim_uid: &str, current: Option<&str>) -> Vec<&'a str> {
@@ -94,6 +119,63 @@ mod tests {
         let typed: Secret = serde_json::from_value(secret).unwrap();
         assert!(controlled_by(&typed, "u1"));
         assert!(!controlled_by(&typed, "u2"));
+    }
+
+    #[test]
+    fn a_secret_made_for_an_earlier_claim_of_the_same_name_is_the_new_ones() {
+        let owner = Owner {
+            api_version: "k8s.starter.org/v1beta1",
+            kind: "KubernetesCluster",
+            name: "demo",
+            uid: "new-uid",
+        };
+        let secret = |labelled: bool, api_version: &str, kind: &str, name: &str, uid: &str| -> Secret {
+            let labels = if labelled {
+                json!({MANAGED_BY: "claimsync"})
+            } else {
+                json!({})
+            };
+            serde_json::from_value(
+                json!({"metadata": {"name": "demo-conn", "labels": labels, "ownerReferences": [
+                {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": true}]}}),
+            )
+            .unwrap()
+        };
+        let earlier = secret(true, "k8s.starter.org/v1alpha1", "KubernetesCluster", "demo", "old-uid");
+        assert!(
+            made_for_an_earlier(&earlier, &owner),
+            "another version of the same kind"
+        );
+        for (case, other) in [
+            (
+                "not claimsync's",
+                secret(
+                    false,
+                    "k8s.starter.org/v1alpha1",
+                    "KubernetesCluster",
+                    "demo",
+                    "old-uid",
+                ),
+            ),
+            (
+                "another claim's",
+                secret(true, "k8s.starter.org/v1alpha1", "KubernetesCluster", "web", "old-uid"),
+            ),
+            (
+                "another kind's",
+                secret(true, "k8s.starter.org/v1alpha1", "Database", "demo", "old-uid"),
+            ),
+            (
+                "another group's",
+                secret(true, "db.starter.org/v1alpha1", "KubernetesCluster", "demo", "old-uid"),
+            ),
+            (
+                "this claim's",
+                secret(true, "k8s.starter.org/v1beta1", "KubernetesCluster", "demo", "new-uid"),
+            ),
+        ] {
+            assert!(!made_for_an_earlier(&other, &owner), "{case}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
 use super::{Facts, Step};
-use crate::model::secret::{Owner, SecretOutcome, controlled_by, local_secret, stale_copies};
+use crate::model::secret::{Owner, SecretOutcome, controlled_by, local_secret, made_for_an_earlier, stale_copies};
 use crate::model::vocabulary::CONNECTION_SECRET_TYPE;
 
 /// The outcome for the claim's connection Secret, or the step that must come first: Secrets the claim asked for
@@ -52,22 +52,26 @@ pub(super) fn secret_step(f: &Facts, twin: &Value, local_name: Option<&str>) -> 
             name: local_name.to_string(),
         });
     };
-    if let Some(existing) = existing {
-        if !controlled_by(existing, f.uid()) {
-            return Ok(SecretOutcome::Conflict {
-                name: local_name.to_string(),
-            });
-        }
-        if data_of(existing) == data && existing.type_.as_deref() == Some(CONNECTION_SECRET_TYPE) {
-            return Ok(SecretOutcome::InPlace { hash, written: false });
-        }
-    }
     let owner = Owner {
         api_version: &f.kind.api_version,
         kind: &f.kind.kind,
         name: f.name(),
         uid: f.uid(),
     };
+    if let Some(existing) = existing {
+        // Made for an earlier claim of this name: taken over by the write below, which names this claim.
+        if !controlled_by(existing, f.uid()) && !made_for_an_earlier(existing, &owner) {
+            return Ok(SecretOutcome::Conflict {
+                name: local_name.to_string(),
+            });
+        }
+        if controlled_by(existing, f.uid())
+            && data_of(existing) == data
+            && existing.type_.as_deref() == Some(CONNECTION_SECRET_TYPE)
+        {
+            return Ok(SecretOutcome::InPlace { hash, written: false });
+        }
+    }
     Err(Step::ApplySecret {
         name: local_name.to_string(),
         secret: local_secret(&data, local_name, f.namespace(), &owner),

@@ -61,6 +61,18 @@ fn secret(name: &str, controller_uid: &str, endpoint: &str) -> Secret {
     .unwrap()
 }
 
+/// The copy claimsync made for an earlier claim `team/demo` of the same kind (another uid).
+fn earlier_claims_secret() -> Secret {
+    serde_json::from_value(json!({
+        "metadata": {"name": "demo-conn", "labels": {MANAGED_BY: "claimsync"},
+            "ownerReferences": [{"apiVersion": "k8s.starter.org/v1alpha1", "kind": "KubernetesCluster",
+                "name": "demo", "uid": "earlier-uid", "controller": true}]},
+        "type": crate::model::vocabulary::CONNECTION_SECRET_TYPE,
+        "data": {"endpoint": "aHR0cHM="}
+    }))
+    .unwrap()
+}
+
 /// What the clusters would answer to each step.
 #[derive(Clone)]
 struct World {
@@ -682,6 +694,38 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                     "SecretConflict"
                 );
                 assert_eq!(run.outcome.record.as_ref().unwrap().secret_hash_down, None);
+            },
+        ),
+        (
+            "Secret of an earlier claim: the copy made for the claim before its CRD was deleted is taken over",
+            Start::default(),
+            World {
+                local_secret: Some(earlier_claims_secret()),
+                ..World::default()
+            },
+            &[
+                "ReadTwin",
+                "ReadWithdrawing",
+                "ApplyTwin",
+                "ListMadeSecrets",
+                "ReadRemoteSecret",
+                "ReadLocalSecret",
+                "ApplySecret",
+                "WriteDown",
+                "Finish",
+            ],
+            |run| {
+                let written = run
+                    .writes
+                    .iter()
+                    .find_map(|w| match w {
+                        Step::ApplySecret { secret, .. } => Some(secret),
+                        _ => None,
+                    })
+                    .unwrap();
+                assert_eq!(written["metadata"]["ownerReferences"][0]["uid"], "u1");
+                assert_eq!(run.shown(), None, "shown by the write-down: {:?}", run.write_down());
+                assert_eq!(run.write_down().unwrap().status["conditions"][0]["reason"], "Synced");
             },
         ),
         (
