@@ -70,8 +70,19 @@ async fn deleted_local_crd(family: KindFamily) {
     let kind = TestKind::offer_of(family, &instance.control_plane, "crddel", "Widget", json!({})).await;
     let first_crd = kind.wait_local(&instance.app).await;
     let claims = kind.claims(&instance.app, &ns);
-    create_claim(&claims, &kind.claim(&ns, "w1")).await;
+    // An XR asks for a connection Secret: the copy made for it must not block the XR applied again.
+    let w1 = || {
+        let mut w1 = kind.claim(&ns, "w1");
+        if family == KindFamily::NamespacedXr {
+            w1.data["spec"]["writeConnectionSecretToRef"] = json!({"name": "w1-conn"});
+        }
+        w1
+    };
+    create_claim(&claims, &w1()).await;
     wait_ready(&claims, "w1", &instance).await;
+    if family == KindFamily::NamespacedXr {
+        crate::claim_support::wait_secret(&instance.app, &ns, "w1-conn").await;
+    }
     let remote = Api::<DynamicObject>::namespaced_with(
         instance.control_plane.clone(),
         &instance.claim_namespace,
@@ -116,9 +127,25 @@ async fn deleted_local_crd(family: KindFamily) {
     );
     assert_eq!(composite_uids(&kind, &instance.control_plane).await, composites);
 
-    // Applying the claim again adopts its twin in place: no second composite.
-    create_claim(&claims, &kind.claim(&ns, "w1")).await;
-    wait_ready(&claims, "w1", &instance).await;
+    // Applying the claim again adopts its twin in place: no second composite; and its connection Secret, made for
+    // the claim before, is taken over.
+    create_claim(&claims, &w1()).await;
+    let again = wait_ready(&claims, "w1", &instance).await;
+    if family == KindFamily::NamespacedXr {
+        let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(instance.app.clone(), &ns);
+        wait_for(
+            "the Secret to name the claim applied again",
+            Duration::from_secs(60),
+            || async {
+                let secret = secrets.get("w1-conn").await.map_err(|e| e.to_string())?;
+                let owner = secret.owner_references().first().map(|r| r.uid.clone());
+                (owner == again.uid())
+                    .then_some(())
+                    .ok_or(format!("owned by {owner:?}"))
+            },
+        )
+        .await;
+    }
     assert_eq!(remote.get(&twin_name).await.unwrap().uid(), twin.uid());
     assert_eq!(composite_uids(&kind, &instance.control_plane).await, composites);
     kind.withdraw(&instance.control_plane).await;
@@ -158,6 +185,19 @@ async fn the_cluster_id_is_pinned_once_chosen() {
     // The same id, given explicitly, is fine; it records itself in the journal again.
     instance.start().await;
     instance.stop().await;
+    // The claim namespace is pinned beside it: another one would give every claim a second twin.
+    let pinned = instance.claim_namespace.clone();
+    assert_eq!(
+        records.get("claimsync-identity").await.unwrap().data.unwrap()["claimNamespace"],
+        pinned
+    );
+    let other = support::namespace(&instance.control_plane, "pin-other").await;
+    instance.claim_namespace = other.clone();
+    let (code, stderr) = instance.run_to_exit(&[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&other) && stderr.contains(&pinned), "{stderr}");
+    assert!(stderr.contains(&format!("--claim-namespace {pinned}")), "{stderr}");
+    instance.claim_namespace = pinned;
     // The record in the cluster deleted, the journal still knows.
     records
         .delete("claimsync-identity", &DeleteParams::default())

@@ -89,6 +89,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         warn!(dir = %args.state_dir.display(), "the journal was unusable and starts empty; claimsync resyncs from the clusters");
     }
     identity::pin_cluster_id(&local, &instance, &journal, &cluster_id, id_source).await?;
+    identity::pin_claim_namespace(&local, &instance, &clusters.claim_namespace).await?;
     if let Some(shim) = &shim {
         shim.attach(journal.clone(), &cluster_id);
     }

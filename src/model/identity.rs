@@ -59,9 +59,31 @@ pub fn pin(in_cluster: Option<&str>, in_journal: Option<&str>, effective: &str) 
     }
 }
 
+/// What start-up does with the claim namespace, given the one recorded in the identity ConfigMap: `Ok(true)` to
+/// record it (none yet: a new install, or one from before the namespace was pinned), `Ok(false)` to go on, or the
+/// recorded one, which `effective` must not replace (every twin lives there; another namespace would give every
+/// claim a second twin, a second copy of its infrastructure).
+pub fn pin_claim_namespace(recorded: Option<&str>, effective: &str) -> Result<bool, String> {
+    match recorded {
+        None => Ok(true),
+        Some(recorded) if recorded == effective => Ok(false),
+        Some(recorded) => Err(recorded.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_claim_namespace_is_recorded_once_and_then_held() {
+        assert_eq!(pin_claim_namespace(None, "app-claims"), Ok(true));
+        assert_eq!(pin_claim_namespace(Some("app-claims"), "app-claims"), Ok(false));
+        assert_eq!(
+            pin_claim_namespace(Some("app-claims"), "other-claims"),
+            Err("app-claims".to_string())
+        );
+    }
 
     #[test]
     fn a_recorded_id_is_never_silently_replaced() {

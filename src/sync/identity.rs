@@ -99,6 +99,41 @@ pub async fn pin_cluster_id(
     }
 }
 
+/// The key in the identity ConfigMap that holds the claim namespace every twin was made in.
+pub const CLAIM_NAMESPACE_KEY: &str = "claimNamespace";
+
+/// Holds the claim namespace to the one recorded in the identity ConfigMap (made by [`pin_cluster_id`], which runs
+/// first), recording it if none is: another one refuses to start, naming both.
+pub async fn pin_claim_namespace(local: &Client, namespace: &str, claim_namespace: &str) -> Result<(), Error> {
+    let config_maps = Api::<ConfigMap>::namespaced(local.clone(), namespace);
+    let object = format!("ConfigMap {namespace}/{IDENTITY_CONFIGMAP}");
+    let record = config_maps
+        .get_opt(IDENTITY_CONFIGMAP)
+        .await
+        .context(Side::App, "get", &object)?;
+    let recorded = record
+        .as_ref()
+        .and_then(|cm| cm.data.as_ref())
+        .and_then(|d| d.get(CLAIM_NAMESPACE_KEY).cloned());
+    match crate::model::identity::pin_claim_namespace(recorded.as_deref(), claim_namespace) {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            let patch = serde_json::json!({"data": {CLAIM_NAMESPACE_KEY: claim_namespace}});
+            config_maps
+                .patch(IDENTITY_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .context(Side::App, "record the claim namespace in", &object)?;
+            info!(claim_namespace, record = %object, "recorded the claim namespace");
+            Ok(())
+        }
+        Err(recorded) => Err(Error::Refused {
+            why: format!(
+                "claim namespace {claim_namespace:?} differs from {recorded:?}, recorded in {object}: every twin of this                  app cluster is in {recorded:?}, so {claim_namespace:?} would give every claim a second twin there, a                  second copy of its infrastructure. Start with --claim-namespace {recorded}; to move on purpose, see                  the README (Operate: changing the claim namespace)"
+            ),
+        }),
+    }
+}
+
 /// The key in the identity ConfigMap that `claimsync disconnect` sets: a running claimsync stops writing while it is
 /// there. A claimsync that starts clears it (starting again means replicating again).
 pub const DISCONNECTED: &str = "disconnected";

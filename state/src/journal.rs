@@ -82,8 +82,9 @@ impl Journal {
     /// Opens the journal in `dir`, wiping and recreating it if it is corrupt or of
     /// another format version; the flag tells whether it was reset.
     ///
-    /// A reset deletes everything inside `dir` (the directory itself is kept, so it
-    /// may be a volume mount point): give the journal a directory of its own.
+    /// A reset deletes the journal's own files in `dir` (sled's `conf`, `db`,
+    /// `blobs/` and `snap.*`) and nothing else: `dir` may be a volume's root, with
+    /// `lost+found`, or hold an operator's files.
     /// Every stored entry is decoded once to detect corruption. Errors that a wipe
     /// would not cure (e.g. the database is locked by another process) are returned.
     pub fn open_or_reset(dir: &Path) -> Result<(Journal, bool), JournalError> {
@@ -184,7 +185,14 @@ impl Journal {
     }
 }
 
-/// Deletes everything inside `dir`, keeping `dir` itself; a missing `dir` is fine.
+/// Whether a name in the journal's directory is one of sled's own files (sled 0.34 keeps `conf`, `db`, the
+/// directory `blobs` and snapshots `snap.<n>`).
+fn is_journal_file(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    matches!(name.as_ref(), "conf" | "db" | "blobs") || name.starts_with("snap.")
+}
+
+/// Deletes the journal's own files inside `dir`, keeping `dir` and anything else in it; a missing `dir` is fine.
 fn clear_dir(dir: &Path) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -193,6 +201,9 @@ fn clear_dir(dir: &Path) -> std::io::Result<()> {
     };
     for entry in entries {
         let entry = entry?;
+        if !is_journal_file(&entry.file_name()) {
+            continue;
+        }
         if entry.file_type()?.is_dir() {
             std::fs::remove_dir_all(entry.path())?;
         } else {
@@ -383,13 +394,21 @@ mod tests {
             let path = dir.path().join("journal");
             journal_with_version(&path, Some(FORMAT_VERSION.to_string().as_bytes()));
             std::fs::write(path.join(file), bytes).expect("scribble");
-            std::fs::write(path.join("stray"), b"x").expect("stray file");
+            std::fs::write(path.join("stray"), b"x").expect("an operator's file");
+            std::fs::create_dir_all(path.join("lost+found/kept")).expect("a volume's lost+found");
             let err = Journal::open(&path).expect_err(file);
             assert!(err.calls_for_reset(), "{file}: {err:?}");
             let (journal, reset) = Journal::open_or_reset(&path).expect("reset");
             assert!(reset, "{file}");
             assert!(journal.claims().expect("claims").is_empty(), "{file}");
-            assert!(!path.join("stray").exists(), "{file}: reset clears the directory");
+            assert!(
+                path.join("stray").exists(),
+                "{file}: a reset keeps what is not the journal's"
+            );
+            assert!(
+                path.join("lost+found/kept").exists(),
+                "{file}: a volume's lost+found stays"
+            );
         }
     }
 
