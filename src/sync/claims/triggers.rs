@@ -1,6 +1,7 @@
 //! What makes a claim's reconcile happen besides its own watch events: a change of its twin or of the twin's
 //! Secret (mapped back only through the name claimsync computes), its namespace joining or leaving the selection,
-//! the link's state flipping; and the clock of each claim's wait for its reconcile. No decisions about claims.
+//! the link's state flipping; and the clock of each claim's wait for its reconcile (and the per-claim state a gone
+//! claim leaves). No decisions about claims.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::broadcast;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::arrivals::arrival_key;
 use super::kind_context::KindContext;
@@ -33,9 +34,18 @@ where
             arrival_key(&claim.namespace().unwrap_or_default(), &claim.name_any()),
             Instant::now(),
         ),
-        Ok(watcher::Event::Delete(claim)) => kctx
-            .arrivals
-            .forget(&arrival_key(&claim.namespace().unwrap_or_default(), &claim.name_any())),
+        Ok(watcher::Event::Delete(claim)) => {
+            let (namespace, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
+            kctx.arrivals.forget(&arrival_key(&namespace, &name));
+            // A claim that is gone takes its per-claim state with it, however it went (a failing claim is never
+            // reconciled again, a claim whose finalizer was removed by hand is never released): its retry backoff,
+            // its phase in the metrics, its twin's entry in the origin index (put back if the twin changes later).
+            let key = kctx.key(&namespace, &name).to_string();
+            kctx.ctx.succeeded(&key);
+            kctx.ctx.metrics.forget(&key);
+            let twin = kctx.facts.rules.remote_name(&name, &namespace, &kctx.ctx.cluster_id);
+            kctx.origins.lock().expect("origin index").remove(&twin);
+        }
         _ => {}
     })
 }
@@ -76,19 +86,36 @@ where
     (changes, mapper)
 }
 
-/// The claims whose twin's Secret changed on the control plane.
+/// The claims whose twin's Secret changed on the control plane; every claim of the kind when changes were missed
+/// (a burst larger than the channel holds), since which of them changed is not known.
 pub(super) fn secrets(
     kctx: &Arc<KindContext>,
     claims: &Cache<DynamicObject>,
 ) -> impl Stream<Item = ClaimRef> + Send + use<> {
     let (noted, store, index) = (kctx.clone(), claims.store.clone(), kctx.origins.clone());
-    broadcast_stream(kctx.ctx.caches.secret_changes.subscribe()).filter_map(move |secret| {
-        let target = index.lock().expect("origin index").get(&secret).cloned();
-        if let Some(target) = &target {
+    let resource = kctx.resource.clone();
+    broadcast_stream(kctx.ctx.caches.secret_changes.subscribe()).flat_map(move |heard| {
+        let targets: Vec<ClaimRef> = match heard {
+            Heard::Said(secret) => index.lock().expect("origin index").get(&secret).cloned().into_iter().collect(),
+            Heard::Missed(missed) => {
+                warn!(missed, kind = %resource.kind, "missed Secret changes of the control plane; looking at every claim of the kind");
+                all_claims(&store, &resource)
+            }
+        };
+        for target in &targets {
             note_arrival(&noted, &store, target);
         }
-        futures::future::ready(target)
+        futures::stream::iter(targets)
     })
+}
+
+/// Every claim of the kind in the cache.
+fn all_claims(store: &reflector::Store<DynamicObject>, resource: &ApiResource) -> Vec<ClaimRef> {
+    store
+        .state()
+        .iter()
+        .map(|c| ObjectRef::from_obj_with(c.as_ref(), resource.clone()))
+        .collect()
 }
 
 /// The claims of each namespace that joins or leaves the selection: looked at now, not at their next change.
@@ -97,13 +124,20 @@ pub(super) fn namespaces(
     claims: &Cache<DynamicObject>,
 ) -> impl Stream<Item = ClaimRef> + Send + use<> {
     let (joining, store, resource) = (kctx.clone(), claims.store.clone(), kctx.resource.clone());
-    broadcast_stream(kctx.ctx.namespace_changes.subscribe()).flat_map(move |namespace| {
-        let refs: Vec<ClaimRef> = store
-            .state()
-            .iter()
-            .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-            .map(|c| ObjectRef::from_obj_with(c.as_ref(), resource.clone()))
-            .collect();
+    broadcast_stream(kctx.ctx.namespace_changes.subscribe()).flat_map(move |heard| {
+        let refs: Vec<ClaimRef> = match heard {
+            Heard::Said(namespace) => store
+                .state()
+                .iter()
+                .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+                .map(|c| ObjectRef::from_obj_with(c.as_ref(), resource.clone()))
+                .collect(),
+            // Which namespaces joined or left is not known: every claim is looked at.
+            Heard::Missed(missed) => {
+                warn!(missed, kind = %resource.kind, "missed namespace selection changes; looking at every claim of the kind");
+                all_claims(&store, &resource)
+            }
+        };
         for claim in &refs {
             joining.arrivals.note(
                 arrival_key(claim.namespace.as_deref().unwrap_or_default(), &claim.name),
@@ -134,15 +168,23 @@ fn note_arrival(kctx: &KindContext, claims: &reflector::Store<DynamicObject>, ta
     }
 }
 
-/// The messages of a broadcast channel as a stream (a receiver that lags skips what it missed).
-fn broadcast_stream<T: Clone + Send + 'static>(receiver: broadcast::Receiver<T>) -> impl Stream<Item = T> + Send {
+/// What a broadcast receiver hears: a message, or that it missed some (how many) because it lagged behind.
+#[derive(Debug, PartialEq)]
+enum Heard<T> {
+    Said(T),
+    Missed(u64),
+}
+
+/// The messages of a broadcast channel as a stream; a receiver that lags says so instead of skipping silently, so
+/// that what it missed is looked at anyway.
+fn broadcast_stream<T: Clone + Send + 'static>(
+    receiver: broadcast::Receiver<T>,
+) -> impl Stream<Item = Heard<T>> + Send {
     futures::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(item) => return Some((item, receiver)),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        match receiver.recv().await {
+            Ok(item) => Some((Heard::Said(item), receiver)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some((Heard::Missed(missed), receiver)),
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     })
 }
@@ -175,4 +217,27 @@ fn local_ref(
     let (namespace, name) = origin_of(&labels, cluster_id)?;
     (rules.remote_name(&name, &namespace, cluster_id) == remote.name_any())
         .then(|| ObjectRef::new_with(&name, ar.clone()).within(&namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lagging_receiver_says_it_missed_changes_instead_of_skipping_them() {
+        let (sender, receiver) = broadcast::channel(2);
+        for secret in ["a", "b", "c", "d", "e"] {
+            sender.send(secret.to_string()).unwrap();
+        }
+        drop(sender);
+        let heard: Vec<Heard<String>> = broadcast_stream(receiver).collect().await;
+        assert_eq!(
+            heard,
+            [
+                Heard::Missed(3),
+                Heard::Said("d".to_string()),
+                Heard::Said("e".to_string())
+            ]
+        );
+    }
 }
