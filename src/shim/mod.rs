@@ -127,9 +127,13 @@ impl Shim {
             trust: access::trust::start(client.clone()),
             authorizer: access::review::Authorizer::new(client),
         });
-        tokio::spawn(transport::listener::listen(listener, tls, move |peer, request| {
-            answer::handler::handle(shared.clone(), peer, request)
-        }));
+        let limits = transport::listener::Limits::default();
+        tokio::spawn(transport::listener::listen(
+            listener,
+            tls,
+            limits,
+            move |peer, request| answer::handler::handle(shared.clone(), peer, request),
+        ));
         info!(%addr, "aggregated API claimsync.dev/v1alpha1 serving on https://{addr}");
         Ok(Shim { source, addr })
     }
