@@ -258,6 +258,16 @@ impl Instance {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Stops claimsync as Kubernetes does in a rollout (SIGTERM), waiting up to 30 s for it to exit.
+    pub async fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        }
+    }
+
     /// Stops claimsync (SIGKILL: a crash is the harder case for a restart).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

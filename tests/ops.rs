@@ -128,3 +128,40 @@ async fn the_standby_takes_over_when_the_leader_dies_and_nothing_is_written_twic
     assert!(applies.values().all(|n| *n == 1), "applies per twin: {applies:?}");
     eprintln!("FIGURE leader election: the standby led {takeover:?} after the leader was killed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_gracefully_hands_over_at_once() {
+    let _env = support::env_shared().await;
+    let mut first = Instance::new("handover").await;
+    let mut second = first.replica("b");
+    first.start_in_sync(&["--leader-elect"]).await;
+    second.start_with(&["--leader-elect"]).await;
+    wait_for("the second replica to stand by", Duration::from_secs(30), || async {
+        let ready = second.ops("/readyz").await?;
+        ready.contains("leader: no").then_some(()).ok_or(ready)
+    })
+    .await;
+    // A rollout: SIGTERM. The lease is released, so the standby need not wait for it to expire (10 s).
+    let stopped = Instant::now();
+    first.terminate().await;
+    wait_for("the standby to lead", Duration::from_secs(30), || async {
+        let ready = second.ops("/readyz").await?;
+        ready
+            .contains("leader: yes")
+            .then_some(())
+            .ok_or(format!("{ready}\n{}", tail(&second.log(), 5)))
+    })
+    .await;
+    let handover = stopped.elapsed();
+    assert!(
+        handover < Duration::from_secs(8),
+        "the standby led {handover:?} after the leader stopped: the lease was not released\n{}",
+        tail(&first.log(), 5)
+    );
+    assert!(
+        first.log().contains("released the leader lease"),
+        "{}",
+        tail(&first.log(), 5)
+    );
+    eprintln!("FIGURE leader election: after a graceful stop the standby led {handover:?} later");
+}

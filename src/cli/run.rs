@@ -106,6 +106,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     // Leadership and the disconnect switch decide when this replica writes; it serves ops (and the shim) always.
     let (leading_tx, mut leading) = watch::channel(!args.leader_elect);
+    // The elector and its task, to stop it and release the lease on shutdown.
+    let mut lease: Option<(Elector, tokio::task::JoinHandle<()>)> = None;
     if args.leader_elect {
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
             format!(
@@ -117,7 +119,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             )
         });
         let elector = Elector::new(&local, &instance, &args.leader_lease, &identity);
-        tokio::spawn(elector.run(leading_tx));
+        let running = tokio::spawn(elector.clone().run(leading_tx));
+        lease = Some((elector, running));
     } else {
         std::mem::forget(leading_tx);
     }
@@ -141,7 +144,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
                 info!("standing by: another replica leads");
             }
             tokio::select! {
-                _ = &mut shutdown => return shut_down(&journal),
+                _ = &mut shutdown => return shut_down(&journal, lease.as_ref()).await,
                 _ = leading.changed() => {}
                 _ = disconnected.changed() => {}
             }
@@ -201,7 +204,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         }
         metrics.leader.set(0);
         match outcome {
-            None => return shut_down(&journal),
+            None => return shut_down(&journal, lease.as_ref()).await,
             Some(Some((config, seen))) => {
                 info!("the control plane's kubeconfig changed; reconnecting with it");
                 (remote_config, fingerprint) = (config, seen);
@@ -211,9 +214,16 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
 }
 
-fn shut_down(journal: &Journal) -> Result<(), Error> {
+/// The last things before exiting, once nothing writes any more: the journal flushed, and the lease given up so
+/// that a standby leads at once.
+async fn shut_down(journal: &Journal, lease: Option<&(Elector, tokio::task::JoinHandle<()>)>) -> Result<(), Error> {
     info!("shutting down");
     journal.flush()?;
+    if let Some((elector, running)) = lease {
+        // Stopped first, so that it does not take the lease back before the process is gone.
+        running.abort();
+        elector.release().await;
+    }
     Ok(())
 }
 

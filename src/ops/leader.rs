@@ -20,7 +20,11 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(10);
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// A leader that has not renewed for this long stops writing; shorter than the lease, so it stops first.
 const RENEW_DEADLINE: Duration = Duration::from_secs(7);
+/// The longest one call about the lease may take (kube's client has no read timeout of its own): a connection
+/// that hangs (a partition: nothing answered, nothing closed) must not keep the loop from its renew deadline.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[derive(Clone)]
 pub struct Elector {
     pub leases: Api<Lease>,
     pub name: String,
@@ -37,16 +41,21 @@ impl Elector {
     }
 
     /// Takes part in the election for as long as claimsync runs, saying on `leading` whether this replica leads.
+    /// Every call is bounded, and so is every wait of a leader: it stands down at its renew deadline whatever a call
+    /// does, well before its lease could expire.
     pub async fn run(self, leading: watch::Sender<bool>) {
         let mut observed: Option<(Seen, Instant)> = None;
         let mut last_renewed: Option<Instant> = None;
         loop {
-            let lease = match self.leases.get_opt(&self.name).await {
+            self.step_down_if_stale(&leading, last_renewed);
+            let budget = call_budget(*leading.borrow(), last_renewed);
+            let lease = match bounded(budget, self.leases.get_opt(&self.name)).await {
                 Ok(lease) => lease,
                 Err(e) => {
                     warn!(error = %e, lease = %self.name, "could not read the leader lease");
                     self.step_down_if_stale(&leading, last_renewed);
-                    tokio::time::sleep(RETRY_EVERY).await;
+                    let wait = pause(*leading.borrow(), last_renewed);
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
@@ -65,16 +74,20 @@ impl Elector {
                     Duration::ZERO
                 }
             };
+            let duration = holders_duration(lease.as_ref());
             let step = next(
                 seen.as_ref(),
                 &self.identity,
                 since.as_millis() as u64,
-                LEASE_DURATION.as_millis() as u64,
+                duration.as_millis() as u64,
             );
+            let budget = call_budget(*leading.borrow(), last_renewed);
             let written = match step {
                 Step::Wait => None,
-                Step::Create => Some(self.create().await),
-                Step::Renew | Step::TakeOver => Some(self.write(lease.expect("a lease to renew"), step).await),
+                Step::Create => Some(bounded(budget, self.create()).await),
+                Step::Renew | Step::TakeOver => {
+                    Some(bounded(budget, self.write(lease.expect("a lease to renew"), step)).await)
+                }
             };
             match written {
                 Some(Ok(())) => {
@@ -96,7 +109,32 @@ impl Elector {
                     }
                 }
             }
-            tokio::time::sleep(RETRY_EVERY).await;
+            let wait = pause(*leading.borrow(), last_renewed);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Gives the lease up if this replica holds it (on shutdown, after its writers stopped), so that a standby takes
+    /// it at its next look instead of waiting for it to expire: a rollout hands over in seconds.
+    pub async fn release(&self) {
+        let released = bounded(CALL_TIMEOUT, async {
+            let Some(mut lease) = self.leases.get_opt(&self.name).await? else {
+                return Ok(false);
+            };
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return Ok(false);
+            }
+            spec.holder_identity = None;
+            spec.renew_time = Some(Self::now());
+            self.leases.replace(&self.name, &PostParams::default(), &lease).await?;
+            Ok(true)
+        })
+        .await;
+        match released {
+            Ok(true) => info!(lease = %self.name, "released the leader lease"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, lease = %self.name, "could not release the leader lease; it expires"),
         }
     }
 
@@ -143,5 +181,91 @@ impl Elector {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
             .map(drop)
+    }
+}
+
+/// Why a call about the lease did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Runs a call about the lease for at most `budget`.
+async fn bounded<T>(
+    budget: Duration,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(budget, call).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(CallError::TimedOut(budget)),
+    }
+}
+
+/// How long the next call may take: [`CALL_TIMEOUT`], and for a leader no longer than until its renew deadline.
+fn call_budget(leading: bool, last_renewed: Option<Instant>) -> Duration {
+    until_deadline(leading, last_renewed).map_or(CALL_TIMEOUT, |left| left.min(CALL_TIMEOUT))
+}
+
+/// How long to wait before the next look: [`RETRY_EVERY`], and for a leader no longer than until its renew deadline
+/// (so that it stands down on time even when no call fails).
+fn pause(leading: bool, last_renewed: Option<Instant>) -> Duration {
+    until_deadline(leading, last_renewed).map_or(RETRY_EVERY, |left| left.min(RETRY_EVERY))
+}
+
+/// What is left of a leader's time until its renew deadline (at least a moment, so that a call can still be made).
+fn until_deadline(leading: bool, last_renewed: Option<Instant>) -> Option<Duration> {
+    let renewed = last_renewed.filter(|_| leading)?;
+    Some(
+        RENEW_DEADLINE
+            .saturating_sub(renewed.elapsed())
+            .max(Duration::from_millis(50)),
+    )
+}
+
+/// The lease duration the holder wrote (another version of claimsync, or another tool, may hold the lease), else
+/// claimsync's own.
+fn holders_duration(lease: Option<&Lease>) -> Duration {
+    lease
+        .and_then(|l| l.spec.as_ref())
+        .and_then(|s| s.lease_duration_seconds)
+        .filter(|seconds| *seconds > 0)
+        .map_or(LEASE_DURATION, |seconds| Duration::from_secs(seconds as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_never_waits_or_calls_past_its_renew_deadline() {
+        let renewed = |ago_ms: u64| Some(Instant::now() - Duration::from_millis(ago_ms));
+        // A standby, or a leader just renewed: the usual rhythm.
+        assert_eq!(pause(false, renewed(6_500)), RETRY_EVERY);
+        assert_eq!(call_budget(false, None), CALL_TIMEOUT);
+        assert_eq!(pause(true, renewed(0)), RETRY_EVERY);
+        assert_eq!(call_budget(true, renewed(0)), CALL_TIMEOUT);
+        // A leader near its deadline: only what is left of it.
+        assert!(pause(true, renewed(6_500)) <= Duration::from_millis(500));
+        assert!(call_budget(true, renewed(6_500)) <= Duration::from_millis(500));
+        // Past it: a moment, after which it stands down.
+        assert_eq!(pause(true, renewed(9_000)), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn the_holders_lease_duration_counts() {
+        let lease = |seconds: Option<i32>| Lease {
+            spec: Some(LeaseSpec {
+                lease_duration_seconds: seconds,
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        assert_eq!(holders_duration(Some(&lease(Some(30)))), Duration::from_secs(30));
+        assert_eq!(holders_duration(Some(&lease(Some(0)))), LEASE_DURATION);
+        assert_eq!(holders_duration(Some(&lease(None))), LEASE_DURATION);
+        assert_eq!(holders_duration(None), LEASE_DURATION);
     }
 }
