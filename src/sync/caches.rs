@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -36,8 +37,10 @@ pub struct RemoteCaches {
     pub secrets: Cache<Secret>,
     /// Names of Secrets of the claim namespace that changed, sent after `secrets` holds the change.
     pub secret_changes: broadcast::Sender<String>,
-    pub crds: Cache<CustomResourceDefinition>,
-    pub xrds: Cache<DynamicObject>,
+    /// The control plane's CRDs and XRDs, metadata only: the rules read their deletion and owners, never their
+    /// schemas (a large provider brings hundreds of CRDs of up to a megabyte each).
+    pub crds: Cache<PartialObjectMeta<CustomResourceDefinition>>,
+    pub xrds: Cache<PartialObjectMeta<DynamicObject>>,
     /// Names of XRDs seen being deleted, sent after `xrds` holds them: the catalog withdraws their kinds (Crossplane
     /// v2 leaves a namespaced XR kind's CRD and XRs in place while its XRD waits to go).
     pub xrd_deletions: broadcast::Sender<String>,
@@ -77,17 +80,21 @@ impl RemoteCaches {
                 }
             }
         });
-        let (crds, crds_task) = watched(
+        let (crds, crd_events) = Cache::fill(
             reflector::store::Writer::default(),
-            Api::<CustomResourceDefinition>::all(remote.clone()),
-            watcher::Config::default(),
+            watcher(
+                Api::<PartialObjectMeta<CustomResourceDefinition>>::all(remote.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
         );
+        let crds_task = tokio::spawn(crd_events.for_each(|_| futures::future::ready(())));
         let (xrd_deletions, _) = broadcast::channel(256);
         let sender = xrd_deletions.clone();
         let (xrds, xrd_events) = Cache::fill(
             reflector::store::Writer::new(xrd_resource()),
             watcher(
-                Api::<DynamicObject>::all_with(remote.clone(), &xrd_resource()),
+                Api::<PartialObjectMeta<DynamicObject>>::all_with(remote.clone(), &xrd_resource()),
                 watcher::Config::default(),
             )
             .default_backoff(),

@@ -4,6 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::error::{Error, KubeContext, Side};
@@ -20,7 +21,7 @@ pub async fn kind_withdrawing(ctx: &Context, kind: &ClaimKind) -> Result<bool, E
     let crd = if caches.crds.ready_within(CACHE_WAIT).await {
         caches.crds.store.get(&ObjectRef::new(crd_name)).map(|c| (*c).clone())
     } else {
-        Api::<CustomResourceDefinition>::all(ctx.remote.clone())
+        Api::<PartialObjectMeta<CustomResourceDefinition>>::all(ctx.remote.clone())
             .get_opt(crd_name)
             .await
             .context(Side::ControlPlane, "get CRD", crd_name)?
@@ -43,7 +44,7 @@ pub async fn kind_withdrawing(ctx: &Context, kind: &ClaimKind) -> Result<bool, E
             .get(&ObjectRef::new_with(&xrd, resource))
             .map(|x| (*x).clone())
     } else {
-        Api::<DynamicObject>::all_with(ctx.remote.clone(), &resource)
+        Api::<PartialObjectMeta<DynamicObject>>::all_with(ctx.remote.clone(), &resource)
             .get_opt(&xrd)
             .await
             .context(Side::ControlPlane, "get XRD", &xrd)?
