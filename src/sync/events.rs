@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event as RemoteEvent;
@@ -56,21 +56,36 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-/// What was mirrored onto local claims before this process started, per namespace: listed once per namespace (the
-/// journal may be new and not know), then kept up to date with what this process publishes.
+/// How long a namespace's list of local Events is trusted: the API server keeps an Event an hour by default, so
+/// what was listed (and mirrored since) longer ago is gone or listed again; a namespace not looked at for that long
+/// is forgotten, so the set follows the Events that exist, not every Event ever mirrored.
+const RELIST_AFTER: Duration = Duration::from_secs(3600);
+
+/// A mirrored Event as the local Events show it: the claim's uid, the reason, the note.
+type EventKey = (String, String, String);
+
+/// What was mirrored onto local claims, per namespace: listed when first needed (the journal may be new and not
+/// know) and again after [`RELIST_AFTER`], kept up to date with what this process publishes in between.
 #[derive(Default)]
 struct Mirrored {
-    by_namespace: HashMap<String, HashSet<(String, String, String)>>,
+    by_namespace: HashMap<String, (Instant, HashSet<EventKey>)>,
 }
 
 impl Mirrored {
-    /// Whether (claim uid, reason, note) is there in `namespace`, listing its Events the first time.
+    /// Forgets the namespaces listed longer than [`RELIST_AFTER`] before `now`.
+    fn forget_old(&mut self, now: Instant) {
+        self.by_namespace
+            .retain(|_, (listed, _)| now.duration_since(*listed) < RELIST_AFTER);
+    }
+
+    /// Whether (claim uid, reason, note) is there in `namespace`, listing its Events when not known (or no longer).
     async fn contains(
         &mut self,
         ctx: &Context,
         namespace: &str,
         key: &(String, String, String),
     ) -> Result<bool, Error> {
+        self.forget_old(Instant::now());
         if !self.by_namespace.contains_key(namespace) {
             let listed = Api::<LocalEvent>::namespaced(ctx.local.clone(), namespace)
                 .list(&ListParams::default())
@@ -84,13 +99,18 @@ impl Mirrored {
                     Some((regarding, e.reason?, e.note?))
                 })
                 .collect();
-            self.by_namespace.insert(namespace.to_string(), seen);
+            self.by_namespace.insert(namespace.to_string(), (Instant::now(), seen));
         }
-        Ok(self.by_namespace.get(namespace).is_some_and(|seen| seen.contains(key)))
+        Ok(self
+            .by_namespace
+            .get(namespace)
+            .is_some_and(|(_, seen)| seen.contains(key)))
     }
 
     fn insert(&mut self, namespace: &str, key: (String, String, String)) {
-        self.by_namespace.entry(namespace.to_string()).or_default().insert(key);
+        if let Some((_, seen)) = self.by_namespace.get_mut(namespace) {
+            seen.insert(key);
+        }
     }
 }
 
@@ -177,4 +197,32 @@ async fn mirror(ctx: &Context, mirrored: &mut Mirrored, remote: &RemoteEvent) ->
     }
     ctx.journal.record_event_mirrored(uid, count)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_listed_longer_ago_than_an_event_lives_are_forgotten() {
+        let now = Instant::now();
+        let mut mirrored = Mirrored::default();
+        let key = ("uid".to_string(), "Reason".to_string(), "note".to_string());
+        mirrored.by_namespace.insert(
+            "old".into(),
+            (
+                now - RELIST_AFTER - Duration::from_secs(1),
+                HashSet::from([key.clone()]),
+            ),
+        );
+        mirrored
+            .by_namespace
+            .insert("recent".into(), (now - Duration::from_secs(60), HashSet::new()));
+        mirrored.insert("recent", key.clone());
+        // A namespace never listed is not started by an insert: it is listed when first needed.
+        mirrored.insert("unlisted", key.clone());
+        mirrored.forget_old(now);
+        assert_eq!(mirrored.by_namespace.len(), 1);
+        assert!(mirrored.by_namespace["recent"].1.contains(&key));
+    }
 }
