@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -150,21 +152,27 @@ pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -
         .list(&ListParams::default())
         .await
         .context(Side::App, "list claims", &kind.plural)?;
-    let claims = claims
+    let claims: Vec<DynamicObject> = claims
         .items
         .into_iter()
-        .filter(|c| ctx.namespace_selected(&c.namespace().unwrap_or_default()));
-    for mut claim in claims {
-        if claim.meta().deletion_timestamp.is_some() {
-            continue;
-        }
-        claim.types.get_or_insert_with(|| kube::api::TypeMeta {
-            api_version: kctx.resource.api_version.clone(),
-            kind: kctx.resource.kind.clone(),
-        });
-        let local_api = kctx.local(&claim.namespace().unwrap_or_default());
-        set_replicated(&local_api, claim, cond).await?;
-    }
+        .filter(|c| ctx.namespace_selected(&c.namespace().unwrap_or_default()))
+        .filter(|c| c.meta().deletion_timestamp.is_none())
+        .collect();
+    // As many at once as the claim controllers write: a kind of thousands of claims is marked in its time, not
+    // thousands of round trips in a row.
+    let kctx = &kctx;
+    futures::stream::iter(claims)
+        .map(|mut claim| async move {
+            claim.types.get_or_insert_with(|| kube::api::TypeMeta {
+                api_version: kctx.resource.api_version.clone(),
+                kind: kctx.resource.kind.clone(),
+            });
+            let local_api = kctx.local(&claim.namespace().unwrap_or_default());
+            set_replicated(&local_api, claim, cond).await
+        })
+        .buffer_unordered(usize::from(ctx.concurrency.max(1)))
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(())
 }
 
