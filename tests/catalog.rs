@@ -244,3 +244,56 @@ async fn a_local_crd_claimsync_does_not_own_is_left_alone() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_whose_crd_is_slow_to_be_established_holds_up_no_other_kind() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("slowkind").await;
+    instance.start().await;
+    // In the app cluster, a CRD of someone else's whose short name is the plural the kind to come will have: that
+    // kind's copy is stored, but its names are not accepted, so it is never established (claimsync waits a minute).
+    let group = format!("{}.test.starter.org", support::unique("slow"));
+    let foreign: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": format!("blockers.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"kind": "Blocker", "plural": "blockers", "shortNames": ["sluggishs"]},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object"}}}]}
+    }))
+    .unwrap();
+    let local_crds = Api::<CustomResourceDefinition>::all(instance.app.clone());
+    local_crds.create(&PostParams::default(), &foreign).await.unwrap();
+    let slow = TestKind::offer_in(&instance.control_plane, &group, "Sluggish", json!({})).await;
+    wait_for("the slow kind's copy to be stored", Duration::from_secs(60), || async {
+        local_crds
+            .get_opt(&slow.crd_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(drop)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+
+    // Another kind offered meanwhile arrives at once, not after the slow one's minute.
+    let offered = std::time::Instant::now();
+    let brisk = TestKind::offer(&instance.control_plane, "brisk", "Brisk", json!({})).await;
+    brisk.wait_local(&instance.app).await;
+    let took = offered.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the other kind took {took:?}: held up by the slow one\n{}",
+        tail(&instance.log(), 10)
+    );
+    let copy = local_crds.get(&slow.crd_name).await.unwrap();
+    let established = copy
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Established" && c.status == "True");
+    assert!(!established, "the slow kind's copy was established after all");
+    eprintln!("FIGURE catalog: a kind offered beside one that cannot be established arrived in {took:?}");
+    local_crds
+        .delete(&foreign.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+}

@@ -134,7 +134,8 @@ pub async fn run(ctx: Arc<Context>) {
     let remote_crds = Api::<CustomResourceDefinition>::all(ctx.remote.clone());
     let local_crds = Api::<CustomResourceDefinition>::all(ctx.local.clone());
     let (retry_tx, mut retries) = mpsc::unbounded_channel();
-    let mut catalog = Catalog::new(retry_tx);
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let mut catalog = Catalog::new(retry_tx, done_tx);
     catalog.resume(&ctx).await;
     let mut events = watcher(remote_crds, watcher::Config::default())
         .default_backoff()
@@ -175,7 +176,8 @@ pub async fn run(ctx: Arc<Context>) {
                     catalog.local_deleted(&ctx, &crd.name_any()).await;
                 }
             }
-            Some(name) = retries.recv() => catalog.retry(&ctx, &name).await,
+            Some(name) = retries.recv() => catalog.retry(&ctx, &name),
+            Some((name, result)) = done.recv() => catalog.replicated(&ctx, name, result).await,
         }
     }
 }
@@ -196,10 +198,16 @@ struct Catalog {
     /// Backoff of each CRD whose replication failed, until it succeeds.
     failures: HashMap<String, ExponentialBackoff>,
     retry: UnboundedSender<String>,
+    /// CRDs being replicated, each in a task of its own (so a CRD slow to be established holds up only itself), and
+    /// whether it changed meanwhile (then it is replicated again when the task ends).
+    in_flight: HashMap<String, bool>,
+    done: UnboundedSender<(String, Result<Replicated, Error>)>,
+    /// The first listing is done: the catalog is ready once the replications it started have ended.
+    listed_once: bool,
 }
 
 impl Catalog {
-    fn new(retry: UnboundedSender<String>) -> Self {
+    fn new(retry: UnboundedSender<String>, done: UnboundedSender<(String, Result<Replicated, Error>)>) -> Self {
         Catalog {
             running: Running::default(),
             offered: BTreeMap::new(),
@@ -209,6 +217,9 @@ impl Catalog {
             reported: BTreeSet::new(),
             failures: HashMap::new(),
             retry,
+            in_flight: HashMap::new(),
+            done,
+            listed_once: false,
         }
     }
 
@@ -255,6 +266,7 @@ impl Catalog {
             watcher::Event::Init => {
                 self.listed.clear();
                 self.listed_not_replicated.clear();
+                self.listed_once = false;
             }
             watcher::Event::InitApply(crd) | watcher::Event::Apply(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
@@ -283,7 +295,7 @@ impl Catalog {
                 }
                 self.withdrawn.remove(&name);
                 self.offered.insert(name.clone(), crd);
-                self.replicate(ctx, &name).await;
+                self.replicate(ctx, &name);
             }
             watcher::Event::InitDone => {
                 // Kinds known from the journal or run from local CRDs, withdrawn while claimsync was not watching
@@ -305,7 +317,8 @@ impl Catalog {
                 for crd_name in known.difference(&self.listed.clone()) {
                     self.withdraw(ctx, crd_name).await;
                 }
-                ctx.sync.set_catalog_ready(true);
+                self.listed_once = true;
+                self.settle(ctx);
             }
             watcher::Event::Delete(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
@@ -320,10 +333,51 @@ impl Catalog {
         }
     }
 
-    /// Replicates an offered claim CRD and runs its controller; on failure, tries again after a backoff.
-    async fn replicate(&mut self, ctx: &Arc<Context>, name: &str) {
-        let Some(remote) = self.offered.get(name) else { return };
-        match replicate(ctx, remote).await {
+    /// Replicates an offered claim CRD in a task of its own (one at a time per CRD); [`Self::replicated`] takes the
+    /// result.
+    fn replicate(&mut self, ctx: &Arc<Context>, name: &str) {
+        let Some(remote) = self.offered.get(name).cloned() else {
+            return;
+        };
+        if let Some(again) = self.in_flight.get_mut(name) {
+            *again = true;
+            return;
+        }
+        self.in_flight.insert(name.to_string(), false);
+        let (ctx, done, name) = (ctx.clone(), self.done.clone(), name.to_string());
+        tokio::spawn(async move {
+            let result = replicate(&ctx, &remote).await;
+            let _ = done.send((name, result));
+        });
+    }
+
+    /// The catalog is ready once the first listing is done and every replication it started has ended: the claim
+    /// controllers of every offered kind run.
+    fn settle(&self, ctx: &Context) {
+        if self.listed_once && self.in_flight.is_empty() {
+            ctx.sync.set_catalog_ready(true);
+        }
+    }
+
+    /// A replication ended: the kind's controller runs; on failure it is tried again after a backoff. A kind
+    /// withdrawn meanwhile stays withdrawn; one that changed meanwhile is replicated again.
+    async fn replicated(&mut self, ctx: &Arc<Context>, name: String, result: Result<Replicated, Error>) {
+        let again = self.in_flight.remove(&name).unwrap_or(false);
+        if self.withdrawn.contains(&name) {
+            // The replication may have recorded the kind as offered after its withdrawal was recorded.
+            record_withdrawn(ctx, &name);
+        } else if self.offered.contains_key(&name) {
+            self.take(ctx, &name, result).await;
+            if again {
+                self.replicate(ctx, &name);
+            }
+        }
+        self.settle(ctx);
+    }
+
+    /// What a replication's result means for the kind.
+    async fn take(&mut self, ctx: &Arc<Context>, name: &str, result: Result<Replicated, Error>) {
+        match result {
             Ok(Replicated::Ready(kind)) => {
                 self.failures.remove(name);
                 self.running.ensure(ctx, kind, false).await;
@@ -356,9 +410,9 @@ impl Catalog {
     }
 
     /// A failed CRD's backoff ran out: try it again if it is still offered.
-    async fn retry(&mut self, ctx: &Arc<Context>, name: &str) {
+    fn retry(&mut self, ctx: &Arc<Context>, name: &str) {
         if self.failures.contains_key(name) {
-            self.replicate(ctx, name).await;
+            self.replicate(ctx, name);
         }
     }
 
@@ -366,7 +420,7 @@ impl Catalog {
     async fn local_deleted(&mut self, ctx: &Arc<Context>, name: &str) {
         if self.offered.contains_key(name) {
             warn!(crd = %name, "the local claim CRD was deleted; putting it back (its twins stayed on the control plane)");
-            self.replicate(ctx, name).await;
+            self.replicate(ctx, name);
         }
     }
 
@@ -434,12 +488,9 @@ impl Catalog {
         else {
             return;
         };
-        if let Some(mut entry) = entry.filter(|e| !e.withdrawn) {
+        if entry.is_some_and(|e| !e.withdrawn) {
             warn!(crd = %crd_name, "the control plane withdrew this claim kind; its local claims stay, marked KindWithdrawn");
-            entry.withdrawn = true;
-            if let Err(e) = ctx.journal.put_catalog_entry(&entry) {
-                warn!(crd = %crd_name, error = %e, "could not record the withdrawal in the journal");
-            }
+            record_withdrawn(ctx, crd_name);
         }
         self.running.ensure(ctx, kind.clone(), true).await;
         let message = format!(
@@ -450,6 +501,20 @@ impl Catalog {
         if let Err(e) = mark_all(ctx, &kind, &cond).await {
             error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
         }
+    }
+}
+
+/// Records in the journal's catalog that a kind is withdrawn (if the catalog knows it and does not say so yet).
+fn record_withdrawn(ctx: &Context, crd_name: &str) {
+    let Some(mut entry) = ctx.journal.catalog_entry(crd_name).ok().flatten() else {
+        return;
+    };
+    if entry.withdrawn {
+        return;
+    }
+    entry.withdrawn = true;
+    if let Err(e) = ctx.journal.put_catalog_entry(&entry) {
+        warn!(crd = %crd_name, error = %e, "could not record the withdrawal in the journal");
     }
 }
 
