@@ -298,12 +298,9 @@ async fn installed_claimsync_replicates_claims_with_only_its_accounts_rights() {
     // A namespaced XR (Crossplane v2): its group in claimGroups is all the chart's RBAC needs.
     if support::env().crossplane_v2() {
         let xrs = Api::<DynamicObject>::namespaced_with(installation.app.clone(), &ns, &crate::xrs::web_app_resource());
-        wait_for(
-            "the WebApp kind in the app cluster",
-            Duration::from_secs(60),
-            || async {
-                crate::claim_support::kubectl_apply(&crate::xrs::web_app_yaml(&ns, "web", "nginx:1.27", "")).await
-            },
+        crate::xrs::apply_web_app(
+            &crate::support::env().app_kubeconfig,
+            &crate::xrs::web_app_yaml(&ns, "web", "nginx:1.27", ""),
         )
         .await;
         process

@@ -61,11 +61,7 @@ async fn the_standby_takes_over_when_the_leader_dies_and_nothing_is_written_twic
     let mut second = first.replica("b");
     first.start_in_sync(&["--leader-elect"]).await;
     second.start_with(&["--leader-elect"]).await;
-    wait_for("the second replica to stand by", Duration::from_secs(30), || async {
-        let ready = second.ops("/readyz").await?;
-        ready.contains("leader: no").then_some(()).ok_or(ready)
-    })
-    .await;
+    wait_leading(&second, "the second replica to stand by", "no").await;
 
     let local = Api::<DynamicObject>::namespaced_with(first.app.clone(), &ns, &kubernetes_cluster_resource());
     let apply = |name: String| {
@@ -93,14 +89,7 @@ async fn the_standby_takes_over_when_the_leader_dies_and_nothing_is_written_twic
     // The leader dies (kill -9); the standby takes the lease once it expires, and carries on.
     first.stop().await;
     let killed = Instant::now();
-    wait_for("the standby to lead", Duration::from_secs(30), || async {
-        let ready = second.ops("/readyz").await?;
-        ready
-            .contains("leader: yes")
-            .then_some(())
-            .ok_or(format!("{ready}\n{}", tail(&second.log(), 5)))
-    })
-    .await;
+    wait_leading(&second, "the standby to lead", "yes").await;
     let takeover = killed.elapsed();
     let after: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
     for name in &after {
@@ -136,22 +125,11 @@ async fn a_leader_stopped_gracefully_hands_over_at_once() {
     let mut second = first.replica("b");
     first.start_in_sync(&["--leader-elect"]).await;
     second.start_with(&["--leader-elect"]).await;
-    wait_for("the second replica to stand by", Duration::from_secs(30), || async {
-        let ready = second.ops("/readyz").await?;
-        ready.contains("leader: no").then_some(()).ok_or(ready)
-    })
-    .await;
+    wait_leading(&second, "the second replica to stand by", "no").await;
     // A rollout: SIGTERM. The lease is released, so the standby need not wait for it to expire (10 s).
     let stopped = Instant::now();
     first.terminate().await;
-    wait_for("the standby to lead", Duration::from_secs(30), || async {
-        let ready = second.ops("/readyz").await?;
-        ready
-            .contains("leader: yes")
-            .then_some(())
-            .ok_or(format!("{ready}\n{}", tail(&second.log(), 5)))
-    })
-    .await;
+    wait_leading(&second, "the standby to lead", "yes").await;
     let handover = stopped.elapsed();
     assert!(
         handover < Duration::from_secs(8),
@@ -164,4 +142,16 @@ async fn a_leader_stopped_gracefully_hands_over_at_once() {
         tail(&first.log(), 5)
     );
     eprintln!("FIGURE leader election: after a graceful stop the standby led {handover:?} later");
+}
+
+/// Waits until a replica's readiness says `leader: <yes or no>`.
+async fn wait_leading(replica: &Instance, what: &str, leading: &str) {
+    wait_for(what, Duration::from_secs(30), || async {
+        let ready = replica.ops("/readyz").await?;
+        ready
+            .contains(&format!("leader: {leading}"))
+            .then_some(())
+            .ok_or(format!("{ready}\n{}", tail(&replica.log(), 5)))
+    })
+    .await;
 }

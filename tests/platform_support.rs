@@ -34,16 +34,20 @@ pub(crate) fn composition_resource() -> ApiResource {
     )
 }
 
+/// A version's schema: an object whose `spec` has `properties` and the `extra` ones.
+fn spec_schema(mut properties: Value, extra: Value) -> Value {
+    if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": properties}}}})
+}
+
 /// An XRD offering claim kind `kind` in `group`, with `spec.size` and optionally more spec properties and a
 /// second served (not referenceable) version.
 pub(crate) fn xrd(group: &str, kind: &str, extra: Value, second_version: bool) -> Value {
     let lower = kind.to_lowercase();
-    let mut properties = json!({"size": {"type": "integer"}});
-    if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
-        p.extend(e.clone());
-    }
-    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "properties": properties}}}});
+    let schema = spec_schema(json!({"size": {"type": "integer"}}), extra);
     let mut versions = vec![json!({"name": "v1alpha1", "served": true, "referenceable": true, "schema": schema})];
     if second_version {
         versions.push(json!({"name": "v1beta1", "served": true, "referenceable": false, "schema": schema}));
@@ -212,13 +216,11 @@ fn crd_resource(crd: &CustomResourceDefinition) -> ApiResource {
 /// properties: app teams create the XR itself.
 pub(crate) fn namespaced_xrd(group: &str, kind: &str, extra: Value) -> Value {
     let lower = kind.to_lowercase();
-    let mut properties = json!({"size": {"type": "integer"},
-        "writeConnectionSecretToRef": {"type": "object", "properties": {"name": {"type": "string"}}}});
-    if let (Some(p), Some(e)) = (properties.as_object_mut(), extra.as_object()) {
-        p.extend(e.clone());
-    }
-    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "properties": properties}}}});
+    let schema = spec_schema(
+        json!({"size": {"type": "integer"},
+            "writeConnectionSecretToRef": {"type": "object", "properties": {"name": {"type": "string"}}}}),
+        extra,
+    );
     json!({
         "apiVersion": "apiextensions.crossplane.io/v2", "kind": "CompositeResourceDefinition",
         "metadata": {"name": format!("{lower}s.{group}")},

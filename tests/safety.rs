@@ -218,10 +218,9 @@ async fn namespaces_that_leave_the_selector_are_released_and_joining_ones_synced
     let v2 = env().crossplane_v2();
     let local_xrs = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &crate::xrs::web_app_resource());
     if v2 {
-        wait_for(
-            "the WebApp kind in the app cluster",
-            Duration::from_secs(60),
-            || async { kubectl_apply(&crate::xrs::web_app_yaml(&ns, "leaving-xr", "nginx:1.27", "")).await },
+        crate::xrs::apply_web_app(
+            &crate::support::env().app_kubeconfig,
+            &crate::xrs::web_app_yaml(&ns, "leaving-xr", "nginx:1.27", ""),
         )
         .await;
         wait_ready(&local_xrs, "leaving-xr", &instance).await;

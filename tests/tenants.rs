@@ -390,12 +390,7 @@ async fn two_app_clusters_share_a_claim_namespace_with_namespaced_xrs_too() {
     // The same XR, with the same connection Secret name, in both app clusters.
     for (instance, kubeconfig) in [(&first, &env().app_kubeconfig), (&second, &env().app2_kubeconfig)] {
         let yaml = crate::xrs::web_app_yaml(&ns, "web", "nginx:1.27", "");
-        wait_for(
-            "the WebApp kind in the app cluster",
-            Duration::from_secs(60),
-            || async { kubectl_apply_to(kubeconfig, &yaml).await },
-        )
-        .await;
+        crate::xrs::apply_web_app(kubeconfig, &yaml).await;
         let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &web);
         wait_ready(&local, "web", instance).await;
     }

@@ -44,6 +44,17 @@ pub(crate) fn web_app_yaml(ns: &str, name: &str, image: &str, extra: &str) -> St
     )
 }
 
+/// `kubectl apply`s a WebApp as a user would, to the app cluster of `kubeconfig`, retrying while its kind is not
+/// served there yet (claimsync copies it down as it starts).
+pub(crate) async fn apply_web_app(kubeconfig: &std::path::Path, yaml: &str) {
+    wait_for(
+        "the WebApp kind in the app cluster",
+        Duration::from_secs(60),
+        || async { crate::claim_support::kubectl_apply_to(kubeconfig, yaml).await },
+    )
+    .await;
+}
+
 /// The names in an XR's `spec.crossplane.resourceRefs`, as `Kind/name`.
 fn resource_refs(xr: &DynamicObject) -> BTreeSet<String> {
     xr.data["spec"]["crossplane"]["resourceRefs"]
@@ -71,10 +82,9 @@ async fn namespaced_xrs_replicate_up_and_status_and_secrets_come_down() {
     let ns = instance.namespace("xr").await;
     let web = web_app_resource();
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &web);
-    wait_for(
-        "the WebApp kind in the app cluster",
-        Duration::from_secs(60),
-        || async { kubectl_apply(&web_app_yaml(&ns, "web", "nginx:1.27", "")).await },
+    crate::xrs::apply_web_app(
+        &crate::support::env().app_kubeconfig,
+        &web_app_yaml(&ns, "web", "nginx:1.27", ""),
     )
     .await;
 
@@ -203,10 +213,9 @@ async fn resource_refs_set_in_the_app_cluster_never_go_up() {
     // A tenant names another tenant's object as if the XR had composed it.
     let smuggled = "  crossplane:\n    resourceRefs:\n      - apiVersion: v1\n        kind: Secret\n        name: \
                     another-tenants-secret\n";
-    wait_for(
-        "the WebApp kind in the app cluster",
-        Duration::from_secs(60),
-        || async { kubectl_apply(&web_app_yaml(&ns, "sly", "nginx:1.27", smuggled)).await },
+    crate::xrs::apply_web_app(
+        &crate::support::env().app_kubeconfig,
+        &web_app_yaml(&ns, "sly", "nginx:1.27", smuggled),
     )
     .await;
     wait_event(&instance.app, &ns, "sly", "FieldNotReplicated").await;
@@ -233,10 +242,9 @@ async fn xrs_made_and_edited_offline_go_up_when_the_link_returns() {
     let ns = instance.namespace("xroff").await;
     let web = web_app_resource();
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &web);
-    wait_for(
-        "the WebApp kind in the app cluster",
-        Duration::from_secs(60),
-        || async { kubectl_apply(&web_app_yaml(&ns, "steady", "nginx:1.27", "")).await },
+    crate::xrs::apply_web_app(
+        &crate::support::env().app_kubeconfig,
+        &web_app_yaml(&ns, "steady", "nginx:1.27", ""),
     )
     .await;
     wait_ready(&local, "steady", &instance).await;
@@ -293,10 +301,9 @@ async fn the_shim_lists_xr_kinds_and_xrs_by_family() {
     let mut instance = Instance::new("xrshim").await;
     let _registered = crate::shim_support::start_registered(&mut instance).await;
     let ns = instance.namespace("xrshim").await;
-    wait_for(
-        "the WebApp kind in the app cluster",
-        Duration::from_secs(60),
-        || async { kubectl_apply(&web_app_yaml(&ns, "web", "nginx:1.27", "")).await },
+    crate::xrs::apply_web_app(
+        &crate::support::env().app_kubeconfig,
+        &web_app_yaml(&ns, "web", "nginx:1.27", ""),
     )
     .await;
     crate::shim_support::wait_phase(&ns, &["web"], "Synced", &instance).await;
@@ -406,10 +413,9 @@ async fn an_xr_secret_its_twin_does_not_control_is_not_copied() {
         .create(&Default::default(), &bait)
         .await
         .unwrap();
-    wait_for(
-        "the WebApp kind in the app cluster",
-        Duration::from_secs(60),
-        || async { kubectl_apply(&web_app_yaml(&ns, "lured", "nginx:1.27", "")).await },
+    crate::xrs::apply_web_app(
+        &crate::support::env().app_kubeconfig,
+        &web_app_yaml(&ns, "lured", "nginx:1.27", ""),
     )
     .await;
     let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &web_app_resource());

@@ -44,14 +44,7 @@ pub async fn pin_cluster_id(
     }
     let config_maps = Api::<ConfigMap>::namespaced(local.clone(), namespace);
     let object = format!("ConfigMap {namespace}/{IDENTITY_CONFIGMAP}");
-    let record = config_maps
-        .get_opt(IDENTITY_CONFIGMAP)
-        .await
-        .context(Side::App, "get", &object)?;
-    let in_cluster = record
-        .as_ref()
-        .and_then(|cm| cm.data.as_ref())
-        .and_then(|d| d.get(KEY).cloned());
+    let in_cluster = recorded(&config_maps, &object, KEY).await?;
     let in_journal = journal.cluster_id()?;
     match pin(in_cluster.as_deref(), in_journal.as_deref(), effective) {
         Pinning::Refuse { recorded, recorded_in } => Err(Error::Refused {
@@ -107,14 +100,7 @@ pub const CLAIM_NAMESPACE_KEY: &str = "claimNamespace";
 pub async fn pin_claim_namespace(local: &Client, namespace: &str, claim_namespace: &str) -> Result<(), Error> {
     let config_maps = Api::<ConfigMap>::namespaced(local.clone(), namespace);
     let object = format!("ConfigMap {namespace}/{IDENTITY_CONFIGMAP}");
-    let record = config_maps
-        .get_opt(IDENTITY_CONFIGMAP)
-        .await
-        .context(Side::App, "get", &object)?;
-    let recorded = record
-        .as_ref()
-        .and_then(|cm| cm.data.as_ref())
-        .and_then(|d| d.get(CLAIM_NAMESPACE_KEY).cloned());
+    let recorded = recorded(&config_maps, &object, CLAIM_NAMESPACE_KEY).await?;
     match crate::model::identity::pin_claim_namespace(recorded.as_deref(), claim_namespace) {
         Ok(false) => Ok(()),
         Ok(true) => {
@@ -132,6 +118,15 @@ pub async fn pin_claim_namespace(local: &Client, namespace: &str, claim_namespac
             ),
         }),
     }
+}
+
+/// What the identity ConfigMap (`object`, for errors) records under `key`, if it and the key exist.
+async fn recorded(config_maps: &Api<ConfigMap>, object: &str, key: &str) -> Result<Option<String>, Error> {
+    let record = config_maps
+        .get_opt(IDENTITY_CONFIGMAP)
+        .await
+        .context(Side::App, "get", object)?;
+    Ok(record.and_then(|cm| cm.data).and_then(|mut d| d.remove(key)))
 }
 
 /// The key in the identity ConfigMap that `claimsync disconnect` sets: a running claimsync stops writing while it is
