@@ -1,6 +1,6 @@
 //! What a claim kind is: which CRDs of the control plane are claim CRDs, the identical CRD the app cluster gets
 //! (plus a REPLICATED column), and the kind and version claimsync syncs. Pure functions over CRD JSON; the
-//! catalog controller (sync/catalog.rs) does the I/O.
+//! catalog controller (sync/catalog/) does the I/O.
 
 use serde_json::{Value, json};
 

@@ -1,131 +1,41 @@
 //! Catalog down: the claim CRDs Crossplane generates on the control plane become identical CRDs in the app
-//! cluster (plus a REPLICATED column), and each offered kind gets its claim controller. Never deletes a local CRD.
+//! cluster (plus a REPLICATED column), and each offered kind gets its claim controller. This file keeps the
+//! catalog's state and takes its events; `copy` copies one CRD, `records` writes the journal's catalog records,
+//! `foreign` reports a CRD that is not claimsync's. Never deletes a local CRD.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::ExponentialBackoff;
-use claimsync_state::{CatalogEntry, content_hash};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tracing::{error, info, warn};
 
-use crate::error::{Error, KubeContext, Side};
+use crate::error::Error;
 use crate::model::conditions::{Reason, Replicated as ConditionReplicated};
-use crate::model::kind::{
-    CLUSTER_XR_NOT_REPLICATED, ClaimKind, claim_kind, group_allowed, is_claim_crd, is_cluster_xr_crd, is_current,
-    local_crd, owning_xrd, served_versions,
-};
-use crate::model::vocabulary::{MANAGED_BY, MANAGER_UP};
+use crate::model::kind::{ClaimKind, claim_kind, group_allowed, is_claim_crd, is_cluster_xr_crd, owning_xrd};
+use crate::model::vocabulary::MANAGED_BY;
 use crate::sync::caches::xrd_resource;
 use crate::sync::claims::status::mark_all;
 use crate::sync::context::{Context, retry_backoff};
 use crate::sync::supervisor::Running;
 
-/// Outcome of copying one remote claim CRD into the app cluster.
-pub enum Copied {
-    /// The local CRD is claimsync's copy and established; the copy as applied.
-    Established(Value),
-    /// A local CRD of that name is not claimsync's: left alone.
-    NotOwned,
-    /// The local CRD is being deleted; it can be made again once it is gone.
-    Terminating,
-}
+mod copy;
+mod foreign;
+mod records;
 
-/// Copies a remote claim CRD into the app cluster (unless the copy is current) and waits until it is established.
-pub async fn copy_crd(local: &Client, remote: &Value) -> Result<Copied, Error> {
-    let name = remote["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let local_crds = Api::<CustomResourceDefinition>::all(local.clone());
-    let desired = local_crd(remote);
-    let existing = local_crds.get_opt(&name).await.context(Side::App, "get CRD", &name)?;
-    let existing = existing.map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
-    if let Some(existing) = &existing {
-        if existing["metadata"]["labels"][MANAGED_BY] != "claimsync" {
-            return Ok(Copied::NotOwned);
-        }
-        if existing["metadata"]["deletionTimestamp"].is_string() {
-            return Ok(Copied::Terminating);
-        }
-    }
-    if !existing.as_ref().is_some_and(|e| is_current(e, &desired)) {
-        local_crds
-            .patch(&name, &PatchParams::apply(MANAGER_UP).force(), &Patch::Apply(&desired))
-            .await
-            .context(Side::App, "apply CRD", &name)?;
-        info!(crd = %name, "replicated claim CRD to the app cluster");
-    }
-    // Claims can be served only once the CRD is established.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = local_crds.get(&name).await.context(Side::App, "get CRD", &name)?;
-        let established = crd
-            .status
-            .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return Ok(Copied::Established(desired));
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(Error::Object {
-                object: format!("CRD {name}"),
-                problem: "not established after 60s".into(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Outcome of replicating one remote claim CRD.
-enum Replicated {
-    Ready(ClaimKind),
-    /// A local CRD of that name is not claimsync's.
-    NotOwned,
-    /// The local CRD is being deleted; it is made again once it is gone.
-    Terminating,
-}
-
-/// Makes the local CRD match the remote one and waits until it is established.
-async fn replicate(ctx: &Context, remote: &Value) -> Result<Replicated, Error> {
-    let name = remote["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let desired = match copy_crd(&ctx.local, remote).await? {
-        Copied::Established(desired) => desired,
-        Copied::NotOwned => return Ok(Replicated::NotOwned),
-        Copied::Terminating => return Ok(Replicated::Terminating),
-    };
-    ctx.journal.put_catalog_entry(&CatalogEntry {
-        crd_name: name.clone(),
-        group: remote["spec"]["group"].as_str().unwrap_or_default().to_string(),
-        kind: remote["spec"]["names"]["kind"].as_str().unwrap_or_default().to_string(),
-        plural: remote["spec"]["names"]["plural"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        versions: served_versions(remote),
-        remote_resource_version: remote["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        content_hash: content_hash(&desired["spec"]),
-        crd: desired.clone(),
-        withdrawn: false,
-        not_replicated: None,
-    })?;
-    claim_kind(remote).map(Replicated::Ready).ok_or_else(|| Error::Object {
-        object: format!("CRD {name}"),
-        problem: "has no versions or names".into(),
-    })
-}
+pub use copy::{Copied, copy_crd};
+use copy::{Replicated, replicate};
+use foreign::report_foreign;
+use records::{forget_not_replicated, record_not_replicated, record_withdrawn};
 
 /// Watches the control plane's claim CRDs (and the local copies, to put back one that is deleted) for as long as
 /// claimsync runs. Before the control plane has answered (it may be unreachable for hours), the kinds claimsync
@@ -424,39 +334,16 @@ impl Catalog {
         }
     }
 
-    /// A kind the control plane offers that is not replicated (a cluster-scoped XR kind): recorded in the journal's
-    /// catalog with why, so that `claimkinds` shows it; forgotten when it goes.
+    /// A kind the control plane offers that is not replicated (a cluster-scoped XR kind): listed, and recorded in
+    /// the journal's catalog with why, so that `claimkinds` shows it; forgotten when it goes.
     fn not_replicated(&mut self, ctx: &Arc<Context>, crd: &Value) {
         let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
         if crd["metadata"]["deletionTimestamp"].is_string() {
             forget_not_replicated(ctx, &name);
             return;
         }
-        self.listed_not_replicated.insert(name.clone());
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let entry = CatalogEntry {
-            crd_name: name.clone(),
-            group: text(&crd["spec"]["group"]),
-            kind: text(&crd["spec"]["names"]["kind"]),
-            plural: text(&crd["spec"]["names"]["plural"]),
-            versions: served_versions(crd),
-            remote_resource_version: text(&crd["metadata"]["resourceVersion"]),
-            content_hash: content_hash(&crd["spec"]),
-            crd: Value::Null,
-            withdrawn: false,
-            not_replicated: Some(CLUSTER_XR_NOT_REPLICATED.to_string()),
-        };
-        let known = ctx.journal.catalog_entry(&name).ok().flatten();
-        if known
-            .as_ref()
-            .is_some_and(|k| k.content_hash == entry.content_hash && k.not_replicated.is_some())
-        {
-            return;
-        }
-        info!(crd = %name, "the control plane offers a cluster-scoped XR kind; it is listed but not replicated");
-        if let Err(e) = ctx.journal.put_catalog_entry(&entry) {
-            warn!(crd = %name, error = %e, "could not record a kind that is not replicated");
-        }
+        self.listed_not_replicated.insert(name);
+        record_not_replicated(ctx, crd);
     }
 
     /// The XRDs `xrds` are being deleted: the kinds they define are withdrawn.
@@ -504,30 +391,6 @@ impl Catalog {
     }
 }
 
-/// Records in the journal's catalog that a kind is withdrawn (if the catalog knows it and does not say so yet).
-fn record_withdrawn(ctx: &Context, crd_name: &str) {
-    let Some(mut entry) = ctx.journal.catalog_entry(crd_name).ok().flatten() else {
-        return;
-    };
-    if entry.withdrawn {
-        return;
-    }
-    entry.withdrawn = true;
-    if let Err(e) = ctx.journal.put_catalog_entry(&entry) {
-        warn!(crd = %crd_name, error = %e, "could not record the withdrawal in the journal");
-    }
-}
-
-/// Forgets a kind recorded as not replicated (and only such an entry: a replicated kind keeps its own).
-fn forget_not_replicated(ctx: &Context, name: &str) {
-    let recorded = ctx.journal.catalog_entry(name).ok().flatten();
-    if recorded.is_some_and(|e| e.not_replicated.is_some())
-        && let Err(e) = ctx.journal.remove_catalog_entry(name)
-    {
-        warn!(crd = %name, error = %e, "could not forget a kind that is not replicated");
-    }
-}
-
 /// Whether the XRD `name` is being deleted, as the XRD cache holds it (not yet listed: not known to be).
 fn xrd_deleting(ctx: &Context, name: &str) -> bool {
     ctx.caches
@@ -535,38 +398,4 @@ fn xrd_deleting(ctx: &Context, name: &str) -> bool {
         .store
         .get(&ObjectRef::new_with(name, xrd_resource()))
         .is_some_and(|xrd| xrd.metadata.deletion_timestamp.is_some())
-}
-
-/// A local CRD of a claim kind's name that claimsync does not own: left alone, said once in the log and an Event.
-async fn report_foreign(ctx: &Context, name: &str) {
-    let message =
-        format!("a local CRD {name} exists and is not claimsync's; it is left alone and its claims are not replicated");
-    warn!(crd = %name, "{message}");
-    let reference = ObjectReference {
-        api_version: Some("apiextensions.k8s.io/v1".into()),
-        kind: Some("CustomResourceDefinition".into()),
-        name: Some(name.to_string()),
-        ..ObjectReference::default()
-    };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "ForeignCRD".into(),
-        note: Some(message),
-        action: "ReplicateCatalog".into(),
-        secondary: None,
-    };
-    // Said once per cluster, not once per start: a restart must write nothing that is already there.
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.local.clone(), "default");
-    let said = events.list(&ListParams::default()).await.is_ok_and(|list| {
-        list.items.iter().any(|e| {
-            e.reason.as_deref() == Some("ForeignCRD")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-    });
-    if said {
-        return;
-    }
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(crd = %name, error = %e, "could not publish an Event");
-    }
 }
