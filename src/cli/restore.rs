@@ -81,14 +81,21 @@ pub async fn restore(args: RestoreArgs) -> Result<(), Error> {
             continue;
         }
         let resource = api_resource(&kind);
-        let twins = Api::<DynamicObject>::namespaced_with(remote.clone(), &clusters.claim_namespace, &resource)
+        let listed = Api::<DynamicObject>::namespaced_with(remote.clone(), &clusters.claim_namespace, &resource)
             .list(&ListParams::default())
-            .await
-            .context(
-                Side::ControlPlane,
-                "list",
-                format!("{} in {}", kind.plural, clusters.claim_namespace),
-            )?;
+            .await;
+        let twins = match listed {
+            Ok(twins) => twins,
+            // The kind went between the two reads (withdrawn meanwhile): nothing of it to restore.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(e) => {
+                return Err(e).context(
+                    Side::ControlPlane,
+                    "list",
+                    format!("{} in {}", kind.plural, clusters.claim_namespace),
+                );
+            }
+        };
         let missing: Vec<(DynamicObject, Value)> = {
             let mut missing = Vec::new();
             for twin in twins.items {
