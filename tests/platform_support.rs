@@ -68,26 +68,32 @@ pub(crate) fn xrd(group: &str, kind: &str, extra: Value, second_version: bool) -
 /// A Composition that composes one Record, which names the claim's namespace.
 pub(crate) fn composition(group: &str, kind: &str) -> Value {
     let lower = kind.to_lowercase();
+    // A Record (e2e/platform/records.yaml; named by Crossplane): cheap to make and to delete, unlike a Namespace,
+    // whose deletion walks every resource type of the control plane.
+    pipeline_composition(
+        &format!("x{lower}s.{group}"),
+        json!({"apiVersion": format!("{group}/v1alpha1"), "kind": format!("X{kind}")}),
+        json!([{
+            "name": "record",
+            "base": {"apiVersion": "starter.org/v1alpha1", "kind": "Record", "data": {"made-for": "test"}},
+            "patches": [{"fromFieldPath": "spec.claimRef.namespace", "toFieldPath": "data.claim-namespace"}]
+        }]),
+    )
+}
+
+/// A Composition `name` for the composite type `type_ref`: one pipeline step, the env's own function (e2e/function),
+/// composing `resources` (its input's templates).
+fn pipeline_composition(name: &str, type_ref: Value, resources: Value) -> Value {
     json!({
         "apiVersion": "apiextensions.crossplane.io/v1", "kind": "Composition",
-        "metadata": {"name": format!("x{lower}s.{group}")},
+        "metadata": {"name": name},
         "spec": {
-            "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": format!("X{kind}")},
+            "compositeTypeRef": type_ref,
             "mode": "Pipeline",
-            // A Record (e2e/platform/records.yaml; named by Crossplane), composed by the env's own function
-            // (e2e/function): cheap to make and to delete, unlike a Namespace, whose deletion walks every resource
-            // type of the control plane.
             "pipeline": [{
                 "step": "compose",
                 "functionRef": {"name": "claimsync-env"},
-                "input": {
-                    "apiVersion": "function.claimsync.dev/v1alpha1", "kind": "Resources",
-                    "resources": [{
-                        "name": "record",
-                        "base": {"apiVersion": "starter.org/v1alpha1", "kind": "Record", "data": {"made-for": "test"}},
-                        "patches": [{"fromFieldPath": "spec.claimRef.namespace", "toFieldPath": "data.claim-namespace"}]
-                    }]
-                }
+                "input": {"apiVersion": "function.claimsync.dev/v1alpha1", "kind": "Resources", "resources": resources}
             }]
         }
     })
@@ -238,31 +244,19 @@ pub(crate) fn namespaced_xrd(group: &str, kind: &str, extra: Value) -> Value {
 /// namespaced objects), named by Crossplane, and a connection Secret named by `spec.writeConnectionSecretToRef`.
 pub(crate) fn xr_composition(group: &str, kind: &str) -> Value {
     let lower = kind.to_lowercase();
-    json!({
-        "apiVersion": "apiextensions.crossplane.io/v1", "kind": "Composition",
-        "metadata": {"name": format!("{lower}s.{group}")},
-        "spec": {
-            "compositeTypeRef": {"apiVersion": format!("{group}/v1alpha1"), "kind": kind},
-            "mode": "Pipeline",
-            "pipeline": [{
-                "step": "compose",
-                "functionRef": {"name": "claimsync-env"},
-                "input": {
-                    "apiVersion": "function.claimsync.dev/v1alpha1", "kind": "Resources",
-                    "resources": [{
-                        "name": "settings",
-                        "base": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"made-for": "test"}},
-                        "patches": [{"fromFieldPath": "spec.size", "toFieldPath": "data.size", "format": "%s"}]
-                    }, {
-                        "name": "connection",
-                        "base": {"apiVersion": "v1", "kind": "Secret", "stringData": {"made-for": "test"}},
-                        "patches": [{"fromFieldPath": "spec.writeConnectionSecretToRef.name",
-                                     "toFieldPath": "metadata.name"}]
-                    }]
-                }
-            }]
-        }
-    })
+    pipeline_composition(
+        &format!("{lower}s.{group}"),
+        json!({"apiVersion": format!("{group}/v1alpha1"), "kind": kind}),
+        json!([{
+            "name": "settings",
+            "base": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"made-for": "test"}},
+            "patches": [{"fromFieldPath": "spec.size", "toFieldPath": "data.size", "format": "%s"}]
+        }, {
+            "name": "connection",
+            "base": {"apiVersion": "v1", "kind": "Secret", "stringData": {"made-for": "test"}},
+            "patches": [{"fromFieldPath": "spec.writeConnectionSecretToRef.name", "toFieldPath": "metadata.name"}]
+        }]),
+    )
 }
 
 /// A replicated kind of one test: `<Kind>` in group `<unique>.test.starter.org`, at version v1alpha1; a claim kind

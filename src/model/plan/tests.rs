@@ -703,17 +703,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 local_secret: Some(earlier_claims_secret()),
                 ..World::default()
             },
-            &[
-                "ReadTwin",
-                "ReadWithdrawing",
-                "ApplyTwin",
-                "ListMadeSecrets",
-                "ReadRemoteSecret",
-                "ReadLocalSecret",
-                "ApplySecret",
-                "WriteDown",
-                "Finish",
-            ],
+            FIRST_TWIN,
             |run| {
                 let written = run
                     .writes
