@@ -279,9 +279,14 @@ impl TestKind {
     /// Offers `kind` (with `extra` spec properties) in `group` on the control plane.
     pub(crate) async fn offer_in(control_plane: &Client, group: &str, kind: &str, extra: Value) -> TestKind {
         let group = group.to_string();
-        let lower = kind.to_lowercase();
         apply(control_plane, &composition_resource(), &composition(&group, kind)).await;
         apply(control_plane, &xrd_resource(), &xrd(&group, kind, extra, false)).await;
+        Self::named(group, kind, KindFamily::Claim)
+    }
+
+    /// The kind `kind` of `family` in `group`, at v1alpha1, as its XRD names it.
+    fn named(group: String, kind: &str, family: KindFamily) -> TestKind {
+        let lower = kind.to_lowercase();
         TestKind {
             crd_name: format!("{lower}s.{group}"),
             resource: ApiResource::from_gvk_with_plural(
@@ -290,7 +295,7 @@ impl TestKind {
             ),
             kind: kind.to_string(),
             group,
-            family: KindFamily::Claim,
+            family,
         }
     }
 
@@ -311,19 +316,9 @@ impl TestKind {
     /// Offers namespaced XR kind `kind` (with `extra` spec properties) on the control plane, in a group of its own.
     pub(crate) async fn offer_xr(control_plane: &Client, prefix: &str, kind: &str, extra: Value) -> TestKind {
         let group = format!("{}.test.starter.org", support::unique(prefix));
-        let lower = kind.to_lowercase();
         apply(control_plane, &composition_resource(), &xr_composition(&group, kind)).await;
         apply(control_plane, &xrd_v2_resource(), &namespaced_xrd(&group, kind, extra)).await;
-        TestKind {
-            crd_name: format!("{lower}s.{group}"),
-            resource: ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk(&group, "v1alpha1", kind),
-                &format!("{lower}s"),
-            ),
-            kind: kind.to_string(),
-            group,
-            family: KindFamily::NamespacedXr,
-        }
+        Self::named(group, kind, KindFamily::NamespacedXr)
     }
 
     /// The twin's name of this kind's object `namespace/name` from the app cluster `cluster_id`.
