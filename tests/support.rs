@@ -191,13 +191,18 @@ pub async fn control_plane() -> Client {
 pub struct Link {
     /// For `e2e/env link cut NAME` and the like.
     pub name: String,
-    /// Reaches the control plane through the link.
+    /// Reaches the link's cluster through the link.
     pub kubeconfig: PathBuf,
 }
 
 pub fn link(prefix: &str) -> Link {
+    link_to(prefix, "controlplane")
+}
+
+/// A link of the test's own to one of the env's clusters (`app`, `app2` or `controlplane`).
+pub fn link_to(prefix: &str, cluster: &str) -> Link {
     let name = unique(prefix);
-    let out = env().script_output(&["link", "add", &name]);
+    let out = env().script_output(&["link", "add", &name, cluster]);
     Link {
         name,
         kubeconfig: PathBuf::from(out.trim()),

@@ -1,4 +1,4 @@
-//! The env's links to the control plane can be broken on demand: through a link of the test's own, requests hang
+//! The env's links (to the control plane, or to an app cluster when asked) can be broken on demand: through a link of the test's own, requests hang
 //! after `cut`, fail at once after `reset`, work again after `restore` (held ones resume), and take longer by the
 //! `delay`.
 
@@ -42,6 +42,31 @@ async fn default_link_reaches_the_control_plane() {
     get(&client(&env().control_plane_link_kubeconfig).await)
         .await
         .expect("GET through the default link");
+}
+
+#[tokio::test]
+async fn a_link_to_an_app_cluster_reaches_that_cluster_and_breaks_alone() {
+    let _env = support::env_shared().await;
+    let link = support::link_to("applink", "app");
+    let through = client(&link.kubeconfig).await;
+    let direct = client(&env().app_kubeconfig).await;
+    let uid = |client: Client| async move {
+        Api::<Namespace>::all(client)
+            .get("kube-system")
+            .await
+            .map(|ns| ns.metadata.uid)
+    };
+    assert_eq!(
+        uid(through.clone()).await.expect("GET through the app link"),
+        uid(direct.clone()).await.unwrap(),
+        "the app link leads to another cluster"
+    );
+    env().script(&["link", "cut", &link.name]);
+    let hung = tokio::time::timeout(Duration::from_secs(2), get(&through)).await;
+    assert!(hung.is_err(), "a request through a cut app link answered: {hung:?}");
+    get(&direct).await.expect("the app cluster itself still answers");
+    env().script(&["link", "restore", &link.name]);
+    get(&through).await.expect("GET through the restored app link");
 }
 
 #[tokio::test]

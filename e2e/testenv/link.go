@@ -1,6 +1,6 @@
-// The links of the env, named paths to the control plane through a serve-link proxy that tests can break: each
-// keeps its ports, pid, log and kubeconfig in <env>/links/NAME/, and `link <command>` drives it through its
-// control listener, returning once the proxy has taken the new mode.
+// The links of the env, named paths to one cluster (the control plane unless told) through a serve-link proxy that
+// tests can break: each keeps its target, ports, pid, log and kubeconfig in <env>/links/NAME/, and `link <command>`
+// drives it through its control listener, returning once the proxy has taken the new mode.
 package main
 
 import (
@@ -26,16 +26,27 @@ const (
 	linkInfoFile = "link.json"
 )
 
-// linkInfo is a link's persisted layout: its client port and its control port, chosen once and kept.
+// linkInfo is a link's persisted layout: the cluster it leads to, its client port and its control port, chosen
+// once and kept.
 type linkInfo struct {
-	Port        int `json:"port"`
-	ControlPort int `json:"controlPort"`
+	Port        int    `json:"port"`
+	ControlPort int    `json:"controlPort"`
+	Target      string `json:"target,omitempty"` // a cluster name; empty (links made before targets) is the control plane
+}
+
+// target is the cluster the link leads to.
+func (i linkInfo) target() string {
+	if i.Target == "" {
+		return controlPlane
+	}
+	return i.Target
 }
 
 var linkName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 const linkUsage = `usage: testenv link <command>
-  add NAME          start the link's proxy (if it does not run) and print its control-plane kubeconfig
+  add NAME [CLUSTER]  start the link's proxy (if it does not run) and print its kubeconfig; CLUSTER is app, app2 or
+                    controlplane (the default), and a link keeps the cluster it was made for
   cut NAME          blackhole: connections hang, no byte is forwarded, nothing is closed
   reset NAME        refuse: existing connections are reset, new ones refused
   restore NAME      end a cut or reset; connections held by a cut resume where they stopped
@@ -52,8 +63,14 @@ func runLink(dir string, args []string) error {
 		env.printLinks()
 		return nil
 	}
-	command := ""
-	if len(args) == 2 {
+	command, target := "", controlPlane
+	if len(args) == 3 && args[0] == "add" {
+		if !slices.Contains(clusterNames, args[2]) {
+			return fmt.Errorf("link add: no cluster %q (want one of %v)\n%s", args[2], clusterNames, linkUsage)
+		}
+		command, target = "add", args[2]
+		args = args[:2]
+	} else if len(args) == 2 {
 		command = map[string]string{
 			"add": "add", "remove": "remove", "cut": modeCut, "reset": modeReset, "restore": modeNormal,
 		}[args[0]]
@@ -68,7 +85,7 @@ func runLink(dir string, args []string) error {
 	}
 	name := args[len(args)-1]
 	if command == "add" {
-		kubeconfig, err := env.addLink(name)
+		kubeconfig, err := env.addLink(name, target)
 		if err == nil {
 			fmt.Println(kubeconfig)
 		}
@@ -121,9 +138,10 @@ func (e *environment) links() []string {
 	return names
 }
 
-// addLink makes the link if it is new, starts its proxy if it does not run, and writes its kubeconfig. Safe to
-// run concurrently for the same name: a lock file serializes them.
-func (e *environment) addLink(name string) (string, error) {
+// addLink makes the link to target if it is new, starts its proxy if it does not run, and writes its kubeconfig.
+// A link made for another cluster is an error. Safe to run concurrently for the same name: a lock file serializes
+// them.
+func (e *environment) addLink(name, target string) (string, error) {
 	if !linkName.MatchString(name) {
 		return "", fmt.Errorf("link name %q: want lower-case letters, digits and dashes", name)
 	}
@@ -141,12 +159,16 @@ func (e *environment) addLink(name string) (string, error) {
 		if info, err = e.newLinkPorts(); err != nil {
 			return "", err
 		}
+		info.Target = target
 		raw, _ := json.Marshal(info)
 		if err := os.WriteFile(filepath.Join(dir, linkInfoFile), raw, 0o644); err != nil {
 			return "", err
 		}
 	}
-	kubeconfig, err := e.kubeconfigText(controlPlane, info.Port, "controlplane-via-"+name)
+	if info.target() != target {
+		return "", fmt.Errorf("link %s leads to %s, not %s: remove it first", name, info.target(), target)
+	}
+	kubeconfig, err := e.kubeconfigText(target, info.Port, target+"-via-"+name)
 	if err != nil {
 		return "", err
 	}
@@ -231,7 +253,11 @@ func (e *environment) startLinks() error {
 		names = append(names, defaultLink)
 	}
 	for _, name := range names {
-		if _, err := e.addLink(name); err != nil {
+		info, err := e.readLink(name)
+		if err != nil {
+			info.Target = controlPlane // the default link, made now
+		}
+		if _, err := e.addLink(name, info.target()); err != nil {
 			return err
 		}
 	}
@@ -264,7 +290,7 @@ func (e *environment) printLinks() {
 				state += ", " + describeLink(s)
 			}
 		}
-		fmt.Printf("link %-20s port %-6d %s\n", name, info.Port, state)
+		fmt.Printf("link %-20s to %-12s port %-6d %s\n", name, info.target(), info.Port, state)
 	}
 }
 

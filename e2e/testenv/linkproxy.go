@@ -1,4 +1,4 @@
-// serve-link: the TCP proxy of one link, between clients and the control plane's API server. It forwards bytes
+// serve-link: the TCP proxy of one link, between clients and its cluster's API server. It forwards bytes
 // both ways and can blackhole them (cut), refuse connections (reset) or delay them; its control listener switches
 // the mode and answers only once the new mode is in force.
 package main
@@ -69,7 +69,7 @@ func serveLink(dir, name string) error {
 	if err != nil {
 		return err
 	}
-	ports, err := env.ports(controlPlane)
+	ports, err := env.ports(info.target())
 	if err != nil {
 		return err
 	}
