@@ -178,7 +178,8 @@ async fn answer<B>(
                 }
                 (None, false) => {
                     let scope = Scope::new(*resource, namespace.as_deref(), &query);
-                    let doc = reads::list(&index.lock().expect("index lock"), &scope, representation, &query);
+                    let seen = reads::listed(&index.lock().expect("index lock"), &scope);
+                    let doc = reads::list(seen, &scope, representation, &query);
                     json_response(StatusCode::OK, &doc.content_type, to_vec(&doc.body))
                 }
                 (None, true) => {

@@ -84,14 +84,30 @@ pub fn get(
     })
 }
 
-/// Every object the scope sees, at the index's current version.
-pub fn list(index: &Index, scope: &Scope, representation: Representation, query: &Query) -> Document {
-    let objects: Vec<Value> = index
-        .objects(scope.resource)
-        .filter(|s| scope.sees(s))
-        .map(|s| s.object())
-        .collect();
-    let rv = index.rv().to_string();
+/// What a list answers from: the objects a scope sees and the index's version, copied under the index's lock as
+/// shared pointers only. The answer is built from it after the lock is released, so a large list holds up no
+/// other reader and no change.
+pub struct Listed {
+    rv: u64,
+    objects: Vec<Arc<Served>>,
+}
+
+/// The objects the scope sees now (call under the index's lock; cheap).
+pub fn listed(index: &Index, scope: &Scope) -> Listed {
+    Listed {
+        rv: index.rv(),
+        objects: index
+            .objects(scope.resource)
+            .filter(|s| scope.sees(s))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Every object the scope saw, at the index's version of that moment.
+pub fn list(listed: Listed, scope: &Scope, representation: Representation, query: &Query) -> Document {
+    let objects: Vec<Value> = listed.objects.iter().map(|s| s.object()).collect();
+    let rv = listed.rv.to_string();
     let body = match representation {
         Representation::Json => json!({
             "apiVersion": GROUP_VERSION, "kind": scope.resource.list_kind(),
@@ -99,15 +115,7 @@ pub fn list(index: &Index, scope: &Scope, representation: Representation, query:
         }),
         Representation::Table { version } => {
             let now = Timestamp::now();
-            let mut t = table(
-                scope.resource,
-                &[],
-                index.rv(),
-                query.include_object,
-                version,
-                true,
-                now,
-            );
+            let mut t = table(scope.resource, &[], listed.rv, query.include_object, version, true, now);
             t["rows"] = objects
                 .iter()
                 .map(|o| row(scope.resource, o, query.include_object, version, now))
@@ -242,16 +250,49 @@ mod tests {
         let index = index();
         let query = parse(Some("labelSelector=claimsync.dev%2Fkind%3DCluster")).unwrap();
         let scope = Scope::new(Resource::ClaimSyncs, None, &query);
-        let plain = list(&index, &scope, Representation::Json, &query);
+        let plain = list(listed(&index, &scope), &scope, Representation::Json, &query);
         assert_eq!(plain.body["kind"], "ClaimSyncList");
         assert_eq!(plain.body["metadata"]["resourceVersion"], "103");
         assert_eq!(plain.body["items"].as_array().unwrap().len(), 2);
-        let tables = list(&index, &scope, Representation::Table { version: "v1" }, &query);
+        let tables = list(
+            listed(&index, &scope),
+            &scope,
+            Representation::Table { version: "v1" },
+            &query,
+        );
         assert_eq!(tables.body["rows"].as_array().unwrap().len(), 2);
         assert_eq!(tables.body["metadata"]["resourceVersion"], "103");
         assert!(tables.content_type.contains("as=Table"));
-        let metadata = list(&index, &scope, Representation::Metadata { version: "v1" }, &query);
+        let metadata = list(
+            listed(&index, &scope),
+            &scope,
+            Representation::Metadata { version: "v1" },
+            &query,
+        );
         assert_eq!(metadata.body["items"][0]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn a_list_answers_from_what_it_saw_not_from_the_index() {
+        let mut index = index();
+        let query = parse(None).unwrap();
+        let scope = Scope::new(Resource::ClaimSyncs, None, &query);
+        let seen = listed(&index, &scope);
+        // The index changes (its lock is free again) before the answer is built: the answer is of the moment seen.
+        index.set(
+            ObjectKey {
+                resource: Resource::ClaimSyncs,
+                namespace: "a".into(),
+                name: "late".into(),
+                group: "g.org".into(),
+                kind: "Cluster".into(),
+            },
+            Some(json!({"apiVersion": GROUP_VERSION, "kind": "ClaimSync", "metadata": {"name": "late", "namespace": "a"}})),
+        );
+        assert_eq!(index.rv(), 104);
+        let plain = list(seen, &scope, Representation::Json, &query);
+        assert_eq!(plain.body["metadata"]["resourceVersion"], "103");
+        assert_eq!(plain.body["items"].as_array().unwrap().len(), 3, "{}", plain.body);
     }
 
     #[tokio::test]
