@@ -1,6 +1,7 @@
 //! Running claimsync as a service: the ops endpoint (health, readiness, metrics that count claims by phase, syncs
 //! and API calls), and leader election among replicas: one writes, the standby takes over within seconds when the
-//! leader is killed, and no claim is written twice.
+//! leader is killed, no claim is written twice, and a leader cut off from the app cluster stops writing before the
+//! standby starts.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -142,6 +143,204 @@ async fn a_leader_stopped_gracefully_hands_over_at_once() {
         tail(&first.log(), 5)
     );
     eprintln!("FIGURE leader election: after a graceful stop the standby led {handover:?} later");
+}
+
+/// Writes a replica made to a cluster, by verb and code, leaving out the ones its write fence refused (those never
+/// left the process).
+fn writes_made(metrics: &str, cluster: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!(r#"claimsync_api_requests_total{{cluster="{cluster}","#)))
+        .filter(|l| {
+            ["POST", "PUT", "PATCH", "DELETE"]
+                .iter()
+                .any(|v| l.contains(&format!(r#"verb="{v}""#)))
+        })
+        .filter(|l| !l.contains(r#"code="fenced""#))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_app_cluster_stops_writing_before_the_standby_leads() {
+    let _env = support::env_shared().await;
+    let mut first = Instance::new("partition").await;
+    let ns = first.namespace("part").await;
+    let second = first.replica("b");
+    let mut second = second;
+    // The first replica reaches the app cluster through a link the test can cut; both reach the control plane.
+    let app_link = support::link_to(&first.id, "app");
+    first.app_kubeconfig = app_link.kubeconfig.clone();
+    first.start_in_sync(&["--leader-elect"]).await;
+    second.start_with(&["--leader-elect"]).await;
+    wait_leading(&second, "the second replica to stand by", "no").await;
+
+    let local = Api::<DynamicObject>::namespaced_with(first.app.clone(), &ns, &kubernetes_cluster_resource());
+    let remote = Api::<DynamicObject>::namespaced_with(
+        first.control_plane.clone(),
+        &first.claim_namespace,
+        &kubernetes_cluster_resource(),
+    );
+    for name in ["keep", "doomed"] {
+        kubectl_apply(&cluster_claim_yaml(
+            &ns,
+            name,
+            &support::unique("kc"),
+            &format!("{name}-conn"),
+            "",
+        ))
+        .await
+        .unwrap();
+    }
+    for name in ["keep", "doomed"] {
+        wait_ready(&local, name, &first).await;
+    }
+    let (keep_twin, doomed_twin) = (
+        remote_claim_name("keep", &ns, &first.id),
+        remote_claim_name("doomed", &ns, &first.id),
+    );
+
+    // A partition: the leader's app link hangs (nothing answered, nothing closed); its control plane link works.
+    app_link_action(&app_link, "cut");
+    let cut = Instant::now();
+    wait_leading(&first, "the cut-off leader to stand down", "no").await;
+    let stood_down = cut.elapsed();
+    let writes_at_stand_down = writes_made(&first.ops("/metrics").await.unwrap(), "controlplane");
+    let app_writes_at_stand_down = writes_made(&first.ops("/metrics").await.unwrap(), "app");
+    wait_leading(&second, "the standby to lead", "yes").await;
+    let standby_led = cut.elapsed();
+    assert!(
+        stood_down < standby_led,
+        "the old leader stood down {stood_down:?} after the cut, the standby led {standby_led:?} after it"
+    );
+
+    // Through the new leader: a user deletes one claim and edits the other.
+    let kubectl = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::env().kubectl(&support::env().app_kubeconfig, &args).await
+    };
+    kubectl(vec![
+        "-n".into(),
+        ns.clone(),
+        "delete".into(),
+        "kubernetesclusters".into(),
+        "doomed".into(),
+        "--wait=false".into(),
+    ])
+    .await
+    .unwrap();
+    kubectl(vec![
+        "-n".into(),
+        ns.clone(),
+        "patch".into(),
+        "kubernetesclusters".into(),
+        "keep".into(),
+        "--type=merge".into(),
+        "-p".into(),
+        r#"{"spec":{"parameters":{"nodes":{"count":5}}}}"#.into(),
+    ])
+    .await
+    .unwrap();
+    let nodes = |claim: &DynamicObject| claim.data["spec"]["parameters"]["nodes"]["count"].as_i64();
+    wait_for(
+        "the new leader to delete the twin and the claim, and to replicate the edit",
+        Duration::from_secs(60),
+        || async {
+            let doomed_gone = remote.get_opt(&doomed_twin).await.map_err(|e| e.to_string())?.is_none()
+                && local.get_opt("doomed").await.map_err(|e| e.to_string())?.is_none();
+            let twin = remote.get(&keep_twin).await.map_err(|e| e.to_string())?;
+            (doomed_gone && nodes(&twin) == Some(5)).then_some(()).ok_or(format!(
+                "doomed gone: {doomed_gone}, keep's twin nodes {:?}\n{}",
+                nodes(&twin),
+                tail(&second.log(), 10)
+            ))
+        },
+    )
+    .await;
+
+    // The partition heals: the old leader reads the lease again and stays a standby.
+    app_link_action(&app_link, "restore");
+    wait_for(
+        "the old leader to see the new holder of the lease",
+        Duration::from_secs(30),
+        || async {
+            let ready = first.ops("/readyz").await?;
+            (ready.contains("leader: no") && ready.contains("lease: held by") && !ready.contains("(this replica)"))
+                .then_some(())
+                .ok_or(format!("{ready}\n{}", tail(&first.log(), 5)))
+        },
+    )
+    .await;
+    // The new leader's next pass over the kept claim (a user's touch) ends with the edit in place.
+    kubectl(vec![
+        "-n".into(),
+        ns.clone(),
+        "annotate".into(),
+        "kubernetesclusters".into(),
+        "keep".into(),
+        "touched=after-heal".into(),
+    ])
+    .await
+    .unwrap();
+    wait_for(
+        "the new leader to replicate a touch after the heal",
+        Duration::from_secs(60),
+        || async {
+            let twin = remote.get(&keep_twin).await.map_err(|e| e.to_string())?;
+            let touched = twin
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("touched"))
+                .is_some();
+            touched
+                .then_some(())
+                .ok_or(format!("not yet\n{}", tail(&second.log(), 5)))
+        },
+    )
+    .await;
+
+    // Nothing was re-created or reverted, and the old leader wrote nothing since it stood down.
+    assert!(
+        remote.get_opt(&doomed_twin).await.unwrap().is_none(),
+        "the deleted claim's twin came back"
+    );
+    assert!(
+        local.get_opt("doomed").await.unwrap().is_none(),
+        "the deleted claim came back"
+    );
+    assert_eq!(
+        nodes(&remote.get(&keep_twin).await.unwrap()),
+        Some(5),
+        "the edit was reverted remotely"
+    );
+    assert_eq!(
+        nodes(&local.get("keep").await.unwrap()),
+        Some(5),
+        "the edit was reverted locally"
+    );
+    let metrics = first.ops("/metrics").await.unwrap();
+    assert_eq!(
+        writes_made(&metrics, "controlplane"),
+        writes_at_stand_down,
+        "the old leader wrote to the control plane"
+    );
+    assert_eq!(
+        writes_made(&metrics, "app"),
+        app_writes_at_stand_down,
+        "the old leader wrote to the app cluster"
+    );
+    assert!(first.running(), "the old leader exited\n{}", tail(&first.log(), 10));
+    eprintln!(
+        "FIGURE partition: the cut-off leader stood down {stood_down:?} after the cut, the standby led {standby_led:?} after it"
+    );
+}
+
+fn app_link_action(link: &support::Link, action: &str) {
+    support::env().script(&["link", action, &link.name]);
 }
 
 /// Waits until a replica's readiness says `leader: <yes or no>`.

@@ -19,15 +19,20 @@ use crate::ops::metrics::Metrics;
 /// How long start-up waits for each API server before giving up with a clear message.
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub async fn app_client(args: &AppArgs, metrics: &Arc<Metrics>) -> Result<Client, Error> {
-    let config = match &args.app_kubeconfig {
-        Some(path) => from_file(path, "--app-kubeconfig").await?,
+/// The app cluster's client configuration (a kubeconfig file, or in-cluster).
+pub async fn app_config(args: &AppArgs) -> Result<Config, Error> {
+    match &args.app_kubeconfig {
+        Some(path) => from_file(path, "--app-kubeconfig").await,
         None => Config::infer().await.map_err(|e| Error::Load {
             setting: "the app cluster's in-cluster config or $KUBECONFIG".into(),
             action: "load",
             source: e.into(),
-        })?,
-    };
+        }),
+    }
+}
+
+pub async fn app_client(args: &AppArgs, metrics: &Arc<Metrics>) -> Result<Client, Error> {
+    let config = app_config(args).await?;
     counted_client(config, "app", metrics.clone()).map_err(|e| Error::Load {
         setting: "the app cluster's client".into(),
         action: "build",

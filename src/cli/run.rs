@@ -16,11 +16,12 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::args::{ClusterArgs, kube_system_uid};
-use super::clients::{REACH_TIMEOUT, RemoteSource, app_client, reachable};
+use super::clients::{REACH_TIMEOUT, RemoteSource, app_config, reachable};
 use crate::error::{Error, Side};
 use crate::model::link::{LinkState, Probe};
 use crate::ops;
-use crate::ops::counting::counted_client;
+use crate::ops::counting::{counted_client, fenced_client};
+use crate::ops::deadline::WriteFence;
 use crate::ops::leader::Elector;
 use crate::ops::metrics::Metrics;
 use crate::ops::server::OpsState;
@@ -67,8 +68,17 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     if !args.ops_addr.is_empty() {
         ops::server::serve(&args.ops_addr, ops.clone()).await?;
     }
-    let local = app_client(&clusters.app, &metrics).await?;
+    let app_config = app_config(&clusters.app).await?;
+    let local = counted_client(app_config.clone(), "app", metrics.clone()).map_err(|e| client_failed("app", e))?;
     reachable(&local, Side::App).await?;
+    // Leadership opens the controllers' writes (their clients pass this fence); one replica alone always writes.
+    let fence = if args.leader_elect {
+        WriteFence::closed()
+    } else {
+        WriteFence::always_open()
+    };
+    let writer =
+        fenced_client(app_config, "app", metrics.clone(), fence.clone()).map_err(|e| client_failed("app", e))?;
     // The aggregated API needs only the app cluster: it serves before (and whether or not) the rest starts.
     let shim = super::shim::start(&args, &local).await?;
     // Configuration errors stop claimsync here; an unreachable control plane does not (it starts offline).
@@ -101,7 +111,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         controller: "claimsync".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let recorder = Recorder::new(local.clone(), reporter);
+    let recorder = Recorder::new(writer.clone(), reporter);
     let reporting_object = link::reporting_object(&instance);
 
     // Leadership and the disconnect switch decide when this replica writes; it serves ops (and the shim) always.
@@ -118,8 +128,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
                 std::process::id()
             )
         });
-        let elector = Elector::new(&local, &instance, &args.leader_lease, &identity);
-        let running = tokio::spawn(elector.clone().run(leading_tx));
+        let elector = Elector::new(&local, &instance, &args.leader_lease, &identity, ops.lease.clone());
+        let running = tokio::spawn(elector.clone().run(leading_tx, fence.clone()));
         lease = Some((elector, running));
     } else {
         std::mem::forget(leading_tx);
@@ -150,17 +160,18 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             }
         }
         metrics.leader.set(1);
-        let remote = control_plane_client(&remote_config, &metrics)?;
+        let remote = fenced_client(remote_config.clone(), "controlplane", metrics.clone(), fence.clone())
+            .map_err(|e| client_failed("controlplane", e))?;
         let initial = match first_probe.take() {
             Some(initial) => initial,
             None => first_look(&remote, &clusters.claim_namespace).await?,
         };
         metrics.link_up.set(i64::from(initial.is_up()));
         let (link_tx, link_rx) = watch::channel(initial.clone());
-        let (caches, cache_tasks) = RemoteCaches::start(&local, &remote, &clusters.claim_namespace);
+        let (caches, cache_tasks) = RemoteCaches::start(&writer, &remote, &clusters.claim_namespace);
         info!(claim_namespace = %clusters.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), online = initial.is_up(), "claimsync starting");
         let ctx = Arc::new(Context::new(Settings {
-            local: local.clone(),
+            local: writer.clone(),
             remote,
             claim_namespace: clusters.claim_namespace.clone(),
             cluster_id: cluster_id.clone(),
@@ -236,11 +247,15 @@ async fn measure_journal(journal: Journal, metrics: Arc<Metrics>) {
 }
 
 fn control_plane_client(config: &kube::Config, metrics: &Arc<Metrics>) -> Result<Client, Error> {
-    counted_client(config.clone(), "controlplane", metrics.clone()).map_err(|e| Error::Load {
-        setting: "the control plane's client".into(),
+    counted_client(config.clone(), "controlplane", metrics.clone()).map_err(|e| client_failed("controlplane", e))
+}
+
+fn client_failed(cluster: &str, e: kube::Error) -> Error {
+    Error::Load {
+        setting: format!("the {cluster} client"),
         action: "build",
         source: e.into(),
-    })
+    }
 }
 
 /// Whether the control plane can be used now (the link's state to start from), after checking that the claim

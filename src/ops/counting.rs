@@ -1,5 +1,6 @@
-//! Counts every API request a kube client makes, by cluster, verb and response code, into the metrics: a tower
-//! layer put under the client. It observes only; it never changes a request or a response.
+//! Counts every API request a kube client makes, by cluster, verb and response code (or `timeout`, `fenced`), into
+//! the metrics: a tower layer put under the client, over the deadlines. It observes only; it never changes a
+//! request or a response.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,8 @@ use std::task::{Context as TaskContext, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use crate::error::BoxError;
+use crate::ops::deadline::{DeadlineError, Deadlines, REQUEST_DEADLINE, WriteFence};
 use crate::ops::metrics::{ApiLabels, Metrics};
 
 /// The layer: one per client, naming its cluster.
@@ -74,13 +77,14 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Counted<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
@@ -89,10 +93,14 @@ where
         let (cluster, metrics) = (self.cluster, self.metrics.clone());
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await;
+            let response = response.await.map_err(Into::into);
             let code = match &response {
                 Ok(r) => r.status().as_u16().to_string(),
-                Err(_) => "error".to_string(),
+                Err(e) => match e.downcast_ref::<DeadlineError>() {
+                    Some(DeadlineError::TimedOut { .. }) => "timeout".to_string(),
+                    Some(DeadlineError::Fenced { .. }) => "fenced".to_string(),
+                    None => "error".to_string(),
+                },
             };
             metrics
                 .api_requests
@@ -107,14 +115,42 @@ where
     }
 }
 
-/// A client for `config` whose requests are counted as `cluster`'s.
+/// A client for `config` whose requests are counted as `cluster`'s and bounded by [`REQUEST_DEADLINE`] (watches
+/// excepted).
 pub fn counted_client(
     config: kube::Config,
     cluster: &'static str,
     metrics: Arc<Metrics>,
 ) -> Result<kube::Client, kube::Error> {
-    let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&CountRequests { cluster, metrics }).build())
+    bounded_client(config, cluster, metrics, None)
+}
+
+/// A client as [`counted_client`]'s whose writes also pass `fence`: the one the controllers write with.
+pub fn fenced_client(
+    config: kube::Config,
+    cluster: &'static str,
+    metrics: Arc<Metrics>,
+    fence: WriteFence,
+) -> Result<kube::Client, kube::Error> {
+    bounded_client(config, cluster, metrics, Some(fence))
+}
+
+fn bounded_client(
+    config: kube::Config,
+    cluster: &'static str,
+    metrics: Arc<Metrics>,
+    fence: Option<WriteFence>,
+) -> Result<kube::Client, kube::Error> {
+    let deadlines = Deadlines {
+        cluster,
+        longest: REQUEST_DEADLINE,
+        fence,
+    };
+    // Counted outside the deadlines, so that a request that timed out or was fenced is counted as such.
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&deadlines)
+        .with_layer(&CountRequests { cluster, metrics })
+        .build())
 }
 
 #[cfg(test)]

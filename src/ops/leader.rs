@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::model::lease::{Seen, Step, next};
+use crate::ops::deadline::WriteFence;
+use crate::ops::server::LeaseReport;
 
 /// How long a lease holds without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(10);
@@ -20,6 +22,9 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(10);
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// A leader that has not renewed for this long stops writing; shorter than the lease, so it stops first.
 const RENEW_DEADLINE: Duration = Duration::from_secs(7);
+/// Writes of a leader land this long before its lease could expire (the standby's clock and ours may run apart a
+/// little; the standby counts the lease duration from when it saw the renewal, later than we sent it).
+const LANDING_MARGIN: Duration = Duration::from_secs(1);
 /// The longest one call about the lease may take (kube's client has no read timeout of its own): a connection
 /// that hangs (a partition: nothing answered, nothing closed) must not keep the loop from its renew deadline.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,36 +34,54 @@ pub struct Elector {
     pub leases: Api<Lease>,
     pub name: String,
     pub identity: String,
+    /// Where the lease as last read is reported (`/readyz`).
+    pub report: LeaseReport,
 }
 
 impl Elector {
-    pub fn new(local: &Client, namespace: &str, name: &str, identity: &str) -> Self {
+    pub fn new(local: &Client, namespace: &str, name: &str, identity: &str, report: LeaseReport) -> Self {
         Elector {
             leases: Api::namespaced(local.clone(), namespace),
             name: name.to_string(),
             identity: identity.to_string(),
+            report,
         }
     }
 
-    /// Takes part in the election for as long as claimsync runs, saying on `leading` whether this replica leads.
-    /// Every call is bounded, and so is every wait of a leader: it stands down at its renew deadline whatever a call
-    /// does, well before its lease could expire.
-    pub async fn run(self, leading: watch::Sender<bool>) {
+    fn report(&self, seen: String) {
+        *self.report.lock().expect("lease report") = Some(seen);
+    }
+
+    /// Takes part in the election for as long as claimsync runs, saying on `leading` whether this replica leads and
+    /// opening `fence` (the controllers' writes) with every renewal. Every call is bounded, and so is every wait of a
+    /// leader: it stands down at its renew deadline whatever a call does, well before its lease could expire, and
+    /// the fence closes by itself at that deadline even if this loop were late.
+    pub async fn run(self, leading: watch::Sender<bool>, fence: WriteFence) {
         let mut observed: Option<(Seen, Instant)> = None;
         let mut last_renewed: Option<Instant> = None;
         loop {
-            self.step_down_if_stale(&leading, last_renewed);
+            self.step_down_if_stale(&leading, &fence, last_renewed);
             let budget = call_budget(*leading.borrow(), last_renewed);
             let lease = match bounded(budget, self.leases.get_opt(&self.name)).await {
                 Ok(lease) => lease,
                 Err(e) => {
                     warn!(error = %e, lease = %self.name, "could not read the leader lease");
-                    self.step_down_if_stale(&leading, last_renewed);
+                    self.report(format!("unreadable ({e})"));
+                    self.step_down_if_stale(&leading, &fence, last_renewed);
                     let wait = pause(*leading.borrow(), last_renewed);
                     tokio::time::sleep(wait).await;
                     continue;
                 }
             };
+            let holder = lease
+                .as_ref()
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref());
+            self.report(match holder {
+                Some(holder) if holder == self.identity => format!("held by {holder} (this replica)"),
+                Some(holder) => format!("held by {holder}"),
+                None => "free".to_string(),
+            });
             let seen = lease.as_ref().map(|l| Seen {
                 holder: l.spec.as_ref().and_then(|s| s.holder_identity.clone()),
                 renewed: l
@@ -82,6 +105,8 @@ impl Elector {
                 duration.as_millis() as u64,
             );
             let budget = call_budget(*leading.borrow(), last_renewed);
+            // The renewal counts from when it was sent: the lease's new renew time is no earlier than that.
+            let sent = Instant::now();
             let written = match step {
                 Step::Wait => None,
                 Step::Create => Some(bounded(budget, self.create()).await),
@@ -91,7 +116,8 @@ impl Elector {
             };
             match written {
                 Some(Ok(())) => {
-                    last_renewed = Some(Instant::now());
+                    last_renewed = Some(sent);
+                    fence.open(sent + RENEW_DEADLINE, sent + LEASE_DURATION - LANDING_MARGIN);
                     if !*leading.borrow() {
                         info!(identity = %self.identity, lease = %self.name, "leading: this replica writes now");
                         let _ = leading.send(true);
@@ -100,9 +126,10 @@ impl Elector {
                 Some(Err(e)) => {
                     // Another replica won the race (409), or the API server did not answer.
                     info!(error = %e, "did not get or renew the leader lease");
-                    self.step_down_if_stale(&leading, last_renewed);
+                    self.step_down_if_stale(&leading, &fence, last_renewed);
                 }
                 None => {
+                    fence.close();
                     if *leading.borrow() {
                         warn!("another replica holds the leader lease; standing by");
                         let _ = leading.send(false);
@@ -138,8 +165,9 @@ impl Elector {
         }
     }
 
-    fn step_down_if_stale(&self, leading: &watch::Sender<bool>, last_renewed: Option<Instant>) {
+    fn step_down_if_stale(&self, leading: &watch::Sender<bool>, fence: &WriteFence, last_renewed: Option<Instant>) {
         if *leading.borrow() && last_renewed.is_none_or(|at| at.elapsed() >= RENEW_DEADLINE) {
+            fence.close();
             warn!("could not renew the leader lease in time; standing by so that no two replicas write");
             let _ = leading.send(false);
         }

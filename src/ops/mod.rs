@@ -3,6 +3,7 @@
 //! gates the controllers in `sync`; it holds no replication rules of its own.
 
 pub mod counting;
+pub mod deadline;
 pub mod leader;
 pub mod metrics;
 pub mod server;

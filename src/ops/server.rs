@@ -23,13 +23,19 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     /// Set once start-up has checked the configuration and the controllers (or the standby) run.
     pub ready: AtomicBool,
+    /// The leader lease as this replica last read it (with leader election only), for `/readyz`.
+    pub lease: LeaseReport,
 }
+
+/// What a replica last read of the leader lease: who held it, or why it could not be read.
+pub type LeaseReport = Arc<std::sync::Mutex<Option<String>>>;
 
 impl OpsState {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(OpsState {
             metrics,
             ready: AtomicBool::new(false),
+            lease: LeaseReport::default(),
         })
     }
 }
@@ -89,9 +95,13 @@ fn answer(state: &OpsState, request: &Request<Incoming>) -> Response<Full<Bytes>
                     "down (degraded)"
                 };
                 let leader = if state.metrics.leader.get() == 1 { "yes" } else { "no" };
+                let lease = match &*state.lease.lock().expect("lease report") {
+                    Some(seen) => format!("lease: {seen}\n"),
+                    None => String::new(),
+                };
                 text(
                     StatusCode::OK,
-                    format!("ok\ncontrol plane link: {link}\nleader: {leader}\n"),
+                    format!("ok\ncontrol plane link: {link}\nleader: {leader}\n{lease}"),
                 )
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into())
