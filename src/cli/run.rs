@@ -187,6 +187,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             metrics: metrics.clone(),
             caches,
         }));
+        ctx.track_maps();
         if !initial.is_up() {
             // Degraded, not dead: the local claims keep working and show it.
             link::announce(&ctx, &initial).await;

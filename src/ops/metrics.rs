@@ -83,9 +83,52 @@ impl Collector for JournalWrites {
     }
 }
 
+/// How big a map is now, or None once the map is gone (its owner dropped).
+type SizeOf = Box<dyn Fn() -> Option<usize> + Send + Sync>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabels {
+    map: String,
+}
+
+/// The long-lived maps keyed by claims, twins or Events, summed by name at each scrape: how an operator (and the
+/// churn benchmark) sees that they shrink when their objects go.
+#[derive(Clone, Default)]
+struct Tracked(Arc<Mutex<Vec<(&'static str, SizeOf)>>>);
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracked")
+    }
+}
+
+impl Collector for Tracked {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<MapLabels, Gauge>::default();
+        let mut maps = self.0.lock().expect("tracked lock");
+        maps.retain(|(map, size)| match size() {
+            Some(n) => {
+                family
+                    .get_or_create(&MapLabels { map: map.to_string() })
+                    .inc_by(n as i64);
+                true
+            }
+            None => false,
+        });
+        let metric = encoder.encode_descriptor(
+            "tracked_entries",
+            "Entries of claimsync's long-lived maps (by claim, twin or Event), by map",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     phases: Phases,
+    tracked: Tracked,
     journal_writes: JournalWrites,
     pub syncs: Family<DirectionLabels, Counter>,
     pub sync_seconds: Family<DirectionLabels, Histogram>,
@@ -112,6 +155,13 @@ impl Metrics {
         registry.register_collector(Box::new(phases.clone()));
         let journal_writes = JournalWrites::default();
         registry.register_collector(Box::new(journal_writes.clone()));
+        let tracked = Tracked::default();
+        registry.register_collector(Box::new(tracked.clone()));
+        let by_claim = Arc::downgrade(&phases.0);
+        tracked.0.lock().expect("tracked lock").push((
+            "claim_phases",
+            Box::new(move || by_claim.upgrade().map(|m| m.lock().expect("phases lock").len())),
+        ));
         let syncs = Family::<DirectionLabels, Counter>::default();
         registry.register(
             "syncs",
@@ -172,6 +222,7 @@ impl Metrics {
             registry,
             claim_kinds,
             phases,
+            tracked,
             journal_writes,
             syncs,
             sync_seconds,
@@ -183,6 +234,25 @@ impl Metrics {
             orphans,
             initial_sync_done,
         }
+    }
+
+    /// Reports the size of a long-lived map as `claimsync_tracked_entries{map}` (summed with others of that name)
+    /// for as long as `size` answers; it answers None once the map is gone, and is then forgotten.
+    pub fn track(&self, map: &'static str, size: impl Fn() -> Option<usize> + Send + Sync + 'static) {
+        self.tracked.0.lock().expect("tracked lock").push((map, Box::new(size)));
+    }
+
+    /// Reports the size of `map` (held weakly: it stops when the map is dropped).
+    pub fn track_map<K, V, S>(&self, name: &'static str, map: &Arc<Mutex<std::collections::HashMap<K, V, S>>>)
+    where
+        K: Send + 'static,
+        V: Send + 'static,
+        S: Send + 'static,
+    {
+        let map = Arc::downgrade(map);
+        self.track(name, move || {
+            map.upgrade().map(|m| m.lock().expect("tracked map").len())
+        });
     }
 
     /// Counts the claim records `journal` writes from now on (the first journal given is the one counted).

@@ -102,6 +102,22 @@ impl Context {
         }
     }
 
+    /// Reports the sizes of the context's maps keyed by claims (`claimsync_tracked_entries`) for as long as it
+    /// lives.
+    pub fn track_maps(self: &Arc<Self>) {
+        let ctx = Arc::downgrade(self);
+        self.metrics.track("claim_backoffs", move || {
+            ctx.upgrade().map(|c| c.failures.lock().expect("failures lock").len())
+        });
+        let ctx = Arc::downgrade(self);
+        self.metrics.track("orphaned_twins", move || {
+            ctx.upgrade().map(|c| c.orphans.lock().expect("orphans lock").len())
+        });
+        let ctx = Arc::downgrade(self);
+        self.metrics
+            .track("first_sync_pending", move || ctx.upgrade().map(|c| c.sync.tracked()));
+    }
+
     /// The link's declared state now.
     pub fn link_state(&self) -> LinkState {
         self.link.borrow().clone()
@@ -188,6 +204,12 @@ impl SyncTracker {
             }
         }
         self.announce(&mut state);
+    }
+
+    /// Claims this tracker holds (none once in sync).
+    pub fn tracked(&self) -> usize {
+        let state = self.state.lock().expect("tracker lock");
+        state.pending.len() + state.finished.len()
     }
 
     pub fn done(&self, key: &str) {

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -44,12 +45,18 @@ pub async fn run(ctx: Arc<Context>) {
         .applied_objects()
         .boxed();
     let mut mirrored = Mirrored::default();
+    let size = Arc::new(AtomicUsize::new(0));
+    let weak = Arc::downgrade(&size);
+    ctx.metrics.track("mirrored_events", move || {
+        weak.upgrade().map(|n| n.load(Ordering::Relaxed))
+    });
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
                 if let Err(e) = mirror(&ctx, &mut mirrored, &event).await {
                     warn!(event = %event.name_any(), error = %e, "could not mirror a control plane Event");
                 }
+                size.store(mirrored.len(), Ordering::Relaxed);
             }
             Err(e) => debug!(error = %e, "watching the control plane's Events"),
         }
@@ -105,6 +112,11 @@ impl Mirrored {
             .by_namespace
             .get(namespace)
             .is_some_and(|(_, seen)| seen.contains(key)))
+    }
+
+    /// How many mirrored Events are known, over every namespace.
+    fn len(&self) -> usize {
+        self.by_namespace.values().map(|(_, seen)| seen.len()).sum()
     }
 
     fn insert(&mut self, namespace: &str, key: (String, String, String)) {

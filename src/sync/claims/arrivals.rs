@@ -31,8 +31,7 @@ impl Arrivals {
     }
 
     /// How many claims have a change waiting.
-    #[cfg(test)]
-    fn waiting(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.oldest.lock().expect("arrivals").len()
     }
 }
@@ -66,7 +65,7 @@ mod tests {
             }
             let got = arrivals.take("ns/a", base + MS * start as u32);
             assert_eq!(got, want.map(|w| MS * w as u32), "changes {changes:?}, start {start}");
-            assert_eq!(arrivals.waiting(), 0);
+            assert_eq!(arrivals.len(), 0);
         }
     }
 
@@ -89,7 +88,7 @@ mod tests {
         let arrivals = Arrivals::default();
         arrivals.note(arrival_key("ns", "a"), base);
         arrivals.forget(&arrival_key("ns", "a"));
-        assert_eq!(arrivals.waiting(), 0);
+        assert_eq!(arrivals.len(), 0);
         // A claim made again under the same name reports its own wait, not the deleted one's.
         arrivals.note(arrival_key("ns", "a"), base + MS * 50);
         assert_eq!(arrivals.take("ns/a", base + MS * 51), Some(MS));

@@ -79,6 +79,15 @@ impl KindContext {
         }
     }
 
+    /// Reports the sizes of the kind's maps keyed by claims or twins (`claimsync_tracked_entries`, summed over
+    /// kinds) for as long as the kind runs.
+    pub fn track_maps(self: &Arc<Self>) {
+        let metrics = &self.ctx.metrics;
+        metrics.track_map("twin_origins", &self.origins);
+        let kctx = Arc::downgrade(self);
+        metrics.track("change_arrivals", move || kctx.upgrade().map(|k| k.arrivals.len()));
+    }
+
     /// The twin at `name`, from the watch cache when it holds it at least as new as `known_version` (the version
     /// this claimsync last wrote or saw); else from the API server: a claim without a twin yet, a twin the cache
     /// does not hold (another writer's labels), or a cache that has not caught up with claimsync's own write.

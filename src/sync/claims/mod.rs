@@ -47,6 +47,7 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
         .modify(slim),
     );
     let kctx = Arc::new(KindContext::new(ctx.clone(), kind.clone(), withdrawn, twins.clone()));
+    kctx.track_maps();
     // The controller is driven by a claims cache of ours, not one of its own making, so that tasks other than the
     // controller can wait for its first listing (see `Cache`).
     let (claims, claim_events) = Cache::fill(
