@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Name of the leader election Lease.
     #[arg(long, env = "CLAIMSYNC_LEADER_LEASE", default_value = "claimsync")]
     pub leader_lease: String,
+    /// How many Secret or namespace changes a claim controller may fall behind before it looks at every claim of
+    /// its kind instead of the changed ones (tests make it small to take that path).
+    #[arg(long, env = "CLAIMSYNC_TRIGGER_BUFFER", default_value_t = 4096, hide = true)]
+    pub trigger_buffer: usize,
     #[command(flatten)]
     pub shim: super::shim::ShimArgs,
 }
@@ -105,7 +109,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     let selection = match &args.namespace_selector {
         None => None,
-        Some(selector) => Some(namespaces::select(&local, selector).await?),
+        Some(selector) => Some(namespaces::select(&local, selector, args.trigger_buffer).await?),
     };
     let reporter = Reporter {
         controller: "claimsync".into(),
@@ -168,7 +172,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         };
         metrics.link_up.set(i64::from(initial.is_up()));
         let (link_tx, link_rx) = watch::channel(initial.clone());
-        let (caches, cache_tasks) = RemoteCaches::start(&writer, &remote, &clusters.claim_namespace);
+        let (caches, cache_tasks) =
+            RemoteCaches::start(&writer, &remote, &clusters.claim_namespace, args.trigger_buffer);
         info!(claim_namespace = %clusters.claim_namespace, cluster_id = %cluster_id, namespace = %instance, journal = %args.state_dir.display(), online = initial.is_up(), "claimsync starting");
         let ctx = Arc::new(Context::new(Settings {
             local: writer.clone(),

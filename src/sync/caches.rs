@@ -59,9 +59,15 @@ pub fn xrd_resource() -> ApiResource {
 }
 
 impl RemoteCaches {
-    /// Starts the watches behind the caches; the tasks run until aborted.
-    pub fn start(local: &Client, remote: &Client, claim_namespace: &str) -> (RemoteCaches, Vec<JoinHandle<()>>) {
-        let (secret_changes, _) = broadcast::channel(4096);
+    /// Starts the watches behind the caches; the tasks run until aborted. `buffer`: how many Secret changes a
+    /// listener may fall behind before it hears that it missed some.
+    pub fn start(
+        local: &Client,
+        remote: &Client,
+        claim_namespace: &str,
+        buffer: usize,
+    ) -> (RemoteCaches, Vec<JoinHandle<()>>) {
+        let (secret_changes, _) = broadcast::channel(buffer.max(1));
         let sender = secret_changes.clone();
         let (secrets, secret_events) = Cache::fill(
             reflector::store::Writer::<Secret>::default(),

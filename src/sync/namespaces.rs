@@ -24,7 +24,7 @@ pub struct Selection {
 
 /// Starts watching the namespaces that match `selector`; returns once they are listed. A malformed selector is an
 /// error here, at start, rather than a silent empty selection.
-pub async fn select(local: &Client, selector: &str) -> Result<Selection, Error> {
+pub async fn select(local: &Client, selector: &str, buffer: usize) -> Result<Selection, Error> {
     let namespaces = Api::<Namespace>::all(local.clone());
     namespaces
         .list(&ListParams::default().labels(selector).limit(1))
@@ -36,7 +36,7 @@ pub async fn select(local: &Client, selector: &str) -> Result<Selection, Error> 
         })?;
     let writer = Writer::<Namespace>::default();
     let store = writer.as_reader();
-    let (changes, _) = broadcast::channel(1024);
+    let (changes, _) = broadcast::channel(buffer.max(1));
     let sender = changes.clone();
     let events = reflector::reflector(writer, watcher(namespaces, watcher::Config::default().labels(selector)))
         .default_backoff();
