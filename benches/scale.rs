@@ -9,6 +9,8 @@ mod instance;
 #[allow(dead_code)]
 #[path = "../tests/platform_support.rs"]
 mod platform_support;
+#[path = "scale/pressure.rs"]
+mod pressure;
 #[allow(dead_code)]
 #[path = "../tests/support.rs"]
 mod support;
@@ -49,6 +51,10 @@ struct Sizes {
     /// Repetitions of the latency, limit and read figures, and of bursts up to `repeat_bursts_up_to`.
     runs: usize,
     repeat_bursts_up_to: usize,
+    /// `--churn`: claims in all and per wave (a mode of its own).
+    churn: Option<(usize, usize)>,
+    /// `--crds`: foreign CRDs to add to the control plane (a mode of its own).
+    crds: Option<usize>,
 }
 
 impl Sizes {
@@ -59,6 +65,8 @@ impl Sizes {
             changes: 100,
             runs: 2,
             repeat_bursts_up_to: 1000,
+            churn: None,
+            crds: None,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -83,6 +91,16 @@ impl Sizes {
                 "--changes" => sizes.changes = number("--changes"),
                 "--runs" => sizes.runs = number("--runs").max(1),
                 "--repeat-bursts-up-to" => sizes.repeat_bursts_up_to = number("--repeat-bursts-up-to"),
+                "--churn" => {
+                    // An optional TOTAL,WAVE; 50,000 in waves of 5,000 without.
+                    let given = value()
+                        .split_once(',')
+                        .and_then(|(t, w)| Some((t.parse().ok()?, w.parse().ok()?)));
+                    sizes.churn = Some(given.unwrap_or((50_000, 5_000)));
+                    i += if given.is_some() { 2 } else { 1 };
+                    continue;
+                }
+                "--crds" => sizes.crds = Some(number("--crds")),
                 "--full" => {
                     sizes.bursts = vec![1000, 5000, 10000];
                     sizes.crossplane_burst = 200;
@@ -94,7 +112,8 @@ impl Sizes {
                 "--help" | "-h" => {
                     println!(
                         "scale [--full] [--bursts 1000,5000,10000] [--crossplane-burst 200] [--changes 1000] \
-                         [--runs 3] [--repeat-bursts-up-to 1000]"
+                         [--runs 3] [--repeat-bursts-up-to 1000]\n\
+                         scale --churn [TOTAL,WAVE] (default 50000,5000) | --crds N   (modes of their own)"
                     );
                     std::process::exit(0);
                 }
@@ -564,6 +583,26 @@ async fn main() {
         raw_p50: Runs::default(),
         raw_p99: Runs::default(),
     };
+    if bench.sizes.churn.is_some() || bench.sizes.crds.is_some() {
+        crossplane("-STOP");
+        if let Some((total, wave)) = bench.sizes.churn {
+            bench.churn(total, wave).await;
+        }
+        if let Some(count) = bench.sizes.crds {
+            bench.foreign_crds(&control_plane, count).await;
+        }
+        crossplane("-CONT");
+        println!();
+        println!(
+            "claimsync pressure benchmark, {} (churn {:?}, foreign CRDs {:?}; {:.0} s)",
+            std::env::consts::ARCH,
+            bench.sizes.churn,
+            bench.sizes.crds,
+            started.elapsed().as_secs_f64()
+        );
+        bench.table.print();
+        return;
+    }
     crossplane("-STOP");
     let outcome = std::panic::AssertUnwindSafe(bench.run(&app, &control_plane));
     let result = futures::FutureExt::catch_unwind(outcome).await;

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
@@ -41,7 +42,8 @@ use records::{forget_not_replicated, record_not_replicated, record_withdrawn};
 /// claimsync runs. Before the control plane has answered (it may be unreachable for hours), the kinds claimsync
 /// knows already run: those of the journal's catalog, else the local CRDs claimsync made.
 pub async fn run(ctx: Arc<Context>) {
-    let remote_crds = Api::<CustomResourceDefinition>::all(ctx.remote.clone());
+    // Metadata only: a provider's hundreds of large CRDs are never read whole; a CRD an XRD controls is fetched.
+    let remote_crds = Api::<PartialObjectMeta<CustomResourceDefinition>>::all(ctx.remote.clone());
     let local_crds = Api::<CustomResourceDefinition>::all(ctx.local.clone());
     let (retry_tx, mut retries) = mpsc::unbounded_channel();
     let (done_tx, mut done) = mpsc::unbounded_channel();
@@ -74,7 +76,7 @@ pub async fn run(ctx: Arc<Context>) {
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             event = events.next() => match event {
-                Some(Ok(event)) => catalog.handle(&ctx, event).await,
+                Some(Ok(event)) => catalog.heard(&ctx, event).await,
                 Some(Err(e)) => {
                     warn!(error = %e, "watching the control plane's CRDs failed; retrying");
                     ctx.sync.set_catalog_ready(false);
@@ -86,7 +88,7 @@ pub async fn run(ctx: Arc<Context>) {
                     catalog.local_deleted(&ctx, &crd.name_any()).await;
                 }
             }
-            Some(name) = retries.recv() => catalog.retry(&ctx, &name),
+            Some(name) = retries.recv() => catalog.retry(&ctx, &name).await,
             Some((name, result)) = done.recv() => catalog.replicated(&ctx, name, result).await,
         }
     }
@@ -114,6 +116,15 @@ struct Catalog {
     done: UnboundedSender<(String, Result<Replicated, Error>)>,
     /// The first listing is done: the catalog is ready once the replications it started have ended.
     listed_once: bool,
+    /// CRDs an XRD controls whose whole object could not be read yet (fetched again after a backoff).
+    unfetched: BTreeSet<String>,
+}
+
+/// A control plane CRD as the catalog's rules take it: whole, read because an XRD controls it.
+enum Offer {
+    Listing,
+    Seen(Box<CustomResourceDefinition>),
+    Listed,
 }
 
 impl Catalog {
@@ -130,6 +141,7 @@ impl Catalog {
             in_flight: HashMap::new(),
             done,
             listed_once: false,
+            unfetched: BTreeSet::new(),
         }
     }
 
@@ -171,14 +183,77 @@ impl Catalog {
         }
     }
 
-    async fn handle(&mut self, ctx: &Arc<Context>, event: watcher::Event<CustomResourceDefinition>) {
+    /// A change of the control plane's CRDs, seen as metadata: only a CRD an XRD controls (in an allowed group) is
+    /// read whole and handed to the rules; a deleted one is withdrawn (or forgotten, a kind not replicated).
+    async fn heard(&mut self, ctx: &Arc<Context>, event: watcher::Event<PartialObjectMeta<CustomResourceDefinition>>) {
         match event {
-            watcher::Event::Init => {
+            watcher::Event::Init => self.handle(ctx, Offer::Listing).await,
+            watcher::Event::InitDone => self.handle(ctx, Offer::Listed).await,
+            watcher::Event::InitApply(meta) | watcher::Event::Apply(meta) => {
+                let name = meta.name_any();
+                if !controlled_by_an_xrd(&meta) || !group_allowed(group_of(&name), &ctx.claim_groups) {
+                    return;
+                }
+                self.fetch(ctx, &name).await;
+            }
+            watcher::Event::Delete(meta) => {
+                let name = meta.name_any();
+                if !controlled_by_an_xrd(&meta) {
+                    return;
+                }
+                self.unfetched.remove(&name);
+                let recorded = ctx.journal.catalog_entry(&name).ok().flatten();
+                if recorded.is_some_and(|e| e.not_replicated.is_some()) {
+                    forget_not_replicated(ctx, &name);
+                } else {
+                    self.withdraw(ctx, &name).await;
+                }
+            }
+        }
+    }
+
+    /// Reads a CRD an XRD controls whole and hands it to the rules; one that cannot be read is read again after a
+    /// backoff (and counts as listed meanwhile, so that a failed read never withdraws its kind).
+    async fn fetch(&mut self, ctx: &Arc<Context>, name: &str) {
+        match Api::<CustomResourceDefinition>::all(ctx.remote.clone())
+            .get_opt(name)
+            .await
+        {
+            Ok(Some(crd)) => {
+                self.unfetched.remove(name);
+                self.handle(ctx, Offer::Seen(Box::new(crd))).await;
+            }
+            // Deleted meanwhile: its Delete event follows.
+            Ok(None) => {
+                self.unfetched.remove(name);
+            }
+            Err(e) => {
+                self.listed.insert(name.to_string());
+                self.unfetched.insert(name.to_string());
+                let delay = self
+                    .failures
+                    .entry(name.to_string())
+                    .or_insert_with(retry_backoff)
+                    .next()
+                    .unwrap_or(Duration::from_secs(60));
+                warn!(crd = %name, error = %e, retry_in = ?delay, "could not read a claim CRD of the control plane");
+                let (retry, name) = (self.retry.clone(), name.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = retry.send(name);
+                });
+            }
+        }
+    }
+
+    async fn handle(&mut self, ctx: &Arc<Context>, event: Offer) {
+        match event {
+            Offer::Listing => {
                 self.listed.clear();
                 self.listed_not_replicated.clear();
                 self.listed_once = false;
             }
-            watcher::Event::InitApply(crd) | watcher::Event::Apply(crd) => {
+            Offer::Seen(crd) => {
                 let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
                 let group = crd["spec"]["group"].as_str().unwrap_or_default();
                 if !group_allowed(group, &ctx.claim_groups) {
@@ -207,7 +282,7 @@ impl Catalog {
                 self.offered.insert(name.clone(), crd);
                 self.replicate(ctx, &name);
             }
-            watcher::Event::InitDone => {
+            Offer::Listed => {
                 // Kinds known from the journal or run from local CRDs, withdrawn while claimsync was not watching
                 // (or before): their claims must stay deletable.
                 let catalog = ctx.journal.catalog().unwrap_or_default();
@@ -229,16 +304,6 @@ impl Catalog {
                 }
                 self.listed_once = true;
                 self.settle(ctx);
-            }
-            watcher::Event::Delete(crd) => {
-                let crd = serde_json::to_value(&crd).unwrap_or(Value::Null);
-                if is_cluster_xr_crd(&crd) {
-                    forget_not_replicated(ctx, crd["metadata"]["name"].as_str().unwrap_or_default());
-                }
-                if is_claim_crd(&crd) {
-                    self.withdraw(ctx, crd["metadata"]["name"].as_str().unwrap_or_default())
-                        .await;
-                }
             }
         }
     }
@@ -320,8 +385,10 @@ impl Catalog {
     }
 
     /// A failed CRD's backoff ran out: try it again if it is still offered.
-    fn retry(&mut self, ctx: &Arc<Context>, name: &str) {
-        if self.failures.contains_key(name) {
+    async fn retry(&mut self, ctx: &Arc<Context>, name: &str) {
+        if self.unfetched.contains(name) {
+            self.fetch(ctx, name).await;
+        } else if self.failures.contains_key(name) {
             self.replicate(ctx, name);
         }
     }
@@ -389,6 +456,17 @@ impl Catalog {
             error!(crd = %crd_name, error = %e, "could not mark the claims of a withdrawn kind");
         }
     }
+}
+
+/// Whether a CRD's metadata names an XRD as its controller: the only CRDs the catalog reads whole.
+fn controlled_by_an_xrd(meta: &PartialObjectMeta<CustomResourceDefinition>) -> bool {
+    let metadata = serde_json::json!({"metadata": {"ownerReferences": meta.metadata.owner_references}});
+    owning_xrd(&metadata).is_some()
+}
+
+/// The API group of a CRD, from its name (`<plural>.<group>`, which the API server enforces).
+fn group_of(crd_name: &str) -> &str {
+    crd_name.split_once('.').map_or("", |(_, group)| group)
 }
 
 /// Whether the XRD `name` is being deleted, as the XRD cache holds it (not yet listed: not known to be).
