@@ -355,3 +355,32 @@ pub fn audit_writes(cluster: &str, username: &str) -> Vec<AuditEntry> {
         })
         .collect()
 }
+
+/// Crossplane paused (SIGSTOP) until dropped (SIGCONT): for a test that must see what claimsync does alone, under
+/// `env_exclusive` (every other test needs Crossplane).
+pub struct CrossplanePaused(String);
+
+impl CrossplanePaused {
+    pub fn now() -> CrossplanePaused {
+        let text =
+            std::fs::read_to_string(env().dir.join("controlplane/crossplane.pid")).expect("Crossplane's pid file");
+        // The file holds the pid and its start time.
+        let pid = text.split_whitespace().next().unwrap_or_default().to_string();
+        crossplane_signal("-STOP", &pid);
+        CrossplanePaused(pid)
+    }
+}
+
+impl Drop for CrossplanePaused {
+    fn drop(&mut self) {
+        crossplane_signal("-CONT", &self.0);
+    }
+}
+
+fn crossplane_signal(signal: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid} (Crossplane)");
+}
