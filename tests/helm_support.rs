@@ -29,7 +29,7 @@ pub fn chart() -> PathBuf {
 }
 
 /// helm's path (`e2e/tools helm`, which builds it once into the cache).
-fn helm_binary() -> &'static Path {
+pub fn helm_binary() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
     HELM.get_or_init(|| {
         let out = std::process::Command::new(repo_root().join("e2e/tools"))
@@ -555,13 +555,13 @@ pub fn ready(claim: &DynamicObject) -> bool {
 pub struct Process {
     child: Child,
     log: PathBuf,
-    ops_port: u16,
+    pub ops_port: u16,
     /// The kubeconfig it runs with: the release's ServiceAccount's.
     pub kubeconfig: PathBuf,
 }
 
 impl Process {
-    async fn start(deployment: &Value, kubeconfig: &Path, dir: &Path) -> Process {
+    pub async fn start(deployment: &Value, kubeconfig: &Path, dir: &Path) -> Process {
         let ops_port = free_port();
         let args: Vec<String> = container_args(deployment)
             .into_iter()

@@ -12,6 +12,7 @@ mod support;
 mod catalog;
 mod claims;
 mod cli;
+mod connect;
 mod install;
 mod journal;
 mod layout;

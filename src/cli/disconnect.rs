@@ -32,6 +32,11 @@ pub struct DisconnectArgs {
     /// `claimsync run --claim-groups`: the only kinds whose claims it can hold; default: every kind claimsync made.
     #[arg(long, env = "CLAIMSYNC_CLAIM_GROUPS", value_delimiter = ',')]
     pub claim_groups: Vec<String>,
+    /// A kubeconfig with admin rights on the control plane: also remove what `claimsync connect` made there for
+    /// this app cluster (its ServiceAccount and rights; the claim namespace and the twins stay), and the kubeconfig
+    /// Secret connect made here.
+    #[arg(long)]
+    pub control_plane_kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// How many passes over the claims are made at most: a claimsync that was still running may put a finalizer back
@@ -134,6 +139,143 @@ pub async fn disconnect(args: DisconnectArgs) -> Result<(), Error> {
         }
         println!("deleted {deleted} local claim(s); the control plane was not touched");
     }
+    if let Some(kubeconfig) = &args.control_plane_kubeconfig {
+        unconnect(&local, &instance, kubeconfig).await?;
+    }
+    Ok(())
+}
+
+/// Removes what `claimsync connect` made for this app cluster: on the control plane its ServiceAccount, Role,
+/// RoleBinding, ClusterRole and ClusterRoleBinding (by their label), here the kubeconfig Secret and the record of
+/// the control plane. The claim namespace and the twins stay; it says so.
+async fn unconnect(local: &Client, instance: &str, kubeconfig: &std::path::Path) -> Result<(), Error> {
+    use crate::cli::connect::{CONTROL_PLANE_SERVER, CONTROL_PLANE_UID};
+    use crate::model::connection::{CONNECTED_CLUSTER, label_value};
+    let setting = format!("--control-plane-kubeconfig {}", kubeconfig.display());
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| Error::Load {
+            setting: setting.clone(),
+            action: "read",
+            source: e.into(),
+        })?,
+        &Default::default(),
+    )
+    .await
+    .map_err(|e| Error::Load {
+        setting: setting.clone(),
+        action: "use",
+        source: e.into(),
+    })?;
+    let remote = crate::ops::counting::counted_client(
+        config,
+        "controlplane",
+        std::sync::Arc::new(crate::ops::metrics::Metrics::new()),
+    )
+    .map_err(|e| Error::Load {
+        setting: setting.clone(),
+        action: "build a client with",
+        source: e.into(),
+    })?;
+    super::clients::reachable(&remote, Side::ControlPlane).await?;
+    let record_object = format!("ConfigMap {instance}/{IDENTITY_CONFIGMAP}");
+    let record = Api::<ConfigMap>::namespaced(local.clone(), instance)
+        .get_opt(IDENTITY_CONFIGMAP)
+        .await
+        .context(Side::App, "get", &record_object)?
+        .and_then(|cm| cm.data)
+        .unwrap_or_default();
+    let Some(cluster_id) = record.get("clusterID") else {
+        println!("no cluster id recorded in {record_object}: nothing of connect's to remove on the control plane");
+        return Ok(());
+    };
+    if let Some(recorded) = record.get(CONTROL_PLANE_UID) {
+        let uid = Api::<k8s_openapi::api::core::v1::Namespace>::all(remote.clone())
+            .get("kube-system")
+            .await
+            .context(Side::ControlPlane, "get namespace", "kube-system")?
+            .metadata
+            .uid
+            .unwrap_or_default();
+        if &uid != recorded {
+            return Err(Error::Refused {
+                why: format!(
+                    "{setting} is not the control plane this app cluster is connected to: that is {} (kube-system \
+                     uid {recorded}), recorded in {record_object}",
+                    record.get(CONTROL_PLANE_SERVER).cloned().unwrap_or_default()
+                ),
+            });
+        }
+    }
+    let selector = format!("{CONNECTED_CLUSTER}={}", label_value(cluster_id));
+    let listed = ListParams::default().labels(&selector);
+    let mut removed = Vec::new();
+    for (group, version, kind, plural) in [
+        ("", "v1", "ServiceAccount", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+        ("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+        (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+        ),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles"),
+    ] {
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            plural,
+        );
+        let all = Api::<DynamicObject>::all_with(remote.clone(), &resource);
+        let found = all.list(&listed).await.context(Side::ControlPlane, "list", plural)?;
+        for object in found.items {
+            let name = object.name_any();
+            let api = match object.namespace() {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(remote.clone(), &ns, &resource),
+                None => all.clone(),
+            };
+            let what = match object.namespace() {
+                Some(ns) => format!("{kind} {ns}/{name}"),
+                None => format!("{kind} {name}"),
+            };
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(e).context(Side::ControlPlane, "delete", what),
+            }
+            removed.push(what);
+        }
+    }
+    for what in &removed {
+        println!("removed {what} from the control plane");
+    }
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(local.clone(), instance);
+    for secret in secrets
+        .list(&listed)
+        .await
+        .context(Side::App, "list", format!("Secrets of {instance}"))?
+        .items
+    {
+        let name = secret.name_any();
+        secrets.delete(&name, &DeleteParams::default()).await.context(
+            Side::App,
+            "delete",
+            format!("Secret {instance}/{name}"),
+        )?;
+        println!("removed Secret {instance}/{name} (the control plane credential connect made) from the app cluster");
+    }
+    // The claim namespace goes with the control plane: a later connect may choose another one (there).
+    let forget = json!({"data": {CONTROL_PLANE_SERVER: null, CONTROL_PLANE_UID: null, "claimNamespace": null}});
+    Api::<ConfigMap>::namespaced(local.clone(), instance)
+        .patch(IDENTITY_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&forget))
+        .await
+        .context(Side::App, "forget the control plane in", &record_object)?;
+    let claim_namespace = record
+        .get("claimNamespace")
+        .map_or("the claim namespace".to_string(), |ns| format!("namespace {ns}"));
+    println!(
+        "left on the control plane: {claim_namespace} and every twin in it (their infrastructure runs on); the \
+         chart stays installed here (helm uninstall removes it)"
+    );
     Ok(())
 }
 

@@ -1,9 +1,10 @@
-//! The command line: the subcommands, one file each (run, status, restore, disconnect; version is here), with
+//! The command line: the subcommands, one file each (run, status, restore, connect, disconnect; version is here), with
 //! their flags (each also an environment variable), the flags they share (`args.rs`) and the client set-up
 //! (`clients.rs`). Nothing here replicates; it configures and hands over to `sync`.
 
 pub mod args;
 mod clients;
+pub mod connect;
 pub mod disconnect;
 pub mod restore;
 pub mod run;
@@ -33,6 +34,9 @@ pub enum Command {
     Restore(Box<RestoreArgs>),
     /// Show every claim's sync state (read from the app cluster; works offline).
     Status(status::StatusArgs),
+    /// Join this app cluster to a control plane: its account, rights and credential there, the kubeconfig Secret
+    /// here, and the chart installed (run by an operator with admin rights on both).
+    Connect(Box<connect::ConnectArgs>),
     /// Let go of every local claim (what uninstall runs): their twins stay on the control plane untouched.
     Disconnect(disconnect::DisconnectArgs),
     /// Print the version and exit.
@@ -45,6 +49,7 @@ pub async fn execute(command: Command) -> Result<(), Error> {
         Command::Run(args) => run::run(*args).await,
         Command::Restore(args) => restore::restore(*args).await,
         Command::Status(args) => status::status(args).await,
+        Command::Connect(args) => connect::connect(*args).await,
         Command::Disconnect(args) => disconnect::disconnect(args).await,
         Command::Version => Ok(()),
     }

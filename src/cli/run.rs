@@ -27,7 +27,8 @@ use crate::ops::metrics::Metrics;
 use crate::ops::server::OpsState;
 use crate::sync::caches::RemoteCaches;
 use crate::sync::context::{Context, Settings};
-use crate::sync::{catalog, events, identity, link, namespaces};
+use crate::sync::credential::CredentialSecret;
+use crate::sync::{catalog, credential, events, identity, link, namespaces};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -56,6 +57,10 @@ pub struct RunArgs {
     /// Name of the leader election Lease.
     #[arg(long, env = "CLAIMSYNC_LEADER_LEASE", default_value = "claimsync")]
     pub leader_lease: String,
+    /// How long before its expiry the control plane credential is renewed, in seconds, when it is a ServiceAccount
+    /// token in a kubeconfig Secret (as `claimsync connect` makes it); at the latest two thirds into its life.
+    #[arg(long, env = "CLAIMSYNC_CREDENTIAL_RENEW_BEFORE", default_value_t = 3600)]
+    pub credential_renew_before: u64,
     /// How many Secret or namespace changes a claim controller may fall behind before it looks at every claim of
     /// its kind instead of the changed ones (tests make it small to take that path).
     #[arg(long, env = "CLAIMSYNC_TRIGGER_BUFFER", default_value_t = 4096, hide = true)]
@@ -203,6 +208,15 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             tokio::spawn(events::run(ctx.clone())),
         ];
         tasks.extend(cache_tasks);
+        if let RemoteSource::Secret { namespace, name, key } = &source {
+            let secret = CredentialSecret {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                key: key.clone(),
+            };
+            let lead = std::time::Duration::from_secs(args.credential_renew_before);
+            tasks.push(tokio::spawn(credential::keep_fresh(ctx.clone(), secret, lead)));
+        }
         let stop_writing = async {
             while may_write(&leading, &disconnected) {
                 tokio::select! {

@@ -4,6 +4,7 @@
 
 pub mod composite;
 pub mod conditions;
+pub mod connection;
 pub mod downward;
 pub mod fields;
 pub mod identity;

@@ -30,6 +30,11 @@ pub fn remote_name(family: KindFamily, name: &str, namespace: &str, cluster_id: 
 }
 
 /// The labels that say which local claim a remote claim stands for, and which app cluster wrote it.
+/// Ten hex digits of the SHA-256 of `text`: a short, stable stand-in for a value that cannot be used as it is.
+pub fn short_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))[..10].to_string()
+}
+
 pub fn origin_labels(
     cluster_id: &str,
     cluster_uid: &str,

@@ -140,6 +140,8 @@ pub struct Metrics {
     pub orphans: Gauge,
     pub initial_sync_done: Gauge,
     pub claim_kinds: Family<KindStateLabels, Gauge>,
+    pub credential_expires: Gauge,
+    pub credential_renewals: Counter,
 }
 
 impl Default for Metrics {
@@ -218,9 +220,23 @@ impl Metrics {
             "Claim kinds with a running controller, by whether the control plane still offers them",
             claim_kinds.clone(),
         );
+        let credential_expires = Gauge::default();
+        registry.register(
+            "credential_expires_timestamp_seconds",
+            "When the control plane token claimsync renews expires (0: not a ServiceAccount token it renews)",
+            credential_expires.clone(),
+        );
+        let credential_renewals = Counter::default();
+        registry.register(
+            "credential_renewals",
+            "Control plane tokens claimsync renewed before they expired",
+            credential_renewals.clone(),
+        );
         Metrics {
             registry,
             claim_kinds,
+            credential_expires,
+            credential_renewals,
             phases,
             tracked,
             journal_writes,
