@@ -51,6 +51,14 @@ pub struct RemoteCaches {
     claim_namespace: String,
 }
 
+/// Keeps of a CRD's or XRD's metadata what the rules read (name, deletion, owners): a CRD's managed fields list
+/// every field of its schema, and one applied with kubectl carries its whole text in an annotation.
+fn only_what_offers_read<K>(object: &mut PartialObjectMeta<K>) {
+    object.metadata.managed_fields = None;
+    object.metadata.annotations = None;
+    object.metadata.labels = None;
+}
+
 pub fn xrd_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("apiextensions.crossplane.io", "v1", "CompositeResourceDefinition"),
@@ -92,7 +100,8 @@ impl RemoteCaches {
                 Api::<PartialObjectMeta<CustomResourceDefinition>>::all(remote.clone()),
                 watcher::Config::default(),
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(only_what_offers_read),
         );
         let crds_task = tokio::spawn(crd_events.for_each(|_| futures::future::ready(())));
         let (xrd_deletions, _) = broadcast::channel(256);
@@ -103,7 +112,8 @@ impl RemoteCaches {
                 Api::<PartialObjectMeta<DynamicObject>>::all_with(remote.clone(), &xrd_resource()),
                 watcher::Config::default(),
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(only_what_offers_read),
         );
         let xrd_events = xrd_events.touched_objects();
         let xrds_task = tokio::spawn(async move {
