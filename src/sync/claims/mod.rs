@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
@@ -27,6 +27,7 @@ use tracing::{debug, info};
 use self::kind_context::KindContext;
 pub use self::kind_context::api_resource;
 use self::reconcile::{error_policy, reconcile};
+use crate::error::Error;
 use crate::model::fields::pack;
 use crate::model::kind::ClaimKind;
 use crate::model::vocabulary::{LAST_APPLIED, MANAGER_DOWN, MANAGER_UP, ORIGIN_CLUSTER};
@@ -82,10 +83,34 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
             .watches_stream_with(twin_changes, claim_of_twin, resource.clone())
             .reconcile_on(triggers::secrets(&kctx, &claims))
     };
+    // A reconcile (or its retry's backoff) that ends after its claim's Delete event put the claim's state back:
+    // it is taken out again when the claim is no longer in the cache.
+    let (store, store_for_errors) = (claims.store.clone(), claims.store.clone());
+    let (of_kind, of_kind_for_errors) = (resource.clone(), resource.clone());
+    let reconcile_gone_aware = move |claim: Arc<DynamicObject>, kctx: Arc<KindContext>| {
+        let (store, of_kind) = (store.clone(), of_kind.clone());
+        async move {
+            let result = reconcile(claim.clone(), kctx.clone()).await;
+            if result.is_ok() && store.get(&ObjectRef::from_obj_with(&*claim, of_kind)).is_none() {
+                triggers::forget(&kctx, &claim);
+            }
+            result
+        }
+    };
+    let error_policy_gone_aware = move |claim: Arc<DynamicObject>, error: &Error, kctx: Arc<KindContext>| {
+        let action = error_policy(claim.clone(), error, kctx.clone());
+        if store_for_errors
+            .get(&ObjectRef::from_obj_with(&*claim, of_kind_for_errors.clone()))
+            .is_none()
+        {
+            triggers::forget(&kctx, &claim);
+        }
+        action
+    };
     let controller = controller
         .reconcile_on(triggers::namespaces(&kctx, &claims))
         .reconcile_all_on(triggers::link(&ctx))
-        .run(reconcile, error_policy, kctx)
+        .run(reconcile_gone_aware, error_policy_gone_aware, kctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 debug!(error = %e, "claim reconcile");

@@ -34,20 +34,23 @@ where
             arrival_key(&claim.namespace().unwrap_or_default(), &claim.name_any()),
             Instant::now(),
         ),
-        Ok(watcher::Event::Delete(claim)) => {
-            let (namespace, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
-            kctx.arrivals.forget(&arrival_key(&namespace, &name));
-            // A claim that is gone takes its per-claim state with it, however it went (a failing claim is never
-            // reconciled again, a claim whose finalizer was removed by hand is never released): its retry backoff,
-            // its phase in the metrics, its twin's entry in the origin index (put back if the twin changes later).
-            let key = kctx.key(&namespace, &name).to_string();
-            kctx.ctx.succeeded(&key);
-            kctx.ctx.metrics.forget(&key);
-            let twin = kctx.facts.rules.remote_name(&name, &namespace, &kctx.ctx.cluster_id);
-            kctx.origins.lock().expect("origin index").remove(&twin);
-        }
+        Ok(watcher::Event::Delete(claim)) => forget(&kctx, claim),
         _ => {}
     })
+}
+
+/// A claim that is gone takes its per-claim state with it, however it went (a failing claim is never reconciled
+/// again, a claim whose finalizer was removed by hand is never released): its wait, its retry backoff, its phase in
+/// the metrics, its twin's entry in the origin index (put back if the twin changes later). Called on its Delete
+/// event, and after a reconcile or retry that ended once the claim was already gone (it wrote its state back).
+pub(super) fn forget(kctx: &KindContext, claim: &DynamicObject) {
+    let (namespace, name) = (claim.namespace().unwrap_or_default(), claim.name_any());
+    kctx.arrivals.forget(&arrival_key(&namespace, &name));
+    let key = kctx.key(&namespace, &name).to_string();
+    kctx.ctx.succeeded(&key);
+    kctx.ctx.metrics.forget(&key);
+    let twin = kctx.facts.rules.remote_name(&name, &namespace, &kctx.ctx.cluster_id);
+    kctx.origins.lock().expect("origin index").remove(&twin);
 }
 
 /// The twins' changes, and the mapper from a twin to the local claim it was made for (which also indexes the
