@@ -267,6 +267,43 @@ async fn a_restart_reads_lists_per_kind_not_a_get_per_claim() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_claim_costs_no_read_of_the_control_plane() {
+    let _env = support::env_shared().await;
+    let (instance, kind, ns, claims) = instance_with_kind("noread", "Fresh").await;
+    // Once the caches are filled, a new claim's twin is known to be absent from the twin cache (which holds every
+    // twin of this cluster): no GET, which would answer 404, before the apply that creates it.
+    let missing = || async {
+        let metrics = instance.ops("/metrics").await.unwrap_or_default();
+        metric_sum(
+            &metrics,
+            r#"claimsync_api_requests_total{cluster="controlplane",verb="GET",code="404"}"#,
+        )
+    };
+    let applies = || requests_made(&instance, "controlplane", "PATCH");
+    let (missing_before, applies_before) = (missing().await, applies().await);
+    let count = 10;
+    for i in 0..count {
+        claims
+            .create(&PostParams::default(), &kind.claim(&ns, &format!("fresh{i}")))
+            .await
+            .unwrap();
+    }
+    for i in 0..count {
+        wait_ready(&claims, &format!("fresh{i}"), &instance).await;
+    }
+    assert_eq!(
+        missing().await - missing_before,
+        0.0,
+        "GETs of twins that did not exist yet"
+    );
+    let applied = applies().await - applies_before;
+    assert!(
+        applied >= count as f64 && applied <= 2.0 * count as f64,
+        "{applied} PATCHes on the control plane for {count} new claims"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_ahead_of_the_app_cluster_delays_a_change_by_seconds_not_for_ever() {
     let _env = support::env_shared().await;
     let (mut instance, kind, ns, claims) = instance_with_kind("ahead", "Sprocket").await;

@@ -228,8 +228,14 @@ pub enum Step {
     },
     /// Ask the catalog whether the control plane is taking the kind away.
     ReadWithdrawing,
-    /// Server-side apply the twin as claimsync's up manager; on success, say `then_say` (else log the apply).
-    ApplyTwin { intent: Value, then_say: Vec<Say> },
+    /// Server-side apply the twin as claimsync's up manager; on success, say `then_say` (else log the apply). With
+    /// `only_if_absent` (no twin was seen: the watch cache holds every twin of this cluster, so nothing was read) the
+    /// apply must not change an object that exists at the name (someone else's): one that does is read instead.
+    ApplyTwin {
+        intent: Value,
+        then_say: Vec<Say>,
+        only_if_absent: bool,
+    },
     /// List the Secrets claimsync made in the claim's namespace.
     ListMadeSecrets,
     /// Delete local Secrets the claim no longer asks for.

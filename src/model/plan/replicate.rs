@@ -105,6 +105,7 @@ pub(super) fn live(f: &Facts) -> Step {
             return Step::ApplyTwin {
                 intent: intent.clone(),
                 then_say,
+                only_if_absent: existing.is_none(),
             };
         }
     };

@@ -143,7 +143,7 @@ impl Run {
         self.writes
             .iter()
             .find_map(|w| match w {
-                Step::ApplyTwin { intent, then_say } => Some((intent, then_say.as_slice())),
+                Step::ApplyTwin { intent, then_say, .. } => Some((intent, then_say.as_slice())),
                 _ => None,
             })
             .expect("the twin was applied")

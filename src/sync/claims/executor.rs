@@ -57,7 +57,11 @@ pub(super) async fn run(kctx: &KindContext, claim: &DynamicObject) -> Result<Act
                 claim = set_finalizer(kctx, &claim, true).await?;
                 facts.claim_written(as_json(&claim)?);
             }
-            Step::ApplyTwin { intent, then_say } => match apply_twin(kctx, &intent).await {
+            Step::ApplyTwin {
+                intent,
+                then_say,
+                only_if_absent,
+            } => match apply_twin(kctx, &intent, only_if_absent).await {
                 Ok(twin) => {
                     if then_say.is_empty() {
                         info!(twin = %twin.name_any(), "applied claim to the control plane");
@@ -66,6 +70,13 @@ pub(super) async fn run(kctx: &KindContext, claim: &DynamicObject) -> Result<Act
                         say(kctx, &claim, &facts, said).await;
                     }
                     facts.applied = Some(Ok(as_json(&twin)?));
+                }
+                // The name is taken (by an object this cluster's twin cache does not hold): read it, and the
+                // planner decides again with it.
+                Err(e) if only_if_absent && e.is_conflict() => {
+                    let name = intent["metadata"]["name"].as_str().unwrap_or_default();
+                    let found = kctx.get_remote(name).await?;
+                    facts.twin = Some(found.as_ref().map(as_json).transpose()?);
                 }
                 Err(e) => {
                     facts.applied = Some(Err(ApplyFailure {
@@ -146,14 +157,23 @@ async fn read(kctx: &KindContext, facts: &mut Facts<'_>, step: Step) -> Result<(
     Ok(())
 }
 
-/// Server-side applies the twin as claimsync's up manager.
-async fn apply_twin(kctx: &KindContext, intent: &Value) -> Result<DynamicObject, Error> {
+/// A resource version no object can have (etcd's first revision is the cluster's own first write): as a
+/// precondition of an apply it fails (409) on any object that exists, and is not checked when the apply creates one.
+const NO_OBJECT_HAS_IT: &str = "1";
+
+/// Server-side applies the twin as claimsync's up manager; `only_if_absent`, it fails with a conflict instead of
+/// changing an object that exists at the name, with no read before it.
+async fn apply_twin(kctx: &KindContext, intent: &Value, only_if_absent: bool) -> Result<DynamicObject, Error> {
     let name = intent["metadata"]["name"].as_str().unwrap_or_default();
     let object = format!("{}/{name}", kctx.ctx.claim_namespace);
     let started = Instant::now();
+    let mut body = std::borrow::Cow::Borrowed(intent);
+    if only_if_absent {
+        body.to_mut()["metadata"]["resourceVersion"] = Value::String(NO_OBJECT_HAS_IT.into());
+    }
     let applied = kctx
         .remote
-        .patch(name, &PatchParams::apply(MANAGER_UP).force(), &Patch::Apply(intent))
+        .patch(name, &PatchParams::apply(MANAGER_UP).force(), &Patch::Apply(&*body))
         .await
         .context(Side::ControlPlane, "apply claim", &object)?;
     kctx.ctx.metrics.synced("up", started.elapsed());

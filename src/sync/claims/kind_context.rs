@@ -89,18 +89,24 @@ impl KindContext {
     }
 
     /// The twin at `name`, from the watch cache when it holds it at least as new as `known_version` (the version
-    /// this claimsync last wrote or saw); else from the API server: a claim without a twin yet, a twin the cache
-    /// does not hold (another writer's labels), or a cache that has not caught up with claimsync's own write.
+    /// this claimsync last wrote or saw), or none when the cache holds none and no version is known (a new claim);
+    /// else from the API server: a twin the cache does not hold though claimsync wrote one (deleted remotely, or
+    /// its labels changed), or a cache that has not caught up with claimsync's own write.
     pub async fn twin(&self, name: &str, known_version: Option<&str>) -> Result<Option<DynamicObject>, Error> {
         if self.twins.ready_within(CACHE_WAIT).await {
             let cached = self
                 .twins
                 .store
                 .get(&ObjectRef::new_with(name, self.resource.clone()).within(&self.ctx.claim_namespace));
-            if let Some(twin) = cached
-                && !older(twin.resource_version().as_deref(), known_version)
-            {
-                return Ok(Some((*twin).clone()));
+            match cached {
+                Some(twin) if !older(twin.resource_version().as_deref(), known_version) => {
+                    return Ok(Some((*twin).clone()));
+                }
+                // Not in the cache, and this claimsync never wrote one (no version known): none of this cluster's.
+                // An object of someone else's at the name is not in the cache; the twin's apply is then made
+                // only-if-absent, and reads it if it finds one. A new claim costs no read.
+                None if known_version.is_none() => return Ok(None),
+                _ => {}
             }
         }
         self.get_remote(name).await
