@@ -3,6 +3,8 @@
 //! (`e2e/bench --help` for the sizes). It reuses the integration tests' env, instance and platform helpers.
 #![forbid(unsafe_code)]
 
+#[path = "scale/floor.rs"]
+mod floor;
 #[allow(dead_code)]
 #[path = "../tests/instance.rs"]
 mod instance;
@@ -553,6 +555,8 @@ struct Bench {
     /// Raw single-write latency (ms) per run: p50 and p99 on the control plane and on the app cluster.
     raw_p50: Runs,
     raw_p99: Runs,
+    /// The replication floor: the same writes by a plain client, in namespaces of its own.
+    floor: floor::Floor,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -569,6 +573,7 @@ async fn main() {
     let namespace = instance.namespace("bench").await;
     let local = kind.claims(&app, &namespace);
     let twins = kind.claims(&control_plane, &instance.claim_namespace);
+    let floor = floor::Floor::start(&app, &control_plane, &kind).await;
     let mut bench = Bench {
         local_mirror: Mirror::start(local.clone()),
         twin_mirror: Mirror::start(twins.clone()),
@@ -582,6 +587,7 @@ async fn main() {
         raw_rate: Runs::default(),
         raw_p50: Runs::default(),
         raw_p99: Runs::default(),
+        floor,
     };
     if bench.sizes.churn.is_some() || bench.sizes.crds.is_some() {
         crossplane("-STOP");
@@ -758,57 +764,43 @@ impl Bench {
         let (mut down50, mut down95, mut down99): (Runs, Runs, Runs) = Default::default();
         let mut waits = Runs::default();
         let before = requests(&self.instance).await;
+        let (mut floor_up50, mut floor_up99, mut floor_down50, mut floor_down99): (Runs, Runs, Runs, Runs) =
+            Default::default();
+        self.floor
+            .local
+            .create(&PostParams::default(), &typed(claim(name, 0), &self.kind.resource))
+            .await
+            .expect("bench: the floor's latency claim");
+        self.floor
+            .local_mirror
+            .until("the floor's latency claim Replicated", Duration::from_secs(60), |m| {
+                m.get(name).is_some_and(|c| replicated(c))
+            })
+            .await;
         for run in 0..self.sizes.runs {
-            let mut up = Vec::new();
-            let mut down = Vec::new();
             let (wait_before, waited_before) = queue_wait(&self.instance).await;
-            for i in 1..=self.sizes.changes {
-                let size = (run * self.sizes.changes + i) as i64;
-                self.local
-                    .patch(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"size": size}})),
-                    )
-                    .await
-                    .expect("bench: edit the local claim");
-                // From the user's write stored (its cost is the raw write) until the twin has it.
-                let start = Instant::now();
-                let twin = twin_name.clone();
-                let at = self
-                    .twin_mirror
-                    .until("the twin to have the edit", Duration::from_secs(60), move |m| {
-                        m.get(&twin).is_some_and(|t| t.data["spec"]["size"] == size)
-                    })
-                    .await;
-                up.push(ms(at - start));
-
-                let mark = format!("R{size}");
-                let status = json!({"status": {"conditions": [{
-                    "type": "BenchMark", "status": "True", "reason": mark,
-                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-                self.twins
-                    .patch_status(&twin_name, &PatchParams::default(), &Patch::Merge(&status))
-                    .await
-                    .expect("bench: the twin's status");
-                let start = Instant::now();
-                let local_name = name.to_string();
-                let at = self
-                    .local_mirror
-                    .until(
-                        "the local claim to show the status",
-                        Duration::from_secs(60),
-                        move |m| {
-                            m.get(&local_name).is_some_and(|c| {
-                                c.data["status"]["conditions"].as_array().is_some_and(|cs| {
-                                    cs.iter().any(|c| c["type"] == "BenchMark" && c["reason"] == mark)
-                                })
-                            })
-                        },
-                    )
-                    .await;
-                down.push(ms(at - start));
-            }
+            let first = (run * self.sizes.changes) as i64 + 1;
+            let sizes = first..first + self.sizes.changes as i64;
+            let (up, down) = edit_latencies(
+                (&self.local, &self.local_mirror),
+                (&self.twins, &self.twin_mirror),
+                name,
+                &twin_name,
+                sizes.clone(),
+            )
+            .await;
+            let (floor_up, floor_down) = edit_latencies(
+                (&self.floor.local, &self.floor.local_mirror),
+                (&self.floor.twins, &self.floor.twin_mirror),
+                name,
+                name,
+                sizes,
+            )
+            .await;
+            floor_up50.push(quantile(&floor_up, 0.5));
+            floor_up99.push(quantile(&floor_up, 0.99));
+            floor_down50.push(quantile(&floor_down, 0.5));
+            floor_down99.push(quantile(&floor_down, 0.99));
             let (wait_after, waited_after) = queue_wait(&self.instance).await;
             if waited_after > waited_before {
                 waits.push((wait_after - wait_before) / (waited_after - waited_before));
@@ -867,6 +859,40 @@ impl Bench {
             ratio(&down99, raw50),
             "<= 5x raw write p50",
         );
+        let versus = |mine: &Runs, floor: &Runs| format!("{}x", fmt(mine.median() / floor.median()));
+        let t = &mut self.table;
+        t.add(
+            "floor",
+            "spec up p50, claimsync vs the floor",
+            up50.show(" ms"),
+            floor_up50.show(" ms"),
+            versus(&up50, &floor_up50),
+            "<= 1.25x the floor",
+        );
+        t.add(
+            "floor",
+            "spec up p99, claimsync vs the floor",
+            up99.show(" ms"),
+            floor_up99.show(" ms"),
+            versus(&up99, &floor_up99),
+            "<= 3x the floor",
+        );
+        t.add(
+            "floor",
+            "status down p50, claimsync vs the floor",
+            down50.show(" ms"),
+            floor_down50.show(" ms"),
+            versus(&down50, &floor_down50),
+            "<= 1.25x the floor",
+        );
+        t.add(
+            "floor",
+            "status down p99, claimsync vs the floor",
+            down99.show(" ms"),
+            floor_down99.show(" ms"),
+            versus(&down99, &floor_down99),
+            "<= 3x the floor",
+        );
         self.table.add(
             "latency",
             "claimsync's queue wait, mean (watch event until the reconcile starts)",
@@ -887,6 +913,12 @@ impl Bench {
             .delete(name, &DeleteParams::default())
             .await
             .expect("bench: delete the latency claim");
+        delete_all(
+            &self.floor.local,
+            &[&self.floor.twin_mirror, &self.floor.local_mirror],
+            "the floor's latency claim to go",
+        )
+        .await;
         let local_name = name.to_string();
         self.local_mirror
             .until("the latency claim to go", Duration::from_secs(60), move |m| {
@@ -904,7 +936,14 @@ impl Bench {
         };
         let (mut remote, mut replicated_at, mut rss) = (Runs::default(), Runs::default(), Runs::default());
         let (mut cpu, mut calls) = (String::new(), String::new());
+        let (mut floor_rate, mut floor_app, mut floor_cp) = (Runs::default(), Runs::default(), Runs::default());
+        let (mut app_cpu, mut cp_cpu) = (Runs::default(), Runs::default());
         for run in 0..runs {
+            eprintln!("bench: burst of {size} through the floor, run {}", run + 1);
+            let floor = self.floor.burst(size, run, &self.kind.resource).await;
+            floor_rate.push(floor.rate);
+            floor_app.push(floor.app_cpu);
+            floor_cp.push(floor.control_plane_cpu);
             eprintln!("bench: burst of {size}, run {}", run + 1);
             if run > 0 {
                 delete_all(
@@ -933,7 +972,10 @@ impl Bench {
                 })
                 .await;
             replicated_at.push(size as f64 / (at - start).as_secs_f64());
-            cpu = show_cpu(cpu_before, cpu_now(pid), size);
+            let cpu_after = cpu_now(pid);
+            cpu = show_cpu(cpu_before, cpu_after, size);
+            app_cpu.push((cpu_after[1] - cpu_before[1]) * 1000.0 / size as f64);
+            cp_cpu.push((cpu_after[2] - cpu_before[2]) * 1000.0 / size as f64);
             calls = requests_per(&calls_before, &requests(&self.instance).await, size as f64);
             rss.push(memory(self.instance.pid().expect("claimsync runs")).1);
             eprintln!("bench: applying {size} locally took {:.1} s", created.as_secs_f64());
@@ -956,6 +998,32 @@ impl Bench {
             self.raw_rate.show(" /s"),
             ratio(&replicated_at),
             ">= 80% of raw",
+        );
+        let of_floor = |mine: &Runs, floor: &Runs| format!("{:.0}%", 100.0 * mine.median() / floor.median());
+        let times_floor = |mine: &Runs, floor: &Runs| format!("{}x", fmt(mine.median() / floor.median()));
+        t.add(
+            "floor",
+            format!("{size} claims: all Replicated=True, claimsync vs the floor"),
+            replicated_at.show(" /s"),
+            floor_rate.show(" /s"),
+            of_floor(&replicated_at, &floor_rate),
+            ">= 80% of the floor",
+        );
+        t.add(
+            "floor",
+            format!("{size} claims: app API server CPU per 1000 claims, claimsync vs the floor"),
+            app_cpu.show(" s"),
+            floor_app.show(" s"),
+            times_floor(&app_cpu, &floor_app),
+            "<= 1.25x the floor",
+        );
+        t.add(
+            "floor",
+            format!("{size} claims: control plane API server CPU per 1000 claims, claimsync vs the floor"),
+            cp_cpu.show(" s"),
+            floor_cp.show(" s"),
+            times_floor(&cp_cpu, &floor_cp),
+            "<= 1.25x the floor",
         );
         t.add(
             "burst",
@@ -1268,6 +1336,64 @@ impl Bench {
 }
 
 /// Whether an object says Ready=True.
+/// Edits of claim `name` one after another, each timed from the user's write until the twin `twin_name` has it
+/// (spec up), then a status patch of the twin until the claim shows it (status down); on either path, claimsync's
+/// or the floor's. The latencies in ms.
+async fn edit_latencies(
+    (local, local_mirror): (&Api<DynamicObject>, &Mirror),
+    (twins, twin_mirror): (&Api<DynamicObject>, &Mirror),
+    name: &str,
+    twin_name: &str,
+    sizes: std::ops::Range<i64>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for size in sizes {
+        local
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"size": size}})),
+            )
+            .await
+            .expect("bench: edit the local claim");
+        // From the user's write stored (its cost is the raw write) until the twin has it.
+        let start = Instant::now();
+        let twin = twin_name.to_string();
+        let at = twin_mirror
+            .until("the twin to have the edit", Duration::from_secs(60), move |m| {
+                m.get(&twin).is_some_and(|t| t.data["spec"]["size"] == size)
+            })
+            .await;
+        up.push(ms(at - start));
+
+        let mark = format!("R{size}");
+        let status = json!({"status": {"conditions": [{
+            "type": "BenchMark", "status": "True", "reason": mark,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        twins
+            .patch_status(twin_name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("bench: the twin's status");
+        let start = Instant::now();
+        let local_name = name.to_string();
+        let at = local_mirror
+            .until(
+                "the local claim to show the status",
+                Duration::from_secs(60),
+                move |m| {
+                    m.get(&local_name).is_some_and(|c| {
+                        c.data["status"]["conditions"]
+                            .as_array()
+                            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "BenchMark" && c["reason"] == mark))
+                    })
+                },
+            )
+            .await;
+        down.push(ms(at - start));
+    }
+    (up, down)
+}
+
 fn ready(object: &DynamicObject) -> bool {
     object.data["status"]["conditions"]
         .as_array()
