@@ -9,12 +9,12 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use serde_json::Value;
 use tracing::{info, warn};
 
 use super::finalizer::set_finalizer;
 use super::kind_context::{KindContext, now, unix_now};
+use super::runner::Requeue;
 use super::secret;
 use super::status::{event, show, write_down};
 use crate::error::{Error, KubeContext, Side};
@@ -30,7 +30,7 @@ const RESYNC: Duration = Duration::from_secs(600);
 const MAX_STEPS: usize = 32;
 
 /// Carries out the plan of one claim.
-pub(super) async fn run(kctx: &KindContext, claim: &DynamicObject) -> Result<Action, Error> {
+pub(super) async fn run(kctx: &KindContext, claim: &DynamicObject) -> Result<Requeue, Error> {
     let key = kctx.key_of(claim);
     let record = kctx.ctx.journal.claim(&key).unwrap_or_else(|e| {
         warn!(error = %e, "journal unreadable for this claim; resyncing from the clusters");
@@ -187,7 +187,7 @@ async fn finish(
     mut claim: DynamicObject,
     outcome: Outcome,
     failed: Option<Error>,
-) -> Result<Action, Error> {
+) -> Result<Requeue, Error> {
     let key = kctx.key_of(&claim);
     if let Some(phase) = outcome.phase {
         kctx.ctx.metrics.set_phase(&key.to_string(), &kctx.kind.kind, phase);
@@ -215,9 +215,9 @@ async fn finish(
         kctx.ctx.metrics.forget(&key.to_string());
     }
     match outcome.then {
-        Then::Resync => Ok(Action::requeue(resync())),
-        Then::Requeue(after) => Ok(Action::requeue(after)),
-        Then::AwaitChange => Ok(Action::await_change()),
+        Then::Resync => Ok(Some(resync())),
+        Then::Requeue(after) => Ok(Some(after)),
+        Then::AwaitChange => Ok(None),
         Then::Retry => Err(failed.unwrap_or_else(|| Error::Object {
             object: key.to_string(),
             problem: "the plan asked for a retry without a failed step".into(),

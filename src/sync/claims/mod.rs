@@ -1,6 +1,6 @@
 //! The claim controller of one kind: its watches (local claims, remote twins, remote Secrets) and what triggers a
-//! claim's reconcile. Each reconcile (`reconcile.rs`) has the executor (`executor.rs`) carry out the steps
-//! `model::plan` decides; these files do the I/O and decide nothing.
+//! claim's reconcile, run by `runner.rs`. Each reconcile (`reconcile.rs`) has the executor (`executor.rs`) carry
+//! out the steps `model::plan` decides; these files do the I/O and decide nothing.
 
 mod arrivals;
 mod executor;
@@ -8,26 +8,28 @@ mod finalizer;
 mod kind_context;
 mod orphans;
 mod reconcile;
+mod runner;
 mod secret;
 pub mod status;
 mod triggers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::info;
 
-use self::kind_context::KindContext;
 pub use self::kind_context::api_resource;
+use self::kind_context::{ClaimRef, KindContext};
 use self::reconcile::{error_policy, reconcile};
-use crate::error::Error;
+use self::runner::Trigger;
 use crate::model::fields::pack;
 use crate::model::kind::ClaimKind;
 use crate::model::vocabulary::{LAST_APPLIED, MANAGER_DOWN, MANAGER_UP, ORIGIN_CLUSTER};
@@ -61,10 +63,6 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
         .modify(slim),
     );
     let claim_events = triggers::clocked(claim_events, kctx.clone());
-    let config = controller::Config::default().concurrency(ctx.concurrency);
-    let controller =
-        Controller::for_stream_with(claim_events.applied_objects(), claims.store.clone(), resource.clone())
-            .with_config(config);
     ctx.caches.register(
         &kind_key(&kind.group, &kind.kind),
         KindCaches {
@@ -75,47 +73,53 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
         },
     );
     track_listing(claims.clone(), kctx.clone());
-    let controller = if withdrawn {
-        controller
-    } else {
+    // Every trigger names a claim: its own change, its twin's, its twin's Secret's, its namespace's; the link's
+    // names them all.
+    let of_kind = resource.clone();
+    let mut sources: Vec<BoxStream<'static, Trigger<ClaimRef>>> = vec![
+        claim_events
+            .applied_objects()
+            .filter_map(move |event| {
+                let of_kind = of_kind.clone();
+                async move {
+                    event
+                        .ok()
+                        .map(|claim| Trigger::One(ObjectRef::from_obj_with(&claim, of_kind)))
+                }
+            })
+            .boxed(),
+        triggers::namespaces(&kctx, &claims).map(Trigger::One).boxed(),
+        triggers::link(&ctx).map(|()| Trigger::All).boxed(),
+    ];
+    if !withdrawn {
         let (twin_changes, claim_of_twin) = triggers::twins(&kctx, &claims, twin_events);
-        controller
-            .watches_stream_with(twin_changes, claim_of_twin, resource.clone())
-            .reconcile_on(triggers::secrets(&kctx, &claims))
-    };
-    // A reconcile (or its retry's backoff) that ends after its claim's Delete event put the claim's state back:
-    // it is taken out again when the claim is no longer in the cache.
-    let (store, store_for_errors) = (claims.store.clone(), claims.store.clone());
-    let (of_kind, of_kind_for_errors) = (resource.clone(), resource.clone());
-    let reconcile_gone_aware = move |claim: Arc<DynamicObject>, kctx: Arc<KindContext>| {
-        let (store, of_kind) = (store.clone(), of_kind.clone());
+        sources.push(
+            twin_changes
+                .filter_map(move |twin| futures::future::ready(twin.ok().and_then(&claim_of_twin).map(Trigger::One)))
+                .boxed(),
+        );
+        sources.push(triggers::secrets(&kctx, &claims).map(Trigger::One).boxed());
+    }
+    let (store, every_store, ready_cache) = (claims.store.clone(), claims.store.clone(), claims.clone());
+    let gone_store = claims.store.clone();
+    let every_kind = resource.clone();
+    let run_kctx = kctx.clone();
+    let controller = runner::run(
+        futures::stream::select_all(sources),
         async move {
-            let result = reconcile(claim.clone(), kctx.clone()).await;
-            if result.is_ok() && store.get(&ObjectRef::from_obj_with(&*claim, of_kind)).is_none() {
-                triggers::forget(&kctx, &claim);
-            }
-            result
-        }
-    };
-    let error_policy_gone_aware = move |claim: Arc<DynamicObject>, error: &Error, kctx: Arc<KindContext>| {
-        let action = error_policy(claim.clone(), error, kctx.clone());
-        if store_for_errors
-            .get(&ObjectRef::from_obj_with(&*claim, of_kind_for_errors.clone()))
-            .is_none()
-        {
-            triggers::forget(&kctx, &claim);
-        }
-        action
-    };
-    let controller = controller
-        .reconcile_on(triggers::namespaces(&kctx, &claims))
-        .reconcile_all_on(triggers::link(&ctx))
-        .run(reconcile_gone_aware, error_policy_gone_aware, kctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                debug!(error = %e, "claim reconcile");
-            }
-        });
+            ready_cache.filled().await;
+        },
+        move |claim: &ClaimRef| store.get(claim),
+        move || {
+            every_store
+                .state()
+                .iter()
+                .map(|c| ObjectRef::from_obj_with(c.as_ref(), every_kind.clone()))
+                .collect()
+        },
+        usize::from(ctx.concurrency),
+        move |claim: Arc<DynamicObject>| reconcile_once(claim, run_kctx.clone(), gone_store.clone()),
+    );
     info!(kind = %kind.kind, version = %kind.api_version(), withdrawn, "claim controller started");
     let orphans = async move {
         if !withdrawn {
@@ -126,6 +130,27 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     tokio::spawn(async move {
         tokio::join!(controller, orphans);
     })
+}
+
+/// One reconcile, its failure turned into a retry after the claim's backoff. A reconcile that ends after its
+/// claim's Delete event put the claim's state back (its phase, a backoff): it is taken out again when the claim is
+/// no longer in the cache.
+async fn reconcile_once(
+    claim: Arc<DynamicObject>,
+    kctx: Arc<KindContext>,
+    claims: reflector::Store<DynamicObject>,
+) -> Option<Duration> {
+    let requeue = match reconcile(claim.clone(), kctx.clone()).await {
+        Ok(requeue) => requeue,
+        Err(e) => Some(error_policy(&claim, &e, &kctx)),
+    };
+    if claims
+        .get(&ObjectRef::from_obj_with(&*claim, kctx.resource.clone()))
+        .is_none()
+    {
+        triggers::forget(&kctx, &claim);
+    }
+    requeue
 }
 
 /// Tells the in-sync tracker what it waits for: every selected claim there is when the controller has listed.

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::DynamicObject;
-use kube::runtime::controller::Action;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::arrivals::arrival_key;
 use super::executor;
 use super::kind_context::KindContext;
+use super::runner::Requeue;
 use crate::error::Error;
 
 /// How soon a claim that changed under a write is looked at again (its new version is on its way anyway).
@@ -22,7 +22,7 @@ const AFTER_CONFLICT: Duration = Duration::from_millis(500);
 /// client's read timeout is kept long for watches); bounded here, the claim is retried and sees the link's state.
 const RECONCILE_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub(super) async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<Action, Error> {
+pub(super) async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>) -> Result<Requeue, Error> {
     let namespace = claim.namespace().unwrap_or_default();
     if let Some(wait) = kctx
         .arrivals
@@ -45,7 +45,7 @@ pub(super) async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>)
         // The claim changed under a write: nothing was undone; look again at its new version.
         Err(e) if e.is_conflict() => {
             debug!(claim = %key, error = %e, "the claim changed meanwhile; looking again");
-            Ok(Action::requeue(AFTER_CONFLICT))
+            Ok(Some(AFTER_CONFLICT))
         }
         other => other,
     };
@@ -56,9 +56,10 @@ pub(super) async fn reconcile(claim: Arc<DynamicObject>, kctx: Arc<KindContext>)
     result
 }
 
-pub(super) fn error_policy(claim: Arc<DynamicObject>, error: &Error, kctx: Arc<KindContext>) -> Action {
-    let key = kctx.key_of(&claim).to_string();
+/// A failed reconcile is retried with its claim's backoff.
+pub(super) fn error_policy(claim: &DynamicObject, error: &Error, kctx: &KindContext) -> Duration {
+    let key = kctx.key_of(claim).to_string();
     let delay = kctx.ctx.next_retry(&key);
     warn!(claim = %key, error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    delay
 }
