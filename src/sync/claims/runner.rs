@@ -24,6 +24,16 @@ pub(super) enum Trigger<R> {
     All,
 }
 
+/// A reconcile running in a task of its own, aborted if the runner goes first (its pass ended: leadership lost, a
+/// new kubeconfig): no reconcile of an old pass goes on beside the new one's.
+struct Reconciling(tokio::task::JoinHandle<Requeue>);
+
+impl Drop for Reconciling {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The runner's bookkeeping, apart from the futures it drives.
 struct Queue<R> {
     /// Claims waiting for a slot, in the order they were triggered, each once.
@@ -115,8 +125,8 @@ pub(super) async fn run<R, O, T, F, Fut>(
             let Some(claim) = queue.next() else { break };
             match lookup(&claim) {
                 Some(object) => {
-                    let task = tokio::spawn(reconcile(object));
-                    running.push(async move { (claim, task.await.ok().flatten()) });
+                    let mut task = Reconciling(tokio::spawn(reconcile(object)));
+                    running.push(async move { (claim, (&mut task.0).await.ok().flatten()) });
                 }
                 // Gone since it was triggered: nothing to reconcile.
                 None => queue.ended(claim, None),
@@ -294,6 +304,24 @@ mod tests {
         settle().await;
         let started: HashSet<u32> = log.lock().unwrap().events[6..].iter().map(|(c, _)| *c).collect();
         assert_eq!(started, HashSet::from([1, 2, 3]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconciles_end_with_the_runner() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let (tx, task) = start(log.clone(), Duration::from_secs(10), None);
+        tx.send(Trigger::One(1)).unwrap();
+        settle().await;
+        assert_eq!(log.lock().unwrap().events, [(1, "start")]);
+        task.abort();
+        settle().await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        settle().await;
+        assert_eq!(
+            log.lock().unwrap().events,
+            [(1, "start")],
+            "the reconcile went on without its runner"
+        );
     }
 
     #[tokio::test(start_paused = true)]
