@@ -20,7 +20,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinHandle;
@@ -75,19 +75,8 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     track_listing(claims.clone(), kctx.clone());
     // Every trigger names a claim: its own change, its twin's, its twin's Secret's, its namespace's; the link's
     // names them all.
-    let of_kind = resource.clone();
     let mut sources: Vec<BoxStream<'static, Trigger<ClaimRef>>> = vec![
-        claim_events
-            .applied_objects()
-            .filter_map(move |event| {
-                let of_kind = of_kind.clone();
-                async move {
-                    event
-                        .ok()
-                        .map(|claim| Trigger::One(ObjectRef::from_obj_with(&claim, of_kind)))
-                }
-            })
-            .boxed(),
+        listed_then_changed(claim_events, resource.clone()).boxed(),
         triggers::namespaces(&kctx, &claims).map(Trigger::One).boxed(),
         triggers::link(&ctx).map(|()| Trigger::All).boxed(),
     ];
@@ -130,6 +119,34 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     tokio::spawn(async move {
         tokio::join!(controller, orphans);
     })
+}
+
+/// The claims' own triggers: each change as it comes, and the claims of a listing (the first, or a relist after
+/// the watch broke, e.g. while the CRD was deleted and put back) once the listing is done: the cache takes a listing
+/// in whole at its end, and a claim triggered before that would not be found in it and be skipped as gone.
+fn listed_then_changed<S>(claim_events: S, resource: ApiResource) -> impl futures::Stream<Item = Trigger<ClaimRef>>
+where
+    S: futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>>,
+{
+    claim_events
+        .scan(Vec::new(), move |listed: &mut Vec<ClaimRef>, event| {
+            let of = |claim: &DynamicObject| ObjectRef::from_obj_with(claim, resource.clone());
+            let now: Vec<Trigger<ClaimRef>> = match event {
+                Ok(watcher::Event::Apply(claim)) => vec![Trigger::One(of(&claim))],
+                Ok(watcher::Event::Init) => {
+                    listed.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(claim)) => {
+                    listed.push(of(&claim));
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => std::mem::take(listed).into_iter().map(Trigger::One).collect(),
+                Ok(watcher::Event::Delete(_)) | Err(_) => Vec::new(),
+            };
+            futures::future::ready(Some(futures::stream::iter(now)))
+        })
+        .flatten()
 }
 
 /// One reconcile, its failure turned into a retry after the claim's backoff. A reconcile that ends after its
@@ -199,6 +216,34 @@ fn slim(object: &mut DynamicObject) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_listings_claims_are_triggered_once_it_is_done() {
+        let resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("g", "v1", "K"));
+        let claim = |name: &str| -> DynamicObject {
+            serde_json::from_value(json!({"apiVersion": "g/v1", "kind": "K",
+                "metadata": {"name": name, "namespace": "ns"}}))
+            .unwrap()
+        };
+        let events = futures::stream::iter(vec![
+            Ok(watcher::Event::Apply(claim("x"))),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(claim("a"))),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(watcher::Event::InitApply(claim("b"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Delete(claim("b"))),
+            Ok(watcher::Event::Apply(claim("a"))),
+        ]);
+        let named: Vec<String> = listed_then_changed(events, resource)
+            .map(|t| match t {
+                Trigger::One(claim) => claim.name,
+                Trigger::All => "all".to_string(),
+            })
+            .collect()
+            .await;
+        assert_eq!(named, ["x", "a", "b", "a"]);
+    }
 
     #[test]
     fn slim_keeps_claimsyncs_own_field_sets_packed_and_drops_the_rest() {

@@ -109,7 +109,7 @@ pub(super) async fn run<R, O, T, F, Fut>(
     concurrency: usize,
     reconcile: F,
 ) where
-    R: Hash + Eq + Clone + Send + 'static,
+    R: Hash + Eq + Clone + Send + std::fmt::Debug + 'static,
     T: Stream<Item = Trigger<R>>,
     F: Fn(O) -> Fut,
     Fut: Future<Output = Requeue> + Send + 'static,
@@ -123,7 +123,9 @@ pub(super) async fn run<R, O, T, F, Fut>(
     loop {
         while is_ready && running.len() < concurrency {
             let Some(claim) = queue.next() else { break };
-            match lookup(&claim) {
+            let found = lookup(&claim);
+            tracing::debug!(?claim, found = found.is_some(), "runner: start");
+            match found {
                 Some(object) => {
                     let mut task = Reconciling(tokio::spawn(reconcile(object)));
                     running.push(async move { (claim, (&mut task.0).await.ok().flatten()) });
@@ -135,7 +137,10 @@ pub(super) async fn run<R, O, T, F, Fut>(
         tokio::select! {
             () = &mut ready, if !is_ready => is_ready = true,
             trigger = triggers.next() => match trigger {
-                Some(Trigger::One(claim)) => queue.trigger(claim),
+                Some(Trigger::One(claim)) => {
+                    tracing::debug!(?claim, "runner: triggered");
+                    queue.trigger(claim)
+                }
                 Some(Trigger::All) => every().into_iter().for_each(|claim| queue.trigger(claim)),
                 None => return,
             },
