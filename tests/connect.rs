@@ -40,16 +40,24 @@ impl AppCluster {
         }
     }
 
-    /// `claimsync connect` for this app cluster with `extra` arguments; its exit code and output (both streams).
-    async fn connect(&self, claim_ns: &str, helm_on_path: bool, extra: &[&str]) -> (bool, String) {
+    /// `claimsync <subcommand>` for this app cluster and its release namespace, with `control_plane` as the
+    /// operator's control plane kubeconfig.
+    fn command(&self, subcommand: &str, control_plane: &Path) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
         command
-            .arg("connect")
+            .arg(subcommand)
             .arg("--app-kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--namespace", &self.release_ns])
             .arg("--control-plane-kubeconfig")
-            .arg(&env().control_plane_kubeconfig)
+            .arg(control_plane);
+        command
+    }
+
+    /// `claimsync connect` for this app cluster with `extra` arguments; its exit code and output (both streams).
+    async fn connect(&self, claim_ns: &str, helm_on_path: bool, extra: &[&str]) -> (bool, String) {
+        let mut command = self.command("connect", &env().control_plane_kubeconfig);
+        command
             .args(["--claim-namespace", claim_ns])
             .arg("--chart")
             .arg(chart())
@@ -290,14 +298,7 @@ async fn connect_joins_two_app_clusters_to_one_claim_namespace_and_disconnect_ta
         .await;
 
     // app2 disconnects, with the control plane's part: its account goes, its twin stays; app goes on.
-    let mut disconnect = Command::new(env!("CARGO_BIN_EXE_claimsync"));
-    disconnect
-        .arg("disconnect")
-        .arg("--app-kubeconfig")
-        .arg(&app2.kubeconfig)
-        .args(["--namespace", &app2.release_ns])
-        .arg("--control-plane-kubeconfig")
-        .arg(&env().control_plane_kubeconfig);
+    let disconnect = app2.command("disconnect", &env().control_plane_kubeconfig);
     let (ok, out) = run_with_helm(disconnect, false).await;
     assert!(ok, "disconnect app2:\n{out}");
     assert!(
@@ -404,14 +405,8 @@ async fn connect_dry_run_writes_nothing_and_each_mistake_gets_a_clear_error() {
     );
 
     // A control plane without Crossplane (app2 stands in for one).
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
-    command
-        .arg("connect")
-        .arg("--app-kubeconfig")
-        .arg(&app.kubeconfig)
-        .args(["--namespace", &app.release_ns, "--claim-namespace", &claim_ns])
-        .arg("--control-plane-kubeconfig")
-        .arg(&env().app2_kubeconfig);
+    let mut command = app.command("connect", &env().app2_kubeconfig);
+    command.args(["--claim-namespace", &claim_ns]);
     let (ok, out) = run_with_helm(command, false).await;
     assert!(!ok && out.contains("has no Crossplane"), "{out}");
 
@@ -432,14 +427,8 @@ async fn connect_dry_run_writes_nothing_and_each_mistake_gets_a_clear_error() {
         &app.dir.join("nobody"),
     )
     .await;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
-    command
-        .arg("connect")
-        .arg("--app-kubeconfig")
-        .arg(&app.kubeconfig)
-        .args(["--namespace", &app.release_ns, "--claim-namespace", &claim_ns])
-        .arg("--control-plane-kubeconfig")
-        .arg(&nobody);
+    let mut command = app.command("connect", &nobody);
+    command.args(["--claim-namespace", &claim_ns]);
     let (ok, out) = run_with_helm(command, false).await;
     assert!(!ok && out.contains("may not create namespaces"), "{out}");
 
@@ -467,21 +456,8 @@ async fn connect_dry_run_writes_nothing_and_each_mistake_gets_a_clear_error() {
     assert!(!ok && out.contains("used by another app cluster"), "{out}");
     // ...and the connected app cluster cannot be joined to another control plane (app2 with a Crossplane-less API
     // stands in for it; the record is checked first).
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claimsync"));
-    command
-        .arg("connect")
-        .arg("--app-kubeconfig")
-        .arg(&app.kubeconfig)
-        .args([
-            "--namespace",
-            &app.release_ns,
-            "--claim-namespace",
-            &claim_ns,
-            "--cluster-id",
-            &shared_id,
-        ])
-        .arg("--control-plane-kubeconfig")
-        .arg(&env().app2_kubeconfig);
+    let mut command = app.command("connect", &env().app2_kubeconfig);
+    command.args(["--claim-namespace", &claim_ns, "--cluster-id", &shared_id]);
     let (ok, out) = run_with_helm(command, false).await;
     assert!(
         !ok && out.contains("connected to another control plane already"),
@@ -489,14 +465,7 @@ async fn connect_dry_run_writes_nothing_and_each_mistake_gets_a_clear_error() {
     );
 
     // Leave nothing behind: the control plane's part by disconnect, the namespaces.
-    let mut disconnect = Command::new(env!("CARGO_BIN_EXE_claimsync"));
-    disconnect
-        .arg("disconnect")
-        .arg("--app-kubeconfig")
-        .arg(&app.kubeconfig)
-        .args(["--namespace", &app.release_ns])
-        .arg("--control-plane-kubeconfig")
-        .arg(&env().control_plane_kubeconfig);
+    let disconnect = app.command("disconnect", &env().control_plane_kubeconfig);
     let (ok, out) = run_with_helm(disconnect, false).await;
     assert!(ok, "{out}");
     app.remove().await;

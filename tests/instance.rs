@@ -318,6 +318,33 @@ pub fn metric_sum(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// `claimsync_tracked_entries` by map, from a `/metrics` text.
+pub fn tracked_entries(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(r#"claimsync_tracked_entries{map=""#))
+        .filter_map(|l| {
+            let (map, rest) = l.split_once('"')?;
+            Some((map.to_string(), rest.rsplit_once(' ')?.1.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The tracked maps that must be empty once every claim is gone (the mirrored Events follow the Events, which
+/// outlive their claims by the API server's event TTL).
+pub const KEYED_BY_CLAIMS: [&str; 5] = [
+    "claim_phases",
+    "twin_origins",
+    "change_arrivals",
+    "claim_backoffs",
+    "orphaned_twins",
+];
+
+/// Whether every map keyed by claims is empty in the tracked entries.
+pub fn no_claim_kept(tracked: &std::collections::BTreeMap<String, f64>) -> bool {
+    KEYED_BY_CLAIMS.iter().all(|map| tracked.get(*map) == Some(&0.0))
+}
+
 /// A port nothing listens on now, for a claimsync's ops endpoint.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -10,7 +10,7 @@ use claimsync::model::naming::remote_claim_name;
 use kube::api::{Api, DynamicObject};
 
 use crate::claim_support::{cluster_claim_yaml, kubectl_apply, wait_ready};
-use crate::instance::{Instance, tail};
+use crate::instance::{Instance, no_claim_kept, tail, tracked_entries};
 use crate::support::{self, audit_writes, wait_for};
 use crate::testenv_control_plane::kubernetes_cluster_resource;
 
@@ -54,18 +54,6 @@ async fn the_ops_endpoint_answers_health_readiness_and_metrics() {
     assert!(sample(&metrics, "claimsync_journal_size_bytes").is_some(), "{metrics}");
 }
 
-/// Entries of claimsync's long-lived maps, by map (`claimsync_tracked_entries`).
-fn tracked(metrics: &str) -> BTreeMap<String, f64> {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(r#"claimsync_tracked_entries{map=""#))
-        .filter_map(|l| {
-            let (map, rest) = l.split_once('"')?;
-            Some((map.to_string(), rest.rsplit_once(' ')?.1.parse().ok()?))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maps_keyed_by_claims_lose_their_entries_when_the_claims_go() {
     let _env = support::env_shared().await;
@@ -76,7 +64,7 @@ async fn maps_keyed_by_claims_lose_their_entries_when_the_claims_go() {
     for i in 0..4 {
         wait_ready(&local, &format!("more-{i}"), &instance).await;
     }
-    let with_claims = tracked(&instance.ops("/metrics").await.unwrap());
+    let with_claims = tracked_entries(&instance.ops("/metrics").await.unwrap());
     assert_eq!(with_claims.get("claim_phases"), Some(&5.0), "{with_claims:?}");
     assert_eq!(with_claims.get("twin_origins"), Some(&5.0), "{with_claims:?}");
     support::env()
@@ -86,23 +74,12 @@ async fn maps_keyed_by_claims_lose_their_entries_when_the_claims_go() {
         )
         .await
         .unwrap();
-    let keyed_by_claims = [
-        "claim_phases",
-        "twin_origins",
-        "change_arrivals",
-        "claim_backoffs",
-        "orphaned_twins",
-    ];
     wait_for(
         "every map keyed by claims or twins to be empty",
         Duration::from_secs(60),
         || async {
-            let now = tracked(&instance.ops("/metrics").await?);
-            keyed_by_claims
-                .iter()
-                .all(|map| now.get(*map).is_some_and(|n| *n == 0.0))
-                .then_some(())
-                .ok_or(format!("{now:?}"))
+            let now = tracked_entries(&instance.ops("/metrics").await?);
+            no_claim_kept(&now).then_some(()).ok_or(format!("{now:?}"))
         },
     )
     .await;

@@ -12,29 +12,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{Bench, create_all, delete_all, fmt, memory, replicated};
-use crate::instance::in_sync;
-
-/// The maps that must be empty once every claim is gone (the mirrored Events follow the Events, which outlive
-/// their claims by the API server's event TTL).
-const KEYED_BY_CLAIMS: [&str; 5] = [
-    "claim_phases",
-    "twin_origins",
-    "change_arrivals",
-    "claim_backoffs",
-    "orphaned_twins",
-];
-
-/// `claimsync_tracked_entries` by map.
-fn tracked(metrics: &str) -> BTreeMap<String, f64> {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(r#"claimsync_tracked_entries{map=""#))
-        .filter_map(|l| {
-            let (map, rest) = l.split_once('"')?;
-            Some((map.to_string(), rest.rsplit_once(' ')?.1.parse().ok()?))
-        })
-        .collect()
-}
+use crate::instance::{in_sync, no_claim_kept, tracked_entries};
 
 fn show_tracked(maps: &BTreeMap<String, f64>) -> String {
     maps.iter()
@@ -69,8 +47,8 @@ impl Bench {
             .await;
             let deadline = Instant::now() + Duration::from_secs(300);
             let maps = loop {
-                let maps = tracked(&self.instance.ops("/metrics").await.unwrap_or_default());
-                if KEYED_BY_CLAIMS.iter().all(|m| maps.get(*m) == Some(&0.0)) {
+                let maps = tracked_entries(&self.instance.ops("/metrics").await.unwrap_or_default());
+                if no_claim_kept(&maps) {
                     break maps;
                 }
                 assert!(

@@ -230,18 +230,8 @@ impl Catalog {
             Err(e) => {
                 self.listed.insert(name.to_string());
                 self.unfetched.insert(name.to_string());
-                let delay = self
-                    .failures
-                    .entry(name.to_string())
-                    .or_insert_with(retry_backoff)
-                    .next()
-                    .unwrap_or(Duration::from_secs(60));
+                let delay = self.retry_later(name);
                 warn!(crd = %name, error = %e, retry_in = ?delay, "could not read a claim CRD of the control plane");
-                let (retry, name) = (self.retry.clone(), name.to_string());
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = retry.send(name);
-                });
             }
         }
     }
@@ -368,20 +358,26 @@ impl Catalog {
                 info!(crd = %name, "the local CRD is being deleted; it is made again once gone")
             }
             Err(e) => {
-                let delay = self
-                    .failures
-                    .entry(name.to_string())
-                    .or_insert_with(retry_backoff)
-                    .next()
-                    .unwrap_or(Duration::from_secs(60));
+                let delay = self.retry_later(name);
                 error!(crd = %name, error = %e, retry_in = ?delay, "could not replicate claim CRD");
-                let (retry, name) = (self.retry.clone(), name.to_string());
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = retry.send(name);
-                });
             }
         }
+    }
+
+    /// Sends `name` back through the retry channel after the CRD's next backoff delay, which it returns.
+    fn retry_later(&mut self, name: &str) -> Duration {
+        let delay = self
+            .failures
+            .entry(name.to_string())
+            .or_insert_with(retry_backoff)
+            .next()
+            .unwrap_or(Duration::from_secs(60));
+        let (retry, name) = (self.retry.clone(), name.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = retry.send(name);
+        });
+        delay
     }
 
     /// A failed CRD's backoff ran out: try it again if it is still offered.
