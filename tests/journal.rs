@@ -280,6 +280,12 @@ async fn a_new_claim_costs_no_read_of_the_control_plane() {
         )
     };
     let applies = || requests_made(&instance, "controlplane", "PATCH");
+    // A first claim, so that the kind's twin cache has listed (before, a reconcile asks the API server instead).
+    claims
+        .create(&PostParams::default(), &kind.claim(&ns, "first"))
+        .await
+        .unwrap();
+    wait_ready(&claims, "first", &instance).await;
     let (missing_before, applies_before) = (missing().await, applies().await);
     let count = 10;
     for i in 0..count {
