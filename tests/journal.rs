@@ -269,7 +269,16 @@ async fn a_restart_reads_lists_per_kind_not_a_get_per_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_claim_costs_no_read_of_the_control_plane() {
     let _env = support::env_shared().await;
-    let (instance, kind, ns, claims) = instance_with_kind("noread", "Fresh").await;
+    // Only the test's own group: the catalog reads an offered kind's CRD when it changes, and other tests' kinds
+    // come and go meanwhile (a CRD deleted between its event and the read is a 404 too).
+    let mut instance = Instance::new("noread").await;
+    let kind =
+        crate::platform_support::TestKind::offer(&instance.control_plane, "noread", "Fresh", serde_json::json!({}))
+            .await;
+    instance.start_in_sync(&["--claim-groups", &kind.group]).await;
+    kind.wait_local(&instance.app).await;
+    let ns = instance.namespace("noread").await;
+    let claims = kind.claims(&instance.app, &ns);
     // Once the caches are filled, a new claim's twin is known to be absent from the twin cache (which holds every
     // twin of this cluster): no GET, which would answer 404, before the apply that creates it.
     let missing = || async {
