@@ -216,15 +216,7 @@ async fn a_leader_cut_off_from_the_app_cluster_stops_writing_before_the_standby_
         &kubernetes_cluster_resource(),
     );
     for name in ["keep", "doomed"] {
-        kubectl_apply(&cluster_claim_yaml(
-            &ns,
-            name,
-            &support::unique("kc"),
-            &format!("{name}-conn"),
-            "",
-        ))
-        .await
-        .unwrap();
+        crate::claim_support::apply_claim(&ns, name).await;
     }
     for name in ["keep", "doomed"] {
         wait_ready(&local, name, &first).await;

@@ -90,13 +90,18 @@ impl ClusterArgs {
 
 /// The uid of the app cluster's `kube-system` namespace: what tells this app cluster from any other.
 pub async fn kube_system_uid(local: &Client) -> Result<String, Error> {
-    let namespace = Api::<Namespace>::all(local.clone()).get("kube-system").await.context(
-        Side::App,
+    kube_system_uid_of(local, Side::App).await
+}
+
+/// The uid of a cluster's `kube-system` namespace: its identity (the app cluster's id; the control plane's record).
+pub async fn kube_system_uid_of(client: &Client, side: Side) -> Result<String, Error> {
+    let namespace = Api::<Namespace>::all(client.clone()).get("kube-system").await.context(
+        side,
         "get namespace (claimsync needs get on namespaces)",
         "kube-system",
     )?;
     namespace.metadata.uid.ok_or_else(|| Error::Object {
-        object: "namespace kube-system".into(),
-        problem: "has no uid, which claimsync takes as the app cluster's identity".into(),
+        object: format!("namespace kube-system of the {side}"),
+        problem: "has no uid, which claimsync takes as the cluster's identity".into(),
     })
 }

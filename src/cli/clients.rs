@@ -151,7 +151,7 @@ impl RemoteSource {
 /// How often the control plane's kubeconfig is read again for a change.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
-async fn from_file(path: &std::path::Path, flag: &str) -> Result<Config, Error> {
+pub(super) async fn from_file(path: &std::path::Path, flag: &str) -> Result<Config, Error> {
     let failed = |action, source: BoxError| Error::Load {
         setting: format!("{flag} {}", path.display()),
         action,

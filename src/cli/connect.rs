@@ -15,7 +15,7 @@ use kube::config::Kubeconfig;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::args::{AppArgs, kube_system_uid};
+use super::args::{AppArgs, kube_system_uid, kube_system_uid_of};
 use super::clients::{app_client, reachable};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::connection::{
@@ -146,7 +146,7 @@ pub async fn connect(args: ConnectArgs) -> Result<(), Error> {
         .unwrap_or_else(|| app_uid.clone());
     // Refusals first, before anything is written: the operator's rights (what every other check reads needs them).
     check_rights(&remote, &args.claim_namespace).await?;
-    let control_plane_uid = kube_system_uid_of(&remote).await?;
+    let control_plane_uid = kube_system_uid_of(&remote, Side::ControlPlane).await?;
     check_joined_elsewhere(
         &local,
         &release_ns,
@@ -363,16 +363,6 @@ fn server_and_ca(kubeconfig: &Kubeconfig, path: &Path) -> Result<(String, Option
         (None, None) => None,
     };
     Ok((server, ca))
-}
-
-/// The uid of a cluster's kube-system namespace (the control plane's identity in the record).
-async fn kube_system_uid_of(remote: &Client) -> Result<String, Error> {
-    let ns = Api::<Namespace>::all(remote.clone()).get("kube-system").await.context(
-        Side::ControlPlane,
-        "get namespace",
-        "kube-system",
-    )?;
-    Ok(ns.metadata.uid.unwrap_or_default())
 }
 
 /// An app cluster joined to another control plane (recorded by an earlier connect), or recorded with another

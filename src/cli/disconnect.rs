@@ -152,20 +152,7 @@ async fn unconnect(local: &Client, instance: &str, kubeconfig: &std::path::Path)
     use crate::cli::connect::{CONTROL_PLANE_SERVER, CONTROL_PLANE_UID};
     use crate::model::connection::{CONNECTED_CLUSTER, label_value};
     let setting = format!("--control-plane-kubeconfig {}", kubeconfig.display());
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| Error::Load {
-            setting: setting.clone(),
-            action: "read",
-            source: e.into(),
-        })?,
-        &Default::default(),
-    )
-    .await
-    .map_err(|e| Error::Load {
-        setting: setting.clone(),
-        action: "use",
-        source: e.into(),
-    })?;
+    let config = super::clients::from_file(kubeconfig, "--control-plane-kubeconfig").await?;
     let remote = crate::ops::counting::counted_client(
         config,
         "controlplane",
@@ -189,13 +176,7 @@ async fn unconnect(local: &Client, instance: &str, kubeconfig: &std::path::Path)
         return Ok(());
     };
     if let Some(recorded) = record.get(CONTROL_PLANE_UID) {
-        let uid = Api::<k8s_openapi::api::core::v1::Namespace>::all(remote.clone())
-            .get("kube-system")
-            .await
-            .context(Side::ControlPlane, "get namespace", "kube-system")?
-            .metadata
-            .uid
-            .unwrap_or_default();
+        let uid = super::args::kube_system_uid_of(&remote, Side::ControlPlane).await?;
         if &uid != recorded {
             return Err(Error::Refused {
                 why: format!(

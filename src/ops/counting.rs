@@ -11,7 +11,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::error::BoxError;
-use crate::ops::deadline::{DeadlineError, Deadlines, REQUEST_DEADLINE, WriteFence};
+use crate::ops::deadline::{DeadlineError, Deadlines, REQUEST_DEADLINE, WriteFence, is_watch};
 use crate::ops::metrics::{ApiLabels, Metrics};
 
 /// The layer: one per client, naming its cluster.
@@ -43,11 +43,7 @@ pub struct Counted<S> {
 /// The verb of a request as the API server counts it: WATCH for a watch, LIST for a read of a collection, else
 /// the method (GET, POST, PATCH, PUT, DELETE).
 fn verb<B>(request: &Request<B>) -> String {
-    let watch = request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
-    if watch {
+    if is_watch(request) {
         "WATCH".to_string()
     } else if request.method() == http::Method::GET && is_collection(request.uri().path()) {
         "LIST".to_string()

@@ -92,7 +92,8 @@ fn is_write(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
 }
 
-fn is_watch<B>(request: &Request<B>) -> bool {
+/// Whether a request is a watch (`watch=true` or `watch=1` in its query).
+pub fn is_watch<B>(request: &Request<B>) -> bool {
     request
         .uri()
         .query()
