@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// its kind instead of the changed ones (tests make it small to take that path).
     #[arg(long, env = "CLAIMSYNC_TRIGGER_BUFFER", default_value_t = 4096, hide = true)]
     pub trigger_buffer: usize,
+    /// How much of the journal claimsync keeps in memory, in MiB (sled's page cache; the rest is read from
+    /// `--state-dir` when needed).
+    #[arg(long, env = "CLAIMSYNC_JOURNAL_CACHE_MIB", default_value_t = 16)]
+    pub journal_cache_mib: u64,
     #[command(flatten)]
     pub shim: super::shim::ShimArgs,
 }
@@ -103,7 +107,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let (cluster_id, id_source) = clusters.cluster_id(&local).await?;
     let cluster_uid = kube_system_uid(&local).await?;
     let instance = clusters.own_namespace();
-    let (journal, was_reset) = Journal::open_or_reset(&args.state_dir)?;
+    let (journal, was_reset) = Journal::open_or_reset_with_cache(&args.state_dir, args.journal_cache_mib << 20)?;
     if was_reset {
         warn!(dir = %args.state_dir.display(), "the journal was unusable and starts empty; claimsync resyncs from the clusters");
     }

@@ -30,9 +30,9 @@ fn is_lock_busy(error: &std::io::Error) -> bool {
     error.to_string().contains("could not acquire lock")
 }
 
-/// sled's page cache: its default (1 GiB) let the journal of 10,000 claims grow claimsync's memory by what it
-/// read and wrote; a few MiB keep the hot records, and a miss is a read of a local file.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// sled's page cache unless told otherwise: its default (1 GiB) let the journal of 10,000 claims grow claimsync's
+/// memory by what it read and wrote; a few MiB keep the hot records, and a miss is a read of a local file.
+const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Name sled gives its default tree.
 const DEFAULT_TREE: &[u8] = b"__sled__default";
 
@@ -61,10 +61,15 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating if missing) the journal in `dir` and checks its format version.
     pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Journal::open`] with a page cache of `cache_bytes` (sled's cap on the pages it keeps in memory).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Journal, JournalError> {
         let existed = dir.join(SLED_DATA_FILE).exists();
         let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {
-            match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open() {
+            match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
                 Err(sled::Error::Io(e)) if is_lock_busy(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -88,7 +93,12 @@ impl Journal {
     /// Every stored entry is decoded once to detect corruption. Errors that a wipe
     /// would not cure (e.g. the database is locked by another process) are returned.
     pub fn open_or_reset(dir: &Path) -> Result<(Journal, bool), JournalError> {
-        match Self::open(dir).and_then(|j| j.validate().map(|()| j)) {
+        Self::open_or_reset_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Journal::open_or_reset`] with a page cache of `cache_bytes`.
+    pub fn open_or_reset_with_cache(dir: &Path, cache_bytes: u64) -> Result<(Journal, bool), JournalError> {
+        match Self::open_with_cache(dir, cache_bytes).and_then(|j| j.validate().map(|()| j)) {
             Ok(journal) => return Ok((journal, false)),
             Err(err) if err.calls_for_reset() => {}
             Err(err) => return Err(err),
@@ -97,7 +107,7 @@ impl Journal {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok((Self::open(dir)?, true))
+        Ok((Self::open_with_cache(dir, cache_bytes)?, true))
     }
 
     /// Opens an empty journal that lives only as long as the handle (for tests).
