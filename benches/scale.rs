@@ -13,6 +13,8 @@ mod instance;
 mod platform_support;
 #[path = "scale/pressure.rs"]
 mod pressure;
+#[path = "scale/steps.rs"]
+mod steps;
 #[allow(dead_code)]
 #[path = "../tests/support.rs"]
 mod support;
@@ -57,6 +59,8 @@ struct Sizes {
     churn: Option<(usize, usize)>,
     /// `--crds`: foreign CRDs to add to the control plane (a mode of its own).
     crds: Option<usize>,
+    /// `--steps`: writes per step and way, claimsync's against the floor's (a mode of its own).
+    steps: Option<usize>,
 }
 
 impl Sizes {
@@ -68,6 +72,7 @@ impl Sizes {
             runs: 2,
             repeat_bursts_up_to: 1000,
             churn: None,
+            steps: None,
             crds: None,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -103,6 +108,7 @@ impl Sizes {
                     continue;
                 }
                 "--crds" => sizes.crds = Some(number("--crds")),
+                "--steps" => sizes.steps = Some(number("--steps")),
                 "--full" => {
                     sizes.bursts = vec![1000, 5000, 10000];
                     sizes.crossplane_burst = 200;
@@ -115,7 +121,8 @@ impl Sizes {
                     println!(
                         "scale [--full] [--bursts 1000,5000,10000] [--crossplane-burst 200] [--changes 1000] \
                          [--runs 3] [--repeat-bursts-up-to 1000]\n\
-                         scale --churn [TOTAL,WAVE] (default 50000,5000) | --crds N   (modes of their own)"
+                         scale --churn [TOTAL,WAVE] (default 50000,5000) | --crds N | --steps N [--runs R]   \
+                         (modes of their own)"
                     );
                     std::process::exit(0);
                 }
@@ -589,6 +596,20 @@ async fn main() {
         raw_p99: Runs::default(),
         floor,
     };
+    if let Some(count) = bench.sizes.steps {
+        crossplane("-STOP");
+        bench.steps(&app, &control_plane, count).await;
+        crossplane("-CONT");
+        println!();
+        println!(
+            "claimsync write-cost benchmark, {} ({count} writes per step and way, {} rounds; {:.0} s)",
+            std::env::consts::ARCH,
+            bench.sizes.runs,
+            started.elapsed().as_secs_f64()
+        );
+        bench.table.print();
+        return;
+    }
     if bench.sizes.churn.is_some() || bench.sizes.crds.is_some() {
         crossplane("-STOP");
         if let Some((total, wave)) = bench.sizes.churn {
@@ -1080,6 +1101,17 @@ impl Bench {
             kubectl_local.push(kubectl_get(&env().app_kubeconfig, &plural, &self.namespace).await);
             kubectl_proxy.push(kubectl_get(&link.kubeconfig, &plural, &self.instance.claim_namespace).await);
         }
+        // The same LIST once the twins carry what Crossplane writes to every claim it binds (a finalizer, the
+        // composite's reference, Synced and Ready) and claimsync has shown it locally: what a proxy's user reads.
+        let bare_bytes = [list_bytes(&self.local).await, list_bytes(&proxied_twins).await];
+        self.as_crossplane_keeps_them().await;
+        let bound_bytes = [list_bytes(&self.local).await, list_bytes(&proxied_twins).await];
+        let (mut bound_local, mut bound_proxy) = (Quantiles::default(), Quantiles::default());
+        for _ in 0..self.sizes.runs {
+            bound_local.push(&read_times(&self.local, None, 10).await);
+            bound_proxy.push(&read_times(&proxied_twins, None, 10).await);
+        }
+        self.crossplane_lets_go().await;
         // The path cut: the proxy's reads fail; claimsync's answer from the app cluster.
         env().script(&["link", "cut", &link.name]);
         let cut_get = tokio::time::timeout(Duration::from_secs(5), proxied_twins.get(&some_twin)).await;
@@ -1094,7 +1126,16 @@ impl Bench {
         let ratio = |local: &Runs, proxy: &Runs| format!("{}x lower", fmt(proxy.median() / local.median()));
         let rows = [
             ("claim GET", &get_local, &get_proxy),
-            (&*format!("LIST of {size} claims"), &list_local, &list_proxy),
+            (
+                &*format!("LIST of {size} claims Crossplane never touched"),
+                &list_local,
+                &list_proxy,
+            ),
+            (
+                &*format!("LIST of {size} claims as Crossplane keeps them"),
+                &bound_local,
+                &bound_proxy,
+            ),
         ];
         for (what, local, proxy) in rows {
             t.add(
@@ -1111,6 +1152,16 @@ impl Bench {
                 local.p99.show(" ms"),
                 proxy.p99.show(" ms"),
                 ratio(&local.p99, &proxy.p99),
+                "",
+            );
+        }
+        for (what, [local, proxy]) in [("never touched", bare_bytes), ("as Crossplane keeps them", bound_bytes)] {
+            t.add(
+                "reads",
+                format!("LIST of {size} claims {what}: size as JSON"),
+                format!("{} KiB", fmt(local / 1024.0)),
+                format!("{} KiB", fmt(proxy / 1024.0)),
+                format!("{}x", fmt(local / proxy)),
                 "",
             );
         }
@@ -1134,6 +1185,81 @@ impl Bench {
             "",
             "claimsync answers",
         );
+    }
+
+    /// Writes to every twin what Crossplane writes to a claim it binds (its finalizer and the composite's reference,
+    /// then Synced and Ready), as Crossplane's field manager would, and waits until each local claim shows both.
+    async fn as_crossplane_keeps_them(&mut self) {
+        let names: Vec<String> = self.twin_mirror.objects.borrow().keys().cloned().collect();
+        let count = names.len();
+        let params = PatchParams {
+            field_manager: Some("crossplane".into()),
+            ..PatchParams::default()
+        };
+        futures::stream::iter(names)
+            .map(|name| {
+                let (twins, params) = (self.twins.clone(), params.clone());
+                async move {
+                    let bound = json!({
+                        "metadata": {"finalizers": ["finalizer.apiextensions.crossplane.io"]},
+                        "spec": {"resourceRef": {"apiVersion": "bench.example.org/v1", "kind": "XBench",
+                                                 "name": format!("{name}-x7k2p")}},
+                    });
+                    twins
+                        .patch(&name, &params, &Patch::Merge(&bound))
+                        .await
+                        .unwrap_or_else(|e| panic!("bench: bind twin {name}: {e}"));
+                    let status = json!({"status": {"conditions": [
+                        {"type": "Synced", "status": "True", "reason": "ReconcileSuccess",
+                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2},
+                        {"type": "Ready", "status": "True", "reason": "Available",
+                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2}]}});
+                    twins
+                        .patch_status(&name, &params, &Patch::Merge(&status))
+                        .await
+                        .unwrap_or_else(|e| panic!("bench: status of twin {name}: {e}"));
+                }
+            })
+            .buffer_unordered(concurrency())
+            .collect::<Vec<_>>()
+            .await;
+        let shown = |c: &DynamicObject| {
+            !c.data["spec"]["resourceRef"].is_null()
+                && c.data["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        };
+        self.local_mirror
+            .until(
+                "the local claims to show Crossplane's writes",
+                Duration::from_secs(600),
+                |m| m.values().filter(|c| shown(c)).count() >= count,
+            )
+            .await;
+    }
+
+    /// Takes the finalizer [`Bench::as_crossplane_keeps_them`] gave the twins off again (Crossplane is paused:
+    /// nothing else would, and the burst's twins must go when its claims do).
+    async fn crossplane_lets_go(&mut self) {
+        let names: Vec<String> = self.twin_mirror.objects.borrow().keys().cloned().collect();
+        let params = PatchParams {
+            field_manager: Some("crossplane".into()),
+            ..PatchParams::default()
+        };
+        futures::stream::iter(names)
+            .map(|name| {
+                let (twins, params) = (self.twins.clone(), params.clone());
+                async move {
+                    let unbound = json!({"metadata": {"finalizers": null}});
+                    twins
+                        .patch(&name, &params, &Patch::Merge(&unbound))
+                        .await
+                        .unwrap_or_else(|e| panic!("bench: release twin {name}: {e}"));
+                }
+            })
+            .buffer_unordered(concurrency())
+            .collect::<Vec<_>>()
+            .await;
     }
 
     /// `size` in-sync claims, claimsync killed and started again, with its journal and without.
@@ -1434,6 +1560,13 @@ async fn read_times(api: &Api<DynamicObject>, name: Option<&str>, n: usize) -> V
         samples.push(ms(start.elapsed()));
     }
     samples
+}
+
+/// The size of a LIST of `api`'s collection as compact JSON, in bytes (what the API server encodes and the client
+/// decodes: a LIST's time goes with it).
+async fn list_bytes(api: &Api<DynamicObject>) -> f64 {
+    let list = api.list(&ListParams::default()).await.expect("bench: LIST");
+    serde_json::to_vec(&list).map(|b| b.len() as f64).unwrap_or(f64::NAN)
 }
 
 /// `kubectl get` of a kind in a namespace as a whole process, in ms.
