@@ -15,6 +15,13 @@ use crate::support::{self, env, wait_for};
 
 pub const INSTANCE_LABEL: &str = "claimsync.dev/test-instance";
 
+/// The malloc settings of claimsync's image (deploy/Dockerfile; tests/layout.rs checks the two agree).
+pub const IMAGE_MALLOC: [(&str, &str); 3] = [
+    ("MALLOC_ARENA_MAX", "1"),
+    ("MALLOC_MMAP_THRESHOLD_", "131072"),
+    ("MALLOC_TRIM_THRESHOLD_", "131072"),
+];
+
 pub struct Instance {
     pub id: String,
     /// The app cluster this claimsync runs for (the env's first one unless made with `new_on`).
@@ -158,8 +165,8 @@ impl Instance {
                 "RUST_LOG",
                 std::env::var("CLAIMSYNC_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
             )
-            // As claimsync's image runs it (deploy/Dockerfile): one malloc arena.
-            .env("MALLOC_ARENA_MAX", "1")
+            // As claimsync's image runs it (deploy/Dockerfile): one malloc arena, fixed thresholds.
+            .envs(IMAGE_MALLOC)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         // A heap profile of each claimsync a test or the benchmark starts: `CLAIMSYNC_HEAPTRACK=/tmp/ht` preloads

@@ -224,3 +224,30 @@ fn model_imports_nothing_of_the_rest() {
         .collect();
     assert!(outside.is_empty(), "model reaches out: {outside:?}");
 }
+
+/// The tests and the benchmark run claimsync with the image's malloc settings: the image's Dockerfile, the script
+/// that builds it without a container engine, and `instance::IMAGE_MALLOC` name the same ones.
+#[test]
+fn the_image_and_the_tests_run_claimsync_with_the_same_malloc_settings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+    let settings = |text: &str, prefix: &str| -> BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix(prefix))
+            .map(|rest| rest.trim().trim_end_matches('\\').trim().to_string())
+            .filter(|setting| setting.starts_with("MALLOC_"))
+            .collect()
+    };
+    let dockerfile = settings(&read("deploy/Dockerfile"), "ENV ");
+    let image_build = settings(&read("deploy/image/build"), "--env ");
+    let tests: BTreeSet<String> = crate::instance::IMAGE_MALLOC
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    assert!(!dockerfile.is_empty(), "deploy/Dockerfile sets no MALLOC_ variable");
+    assert_eq!(dockerfile, image_build, "deploy/Dockerfile and deploy/image/build");
+    assert_eq!(
+        dockerfile, tests,
+        "deploy/Dockerfile and tests/instance.rs IMAGE_MALLOC"
+    );
+}
