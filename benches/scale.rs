@@ -1190,39 +1190,28 @@ impl Bench {
     /// Writes to every twin what Crossplane writes to a claim it binds (its finalizer and the composite's reference,
     /// then Synced and Ready), as Crossplane's field manager would, and waits until each local claim shows both.
     async fn as_crossplane_keeps_them(&mut self) {
-        let names: Vec<String> = self.twin_mirror.objects.borrow().keys().cloned().collect();
-        let count = names.len();
-        let params = PatchParams {
-            field_manager: Some("crossplane".into()),
-            ..PatchParams::default()
-        };
-        futures::stream::iter(names)
-            .map(|name| {
-                let (twins, params) = (self.twins.clone(), params.clone());
-                async move {
-                    let bound = json!({
-                        "metadata": {"finalizers": ["finalizer.apiextensions.crossplane.io"]},
-                        "spec": {"resourceRef": {"apiVersion": "bench.example.org/v1", "kind": "XBench",
-                                                 "name": format!("{name}-x7k2p")}},
-                    });
-                    twins
-                        .patch(&name, &params, &Patch::Merge(&bound))
-                        .await
-                        .unwrap_or_else(|e| panic!("bench: bind twin {name}: {e}"));
-                    let status = json!({"status": {"conditions": [
-                        {"type": "Synced", "status": "True", "reason": "ReconcileSuccess",
-                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2},
-                        {"type": "Ready", "status": "True", "reason": "Available",
-                         "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2}]}});
-                    twins
-                        .patch_status(&name, &params, &Patch::Merge(&status))
-                        .await
-                        .unwrap_or_else(|e| panic!("bench: status of twin {name}: {e}"));
-                }
-            })
-            .buffer_unordered(concurrency())
-            .collect::<Vec<_>>()
-            .await;
+        let count = self.twin_mirror.objects.borrow().len();
+        self.as_crossplane_on_each_twin(|twins, params, name| async move {
+            let bound = json!({
+                "metadata": {"finalizers": ["finalizer.apiextensions.crossplane.io"]},
+                "spec": {"resourceRef": {"apiVersion": "bench.example.org/v1", "kind": "XBench",
+                                         "name": format!("{name}-x7k2p")}},
+            });
+            twins
+                .patch(&name, &params, &Patch::Merge(&bound))
+                .await
+                .unwrap_or_else(|e| panic!("bench: bind twin {name}: {e}"));
+            let status = json!({"status": {"conditions": [
+                {"type": "Synced", "status": "True", "reason": "ReconcileSuccess",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2},
+                {"type": "Ready", "status": "True", "reason": "Available",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2}]}});
+            twins
+                .patch_status(&name, &params, &Patch::Merge(&status))
+                .await
+                .unwrap_or_else(|e| panic!("bench: status of twin {name}: {e}"));
+        })
+        .await;
         let shown = |c: &DynamicObject| {
             !c.data["spec"]["resourceRef"].is_null()
                 && c.data["status"]["conditions"]
@@ -1241,22 +1230,29 @@ impl Bench {
     /// Takes the finalizer [`Bench::as_crossplane_keeps_them`] gave the twins off again (Crossplane is paused:
     /// nothing else would, and the burst's twins must go when its claims do).
     async fn crossplane_lets_go(&mut self) {
+        self.as_crossplane_on_each_twin(|twins, params, name| async move {
+            let unbound = json!({"metadata": {"finalizers": null}});
+            twins
+                .patch(&name, &params, &Patch::Merge(&unbound))
+                .await
+                .unwrap_or_else(|e| panic!("bench: release twin {name}: {e}"));
+        })
+        .await;
+    }
+
+    /// Runs `write` for every twin the mirror holds, at claimsync's concurrency, with Crossplane's field manager.
+    async fn as_crossplane_on_each_twin<F, Fut>(&self, write: F)
+    where
+        F: Fn(Api<DynamicObject>, PatchParams, String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let names: Vec<String> = self.twin_mirror.objects.borrow().keys().cloned().collect();
         let params = PatchParams {
             field_manager: Some("crossplane".into()),
             ..PatchParams::default()
         };
         futures::stream::iter(names)
-            .map(|name| {
-                let (twins, params) = (self.twins.clone(), params.clone());
-                async move {
-                    let unbound = json!({"metadata": {"finalizers": null}});
-                    twins
-                        .patch(&name, &params, &Patch::Merge(&unbound))
-                        .await
-                        .unwrap_or_else(|e| panic!("bench: release twin {name}: {e}"));
-                }
-            })
+            .map(|name| write(self.twins.clone(), params.clone(), name))
             .buffer_unordered(concurrency())
             .collect::<Vec<_>>()
             .await;
