@@ -134,6 +134,29 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--claim-namespace"), "{stderr}");
 
+    // A journal cache of nothing (or more than 64 GiB) is refused by name, before anything starts.
+    let (code, stderr) = run_claimsync(
+        &[
+            &[
+                "--app-kubeconfig",
+                &app,
+                "--control-plane-kubeconfig",
+                &control_plane,
+                "--claim-namespace",
+                &instance.claim_namespace,
+                "--state-dir",
+                &state,
+                "--journal-cache-mib",
+                "0",
+            ][..],
+            &scope,
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--journal-cache-mib"), "{stderr}");
+
     // None of it touched the claim that was there, replicated anything, or made a journal.
     let after = local.get("fine").await.unwrap();
     assert_eq!(

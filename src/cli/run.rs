@@ -67,7 +67,8 @@ pub struct RunArgs {
     pub trigger_buffer: usize,
     /// How much of the journal claimsync keeps in memory, in MiB (sled's page cache; the rest is read from
     /// `--state-dir` when needed).
-    #[arg(long, env = "CLAIMSYNC_JOURNAL_CACHE_MIB", default_value_t = 16)]
+    #[arg(long, env = "CLAIMSYNC_JOURNAL_CACHE_MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub journal_cache_mib: u64,
     #[command(flatten)]
     pub shim: super::shim::ShimArgs,
