@@ -36,6 +36,28 @@ async fn the_control_plane_kubeconfig_can_come_from_a_secret() {
     wait_ready(&local, "viasecret", &instance).await;
 }
 
+/// `claimsync run`'s arguments for the two kubeconfigs, the claim namespace and the journal given, then `rest`.
+fn against<'a>(
+    app: &'a str,
+    control_plane: &'a str,
+    claim_namespace: &'a str,
+    state: &'a str,
+    rest: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--app-kubeconfig",
+        app,
+        "--control-plane-kubeconfig",
+        control_plane,
+        "--claim-namespace",
+        claim_namespace,
+        "--state-dir",
+        state,
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
 async fn run_claimsync(args: &[&str]) -> (i32, String) {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_claimsync"))
         .arg("run")
@@ -82,22 +104,13 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
     // A control plane kubeconfig file that is not there: a configuration error (an unreachable control plane is
     // not one: claimsync then starts offline, see offline.rs).
     let missing = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such.kubeconfig");
-    let (code, stderr) = run_claimsync(
-        &[
-            &[
-                "--app-kubeconfig",
-                &app,
-                "--control-plane-kubeconfig",
-                missing.to_str().unwrap(),
-                "--claim-namespace",
-                &instance.claim_namespace,
-                "--state-dir",
-                &state,
-            ][..],
-            &scope,
-        ]
-        .concat(),
-    )
+    let (code, stderr) = run_claimsync(&against(
+        &app,
+        missing.to_str().unwrap(),
+        &instance.claim_namespace,
+        &state,
+        &scope,
+    ))
     .await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -106,23 +119,7 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
     );
 
     // A claim namespace that does not exist.
-    let (code, stderr) = run_claimsync(
-        &[
-            &[
-                "--app-kubeconfig",
-                &app,
-                "--control-plane-kubeconfig",
-                &control_plane,
-                "--claim-namespace",
-                "no-such-namespace",
-                "--state-dir",
-                &state,
-            ][..],
-            &scope,
-        ]
-        .concat(),
-    )
-    .await;
+    let (code, stderr) = run_claimsync(&against(&app, &control_plane, "no-such-namespace", &state, &scope)).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("\"no-such-namespace\" does not exist on the control plane"),
@@ -135,24 +132,14 @@ async fn bad_input_is_a_clear_error_that_touches_nothing() {
     assert!(stderr.contains("--claim-namespace"), "{stderr}");
 
     // A journal cache of nothing (or more than 64 GiB) is refused by name, before anything starts.
-    let (code, stderr) = run_claimsync(
-        &[
-            &[
-                "--app-kubeconfig",
-                &app,
-                "--control-plane-kubeconfig",
-                &control_plane,
-                "--claim-namespace",
-                &instance.claim_namespace,
-                "--state-dir",
-                &state,
-                "--journal-cache-mib",
-                "0",
-            ][..],
-            &scope,
-        ]
-        .concat(),
-    )
+    let cache = [&scope[..], &["--journal-cache-mib", "0"]].concat();
+    let (code, stderr) = run_claimsync(&against(
+        &app,
+        &control_plane,
+        &instance.claim_namespace,
+        &state,
+        &cache,
+    ))
     .await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--journal-cache-mib"), "{stderr}");
