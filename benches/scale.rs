@@ -331,26 +331,36 @@ fn claim(name: &str, size: i64) -> DynamicObject {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"size": size}})).unwrap()
 }
 
-/// Creates `names` in `api` at `CONCURRENCY` writes at once, as one client would.
-async fn create_all(api: &Api<DynamicObject>, resource: &ApiResource, names: &[String]) {
-    futures::stream::iter(names.iter().cloned())
-        .map(|name| {
-            let api = api.clone();
-            let resource = resource.clone();
-            async move {
-                let mut object = claim(&name, 1);
-                object.types = Some(kube::api::TypeMeta {
-                    api_version: resource.api_version.clone(),
-                    kind: resource.kind.clone(),
-                });
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .unwrap_or_else(|e| panic!("bench: create {name}: {e}"));
-            }
-        })
+/// Runs `each` for every one of `names`, `concurrency()` at once, as one client would.
+async fn at_concurrency<F, Fut>(names: impl IntoIterator<Item = String>, each: F)
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    futures::stream::iter(names)
+        .map(each)
         .buffer_unordered(concurrency())
         .collect::<Vec<_>>()
         .await;
+}
+
+/// Creates `names` in `api` at `CONCURRENCY` writes at once, as one client would.
+async fn create_all(api: &Api<DynamicObject>, resource: &ApiResource, names: &[String]) {
+    at_concurrency(names.iter().cloned(), |name| {
+        let api = api.clone();
+        let resource = resource.clone();
+        async move {
+            let mut object = claim(&name, 1);
+            object.types = Some(kube::api::TypeMeta {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+            });
+            api.create(&PostParams::default(), &object)
+                .await
+                .unwrap_or_else(|e| panic!("bench: create {name}: {e}"));
+        }
+    })
+    .await;
 }
 
 /// Deletes every object of `api` (a namespace's claims) and waits until each of `mirrors` holds none.
@@ -1251,11 +1261,7 @@ impl Bench {
             field_manager: Some("crossplane".into()),
             ..PatchParams::default()
         };
-        futures::stream::iter(names)
-            .map(|name| write(self.twins.clone(), params.clone(), name))
-            .buffer_unordered(concurrency())
-            .collect::<Vec<_>>()
-            .await;
+        at_concurrency(names, |name| write(self.twins.clone(), params.clone(), name)).await;
     }
 
     /// `size` in-sync claims, claimsync killed and started again, with its journal and without.

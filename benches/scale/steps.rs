@@ -5,11 +5,12 @@
 
 use std::time::Instant;
 
-use futures::StreamExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{Bench, Runs, concurrency, cpu_seconds, env_pid, fmt};
+use claimsync::model::vocabulary::{MANAGER_DOWN, MANAGER_UP, NO_OBJECT_HAS_IT};
+
+use super::{Bench, Runs, at_concurrency, concurrency, cpu_seconds, env_pid, fmt};
 use crate::support;
 
 /// One way of making a step's writes.
@@ -65,17 +66,17 @@ async fn create_twins(
     timed("controlplane/apiserver", names, |name| {
         let (twins, mut body) = (twins.clone(), twin_body(&name, api_version, kind, 1));
         async move {
-            let params = PatchParams::apply("claimsync").force();
+            if let Create::ApplyVersion = how {
+                body["metadata"]["resourceVersion"] = json!(NO_OBJECT_HAS_IT);
+            }
             match how {
-                Create::ApplyVersion | Create::ApplyPlain => {
-                    if matches!(how, Create::ApplyVersion) {
-                        body["metadata"]["resourceVersion"] = json!("1");
-                    }
-                    twins.patch(&name, &params, &Patch::Apply(&body)).await
-                }
                 Create::Post => {
                     let object: DynamicObject = serde_json::from_value(body).expect("object");
                     twins.create(&PostParams::default(), &object).await
+                }
+                Create::ApplyVersion | Create::ApplyPlain => {
+                    let params = PatchParams::apply(MANAGER_UP).force();
+                    twins.patch(&name, &params, &Patch::Apply(&body)).await
                 }
             }
             .unwrap_or_else(|e| panic!("bench: create twin {name}: {e}"));
@@ -84,7 +85,7 @@ async fn create_twins(
     .await
 }
 
-/// The labels claimsync puts on a twin (the same on both ways: only the write differs).
+/// A twin as claimsync writes one, with its labels (the same body both ways: only the write differs).
 fn twin_body(name: &str, api_version: &str, kind: &str, size: i64) -> Value {
     json!({
         "apiVersion": api_version, "kind": kind,
@@ -113,11 +114,7 @@ where
 {
     let pid = env_pid(server);
     let (cpu_before, started) = (cpu_seconds(pid), Instant::now());
-    futures::stream::iter(names.iter().cloned())
-        .map(write)
-        .buffer_unordered(concurrency())
-        .collect::<Vec<_>>()
-        .await;
+    at_concurrency(names.iter().cloned(), write).await;
     let (cpu, took) = (cpu_seconds(pid) - cpu_before, started.elapsed().as_secs_f64());
     (cpu * 1000.0 / names.len() as f64, names.len() as f64 / took)
 }
@@ -169,7 +166,7 @@ impl Bench {
                     async move {
                         match way {
                             Way::Claimsync => {
-                                let params = PatchParams::apply("claimsync").force();
+                                let params = PatchParams::apply(MANAGER_UP).force();
                                 twins.patch(&name, &params, &Patch::Apply(&body)).await
                             }
                             Way::Floor => {
@@ -194,7 +191,7 @@ impl Bench {
                                 // here, and a GET would be counted, so the apply goes without it.
                                 let body = json!({"apiVersion": api_version, "kind": kind,
                                     "metadata": {"name": name}, "status": status});
-                                let params = PatchParams::apply("claimsync-down").force();
+                                let params = PatchParams::apply(MANAGER_DOWN).force();
                                 claims.patch_status(&name, &params, &Patch::Apply(&body)).await
                             }
                             Way::Floor => {

@@ -19,7 +19,7 @@ use super::secret;
 use super::status::{event, show, write_down};
 use crate::error::{Error, KubeContext, Side};
 use crate::model::plan::{self, ApplyFailure, Facts, On, Outcome, Say, Step, Then, pending_record};
-use crate::model::vocabulary::MANAGER_UP;
+use crate::model::vocabulary::{MANAGER_UP, NO_OBJECT_HAS_IT};
 use crate::sync::offer::kind_withdrawing;
 
 /// How often an in-sync claim is looked at again even without a change on either side (give or take a tenth, so
@@ -156,10 +156,6 @@ async fn read(kctx: &KindContext, facts: &mut Facts<'_>, step: Step) -> Result<(
     }
     Ok(())
 }
-
-/// A resource version no object can have (etcd's first revision is the cluster's own first write): as a
-/// precondition of an apply it fails (409) on any object that exists, and is not checked when the apply creates one.
-const NO_OBJECT_HAS_IT: &str = "1";
 
 /// Server-side applies the twin as claimsync's up manager; `only_if_absent`, it fails with a conflict instead of
 /// changing an object that exists at the name, with no read before it.
