@@ -133,6 +133,37 @@ async fn claims_replicate_up_and_status_and_secrets_come_down() {
         .await
         .unwrap();
     assert_eq!(composites.items.len(), 1, "one composite per claim");
+
+    // Fields the user removes are removed remotely (claimsync created the twin, so its create's entry owns them);
+    // what Crossplane set on the twin stays.
+    let removal = json!({"metadata": {"labels": {"team": null}, "annotations": {"note": null}},
+                         "spec": {"parameters": {"services": null, "nodes": {"size": null}}}});
+    local
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&removal))
+        .await
+        .unwrap();
+    wait_for(
+        "the removals to reach the control plane",
+        Duration::from_secs(60),
+        || async {
+            let remote = remote_claims.get(&remote_name).await.map_err(|e| e.to_string())?;
+            let parameters = &remote.data["spec"]["parameters"];
+            let gone = parameters.get("services").is_none()
+                && parameters["nodes"].get("size").is_none()
+                && !remote.labels().contains_key("team")
+                && !remote.annotations().contains_key("note");
+            gone.then_some(()).ok_or(format!("not yet: {}", remote.data["spec"]))
+        },
+    )
+    .await;
+    let removed = remote_claims.get(&remote_name).await.unwrap();
+    assert_eq!(removed.data["spec"]["parameters"]["nodes"], json!({"count": 5}));
+    assert_eq!(removed.data["spec"]["resourceRef"], before.data["spec"]["resourceRef"]);
+    assert_eq!(
+        removed.data["spec"]["compositeDeletePolicy"], before.data["spec"]["compositeDeletePolicy"],
+        "the control plane's default stays"
+    );
+    assert_eq!(removed.labels()["claimsync.dev/origin-name"], "demo");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::{Bench, create_all, delete_all, fmt, memory, replicated};
+use super::{Bench, create_all, delete_all, fmt, memory, replicated, requests};
 use crate::instance::{in_sync, no_claim_kept, tracked_entries};
 
 fn show_tracked(maps: &BTreeMap<String, f64>) -> String {
@@ -28,6 +28,7 @@ impl Bench {
         let waves = total.div_ceil(wave.max(1));
         let pid = self.instance.pid().expect("claimsync runs");
         let mut first_rss = None;
+        let mut requests_before = requests(&self.instance).await;
         for w in 0..waves {
             eprintln!("bench: churn wave {} of {waves} ({wave} claims)", w + 1);
             let names: Vec<String> = (0..wave).map(|i| format!("w{w}-{i}")).collect();
@@ -59,6 +60,25 @@ impl Bench {
             };
             let (peak, rss) = memory(pid);
             let first = *first_rss.get_or_insert(rss);
+            // What claimsync read again during the wave (a relist shows as LISTs) and how big its journal is on disk.
+            let requests_after = requests(&self.instance).await;
+            let reads = ["app", "controlplane"]
+                .iter()
+                .map(|cluster| {
+                    let verb = |verb: &str| {
+                        let key = (cluster.to_string(), verb.to_string());
+                        requests_after.get(&key).unwrap_or(&0.0) - requests_before.get(&key).unwrap_or(&0.0)
+                    };
+                    format!("{cluster} {:.0} LIST {:.0} WATCH", verb("LIST"), verb("WATCH"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            requests_before = requests_after;
+            eprintln!(
+                "bench: wave {}: {reads}; journal {:.1} MiB on disk",
+                w + 1,
+                dir_bytes(&self.instance.state_dir) / 1048576.0
+            );
             self.table.add(
                 "churn",
                 format!("after wave {} ({} claims created and deleted)", w + 1, (w + 1) * wave),
@@ -122,6 +142,21 @@ impl Bench {
         }
         memory(self.instance.pid().expect("claimsync runs")).1
     }
+}
+
+/// The bytes of the files under `dir` (not following links).
+fn dir_bytes(dir: &std::path::Path) -> f64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map(|m| m.len() as f64).unwrap_or(0.0),
+            _ => 0.0,
+        })
+        .sum()
 }
 
 /// Creates `count` CRDs copied from the control plane's largest ones (in turn) under groups of their own, and waits

@@ -137,6 +137,66 @@ fn normalize(set: &Value) -> Value {
     )
 }
 
+/// The fields a manager owns (`set`) that `intent` no longer has, as a JSON merge patch of nulls against `present`
+/// (the object as it is): a field the object no longer has needs nothing, nor one that `kept` (where the intent
+/// comes from) still has with the same value (the intent leaves it out on purpose: a value both sides default
+/// alike); a missing field is nulled whole when everything under it is the manager's, else only the manager's parts
+/// of it are; a map the intent still has is looked into. Lists and scalars the intent has are sent whole by the
+/// caller, so their insides are never nulled. `None`: nothing to remove.
+pub fn removals(set: &Value, intent: &Value, present: &Value, kept: &Value) -> Option<Value> {
+    let Value::Object(set) = set else { return None };
+    let mut nulls = Map::new();
+    for (key, child_set) in set {
+        let Some(field) = key.strip_prefix("f:") else { continue };
+        let Some(present) = present.get(field) else { continue };
+        let kept = kept.get(field).unwrap_or(&Value::Null);
+        if kept == present {
+            continue;
+        }
+        let removal = match intent.get(field) {
+            None if all_owned(child_set, present) => Some(Value::Null),
+            None => removals(child_set, &Value::Null, present, kept),
+            Some(child @ Value::Object(_)) => removals(child_set, child, present, kept),
+            Some(_) => None,
+        };
+        if let Some(removal) = removal {
+            nulls.insert(field.to_string(), removal);
+        }
+    }
+    (!nulls.is_empty()).then_some(Value::Object(nulls))
+}
+
+/// Whether the set owns everything `value` holds: a map's every key (recursively), or the whole of anything else.
+/// A non-empty map the set names only as a whole (no fields under it) is not all owned: someone else's fields may
+/// be inside.
+fn all_owned(set: &Value, value: &Value) -> bool {
+    let Value::Object(map) = value else { return true };
+    let has_fields = set.as_object().is_some_and(|s| s.keys().any(|k| k.starts_with("f:")));
+    if !has_fields {
+        return map.is_empty();
+    }
+    map.iter()
+        .all(|(key, child)| set.get(format!("f:{key}")).is_some_and(|s| all_owned(s, child)))
+}
+
+/// `patch` merged into `into` (objects key by key; anything else replaced): the intent and its removals as one
+/// JSON merge patch.
+pub fn merge_into(into: &mut Value, patch: Value) {
+    match (into, patch) {
+        (Value::Object(into), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match into.get_mut(&key) {
+                    Some(existing) if existing.is_object() && value.is_object() => merge_into(existing, value),
+                    _ => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (into, patch) => *into = patch,
+    }
+}
+
 /// Whether every field of `part` has the same value in `whole` (maps compared key by key, lists whole).
 pub fn is_subset(part: &Value, whole: &Value) -> bool {
     match (part, whole) {
@@ -210,6 +270,86 @@ mod tests {
         let set = json!({"f:id": {}, "f:ref": {"f:name": {}}, "f:tags": {"v:\"t\"": {}}});
         retain_fields(&mut spec, &set);
         assert_eq!(spec, json!({"id": "a", "ref": {"name": "n"}, "tags": ["t"]}));
+    }
+
+    #[test]
+    fn removals_null_what_the_intent_dropped_and_nothing_else() {
+        let owned = json!({".": {}, "f:id": {}, "f:p": {".": {}, "f:x": {}, "f:y": {}}, "f:tags": {"v:\"t\"": {}},
+                           "f:gone": {"f:deep": {}}, "f:ref": {"f:name": {}}, "f:e": {".": {}}});
+        let present = json!({"id": "a", "p": {"x": 1, "y": 2}, "tags": ["t"], "gone": {"deep": 1},
+                             "ref": {"name": "n", "kind": "theirs"}, "e": {}, "other": 1});
+        let cases = [
+            // (intent, nulls)
+            (
+                json!({"id": "a", "p": {"x": 1, "y": 2}, "tags": ["t"], "gone": {"deep": 1}, "ref": {"name": "n"}, "e": {}}),
+                None,
+            ),
+            (
+                json!({"id": "a", "p": {"x": 1}, "tags": [], "ref": {"name": "n"}, "e": {}}),
+                Some(json!({"p": {"y": null}, "gone": null})),
+            ),
+            // A map turned into a scalar or list is sent whole; nothing inside it is nulled.
+            (
+                json!({"id": "a", "p": 3, "tags": "x", "gone": [1], "ref": "n", "e": 1}),
+                None,
+            ),
+            // Everything dropped: a map holding someone else's field keeps it (only the owned parts go), and a
+            // field nobody owns stays.
+            (
+                json!({}),
+                Some(json!({"id": null, "p": null, "tags": null, "gone": null, "ref": {"name": null}, "e": null})),
+            ),
+            // A field nobody owned that the intent now has needs no removal.
+            (
+                json!({"id": "a", "p": {"x": 1, "y": 2, "z": 3}, "tags": ["t"], "gone": {"deep": 1}, "ref": {"name": "n"}, "e": {}, "new": 1}),
+                None,
+            ),
+        ];
+        for (intent, nulls) in cases {
+            assert_eq!(
+                removals(&owned, &intent, &present, &Value::Null),
+                nulls,
+                "intent {intent}"
+            );
+        }
+        // Owned fields the object no longer has need nothing; neither does an object with no field set.
+        assert_eq!(removals(&owned, &json!({}), &json!({"other": 1}), &Value::Null), None);
+        assert_eq!(removals(&Value::Null, &json!({}), &present, &Value::Null), None);
+        // A map owned only as a whole that now holds someone else's fields is left alone.
+        let whole = json!({"f:m": {".": {}}});
+        assert_eq!(
+            removals(&whole, &json!({}), &json!({"m": {"theirs": 1}}), &Value::Null),
+            None
+        );
+        assert_eq!(
+            removals(&whole, &json!({}), &json!({"m": {}}), &Value::Null),
+            Some(json!({"m": null}))
+        );
+        // What the local object still has with the same value (a default both sides apply) is not removed; a value
+        // it has changed is.
+        let policy = json!({"f:policy": {}, "f:p": {"f:x": {}}});
+        let twin = json!({"policy": "Background", "p": {"x": 1}});
+        let local_same = json!({"policy": "Background", "p": {"x": 1}});
+        assert_eq!(removals(&policy, &json!({}), &twin, &local_same), None);
+        let local_changed = json!({"policy": "Orphan", "p": {"x": 2}});
+        assert_eq!(
+            removals(&policy, &json!({}), &twin, &local_changed),
+            Some(json!({"policy": null, "p": null}))
+        );
+    }
+
+    #[test]
+    fn merging_patches_keeps_both_sides_and_replaces_non_objects() {
+        let mut into = json!({"spec": {"a": 1, "m": {"x": 1}}, "metadata": {"labels": {"l": "v"}}});
+        merge_into(
+            &mut into,
+            json!({"spec": {"b": null, "m": {"y": null}}, "metadata": {"annotations": {"n": null}}}),
+        );
+        assert_eq!(
+            into,
+            json!({"spec": {"a": 1, "b": null, "m": {"x": 1, "y": null}},
+                   "metadata": {"labels": {"l": "v"}, "annotations": {"n": null}}})
+        );
     }
 
     #[test]

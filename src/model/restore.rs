@@ -36,7 +36,8 @@ pub fn local_claim(twin: &Value, family: KindFamily, restorer: &Restorer) -> Opt
     }
     let mut spec = twin["spec"].clone();
     match owned_fields(twin, |m| m == MANAGER_UP) {
-        // What claimsync applied up is exactly what the user had set.
+        // What claimsync wrote up is what the user had set (its create also owns what the control plane
+        // defaulted, which the identical local CRD defaults alike).
         Some(owned) if owned["f:spec"].is_object() => retain_fields(&mut spec, &owned["f:spec"]),
         // A twin claimsync never applied (the MCP Connector made it): all but what Crossplane fills in.
         _ => {

@@ -74,7 +74,7 @@ pub fn unsupported_field(local: &Value) -> Option<(&'static str, &'static str)> 
     })
 }
 
-/// The remote claim for `local`, to be server-side applied by [`MANAGER_UP`].
+/// The remote claim for `local`, written by [`MANAGER_UP`] (created, or merge-patched with removals).
 pub fn remote_intent(local: &Value, target: &RemoteTarget) -> Value {
     let (mut spec, mut labels, mut annotations) = user_intent(local);
     let spec_map = spec.as_object_mut().expect("spec is an object");

@@ -6,10 +6,6 @@
 pub const MANAGER_UP: &str = "claimsync";
 /// Field manager of what claimsync writes into the app cluster (Crossplane-owned spec fields, status, Secrets).
 pub const MANAGER_DOWN: &str = "claimsync-down";
-/// A resource version no object can have (etcd's first revision is the cluster's own first write): as a
-/// precondition of an apply it fails (409) on any object that exists, and is not checked when the apply creates one.
-/// claimsync creates a twin with it, so that a taken name is never written over.
-pub const NO_OBJECT_HAS_IT: &str = "1";
 
 /// Held by every local claim that has (or may have) a remote twin: a pending remote delete.
 pub const FINALIZER: &str = "claimsync.dev/remote-claim";

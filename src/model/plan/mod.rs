@@ -215,6 +215,16 @@ pub struct ApplyFailure {
     pub message: String,
 }
 
+/// How the twin is written: the cheapest request that leaves claimsync owning what it set (a create or a merge
+/// patch cost the control plane less than a server-side apply of the same content; measured by `e2e/bench --steps`).
+#[derive(Debug, PartialEq)]
+pub enum TwinWrite {
+    /// Create it (POST).
+    Create,
+    /// Merge-patch it with this body.
+    Patch(Value),
+}
+
 /// What the executor does next.
 #[derive(Debug, PartialEq)]
 pub enum Step {
@@ -228,13 +238,14 @@ pub enum Step {
     },
     /// Ask the catalog whether the control plane is taking the kind away.
     ReadWithdrawing,
-    /// Server-side apply the twin as claimsync's up manager; on success, say `then_say` (else log the apply). With
-    /// `only_if_absent` (no twin was seen: the watch cache holds every twin of this cluster, so nothing was read) the
-    /// apply must not change an object that exists at the name (someone else's): one that does is read instead.
-    ApplyTwin {
+    /// Write the twin as claimsync's up manager; on success, say `then_say` (else log the write). `Create` when no
+    /// twin was seen (the watch cache holds every twin of this cluster, so nothing was read): a create fails on a
+    /// name that is taken (someone else's object), which is read instead. `Patch` otherwise: a JSON merge patch
+    /// carrying the intent and nulling the fields claimsync set that the intent no longer has.
+    WriteTwin {
         intent: Value,
         then_say: Vec<Say>,
-        only_if_absent: bool,
+        how: TwinWrite,
     },
     /// List the Secrets claimsync made in the claim's namespace.
     ListMadeSecrets,

@@ -8,10 +8,10 @@ use claimsync_state::{ClaimRecord, content_hash};
 use serde_json::{Value, json};
 
 use super::secret::secret_step;
-use super::{ApplyFailure, Facts, On, Outcome, Pending, Say, Step, Then, finish};
+use super::{ApplyFailure, Facts, On, Outcome, Pending, Say, Step, Then, TwinWrite, finish};
 use crate::model::conditions::{Reason, Replicated};
 use crate::model::downward::is_shown;
-use crate::model::fields::{field_set, is_subset, owned_fields, same_fields};
+use crate::model::fields::{is_subset, merge_into, owned_fields, removals};
 use crate::model::link::{Down, LinkState};
 use crate::model::naming::{is_twin, written_by_other};
 use crate::model::pending::{change_count, describe, pending_patch};
@@ -92,7 +92,7 @@ pub(super) fn live(f: &Facts) -> Step {
             if *f
                 .memo
                 .in_place
-                .get_or_init(|| in_place(twin, intent, intent_hash, f.record)) =>
+                .get_or_init(|| in_place(twin, intent, intent_hash, f.record, &f.claim)) =>
         {
             twin
         }
@@ -102,10 +102,14 @@ pub(super) fn live(f: &Facts) -> Step {
                 let message = format!("{field} is not replicated: {why}");
                 then_say.push(Say::on(On::Claim, "FieldNotReplicated", message));
             }
-            return Step::ApplyTwin {
+            let how = match existing {
+                None => TwinWrite::Create,
+                Some(twin) => TwinWrite::Patch(twin_patch(twin, intent, &f.claim)),
+            };
+            return Step::WriteTwin {
                 intent: intent.clone(),
                 then_say,
-                only_if_absent: existing.is_none(),
+                how,
             };
         }
     };
@@ -340,33 +344,61 @@ fn refused_for_good(code: u16) -> bool {
 }
 
 /// Whether the twin already carries the intent: known from the journal when its version is the one claimsync
-/// last saw, otherwise by comparing content and claimsync's managed fields (so a field the user removed, still
-/// owned remotely by claimsync, is not mistaken for in place).
-fn in_place(twin: &Value, intent: &Value, intent_hash: &str, record: Option<&ClaimRecord>) -> bool {
+/// last saw, otherwise by comparing content, and by the fields claimsync set that the intent no longer has (a field
+/// the user removed, still there remotely). Those removals do not count once this very intent was written (the
+/// journal says so): nulling what the last write left would change nothing.
+fn in_place(twin: &Value, intent: &Value, intent_hash: &str, record: Option<&ClaimRecord>, local: &Value) -> bool {
     let version = twin["metadata"]["resourceVersion"].as_str();
-    if let Some(record) = record
-        && record.spec_hash_up.as_deref() == Some(intent_hash)
-        && record.remote_resource_version.is_some()
-        && record.remote_resource_version.as_deref() == version
+    let written = record.is_some_and(|r| r.spec_hash_up.as_deref() == Some(intent_hash));
+    if written
+        && record
+            .is_some_and(|r| r.remote_resource_version.is_some() && r.remote_resource_version.as_deref() == version)
     {
         return true;
     }
     let content = is_subset(&intent["spec"], &twin["spec"])
         && is_subset(&intent["metadata"]["labels"], &twin["metadata"]["labels"])
         && is_subset(&intent["metadata"]["annotations"], &twin["metadata"]["annotations"]);
-    let Some(owned) = owned_fields(twin, |m| m == MANAGER_UP) else {
-        return false;
-    };
-    content
-        && same_fields(&field_set(&intent["spec"]), &owned["f:spec"])
-        && same_fields(
-            &field_set(&intent["metadata"]["labels"]),
-            &owned["f:metadata"]["f:labels"],
-        )
-        && same_fields(
-            &field_set(&intent["metadata"]["annotations"]),
-            &owned["f:metadata"]["f:annotations"],
-        )
+    content && (written || removed(twin, intent, local).is_none())
+}
+
+/// The merge patch that makes `twin` carry `intent`: the intent's spec, labels and annotations, and nulls for what
+/// claimsync set that the intent no longer has. Fields others set are kept (a merge patch merges maps; lists are
+/// replaced whole, as a server-side apply of claim fields replaces them).
+fn twin_patch(twin: &Value, intent: &Value, local: &Value) -> Value {
+    let mut patch = json!({"metadata": {}, "spec": intent["spec"].clone()});
+    for part in ["labels", "annotations"] {
+        if let Some(map) = intent["metadata"].get(part) {
+            patch["metadata"][part] = map.clone();
+        }
+    }
+    if let Some(nulls) = removed(twin, intent, local) {
+        merge_into(&mut patch, nulls);
+    }
+    patch
+}
+
+/// What claimsync's up manager set on the twin (by create, merge patch or, before, server-side apply) that the
+/// intent no longer has, as nulls of a merge patch. Not what the local claim still has at the same value: the
+/// intent leaves out policies the identical CRDs default alike, which the twin's create came to own.
+fn removed(twin: &Value, intent: &Value, local: &Value) -> Option<Value> {
+    let owned = owned_fields(twin, |m| m == MANAGER_UP)?;
+    let mut nulls = json!({});
+    if let Some(spec) = removals(&owned["f:spec"], &intent["spec"], &twin["spec"], &local["spec"]) {
+        nulls["spec"] = spec;
+    }
+    for part in ["labels", "annotations"] {
+        let key = format!("f:{part}");
+        if let Some(map) = removals(
+            &owned["f:metadata"][&key],
+            &intent["metadata"][part],
+            &twin["metadata"][part],
+            &local["metadata"][part],
+        ) {
+            nulls["metadata"][part] = map;
+        }
+    }
+    nulls.as_object().is_some_and(|n| !n.is_empty()).then_some(nulls)
 }
 
 /// Whether resource version `seen` is older than `known`. Kubernetes calls resource versions opaque; the

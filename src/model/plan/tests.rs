@@ -143,7 +143,7 @@ impl Run {
         self.writes
             .iter()
             .find_map(|w| match w {
-                Step::ApplyTwin { intent, then_say, .. } => Some((intent, then_say.as_slice())),
+                Step::WriteTwin { intent, then_say, .. } => Some((intent, then_say.as_slice())),
                 _ => None,
             })
             .expect("the twin was applied")
@@ -179,7 +179,7 @@ fn drive(start: Start, world: &World) -> Run {
             Step::Hold => "Hold",
             Step::ReadTwin { .. } => "ReadTwin",
             Step::ReadWithdrawing => "ReadWithdrawing",
-            Step::ApplyTwin { .. } => "ApplyTwin",
+            Step::WriteTwin { .. } => "WriteTwin",
             Step::ListMadeSecrets => "ListMadeSecrets",
             Step::DeleteSecrets { .. } => "DeleteSecrets",
             Step::ReadRemoteSecret { .. } => "ReadRemoteSecret",
@@ -208,7 +208,7 @@ fn drive(start: Start, world: &World) -> Run {
             }
             Step::ReadTwin { .. } => facts.twin = Some(world.twin.clone()),
             Step::ReadWithdrawing => facts.withdrawing = Some(world.withdrawing),
-            Step::ApplyTwin { intent, .. } => {
+            Step::WriteTwin { intent, .. } => {
                 // A write gives the twin a version newer than the one read.
                 let version = match facts.twin.clone().flatten() {
                     Some(twin) => {
@@ -288,7 +288,7 @@ type Check = fn(&Run);
 const FIRST_TWIN: &[&str] = &[
     "ReadTwin",
     "ReadWithdrawing",
-    "ApplyTwin",
+    "WriteTwin",
     "ListMadeSecrets",
     "ReadRemoteSecret",
     "ReadLocalSecret",
@@ -389,7 +389,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 "Hold",
                 "ReadTwin",
                 "ReadWithdrawing",
-                "ApplyTwin",
+                "WriteTwin",
                 "ListMadeSecrets",
                 "ReadRemoteSecret",
                 "ReadLocalSecret",
@@ -448,7 +448,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             &[
                 "ReadTwin",
                 "ReadWithdrawing",
-                "ApplyTwin",
+                "WriteTwin",
                 "ReadRemoteSecret",
                 "ReadLocalSecret",
                 "Finish",
@@ -466,7 +466,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             &[
                 "ReadTwin",
                 "ReadWithdrawing",
-                "ApplyTwin",
+                "WriteTwin",
                 "ReadRemoteSecret",
                 "ReadLocalSecret",
                 "Finish",
@@ -633,7 +633,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             "refused for good: the control plane's 422 is shown and said, retried at the resync",
             Start::default(),
             failing(Some(422)),
-            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "Finish"],
+            &["ReadTwin", "ReadWithdrawing", "WriteTwin", "Finish"],
             |run| {
                 assert_eq!(run.shown(), Some(Reason::Error));
                 assert_eq!(run.said(), [(On::Claim, "RemoteRejected")]);
@@ -648,7 +648,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             "refused for now: a 403 is shown and retried with backoff",
             Start::default(),
             failing(Some(403)),
-            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "Finish"],
+            &["ReadTwin", "ReadWithdrawing", "WriteTwin", "Finish"],
             |run| {
                 assert_eq!(run.shown(), Some(Reason::Error));
                 assert!(run.said().is_empty());
@@ -659,7 +659,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             "control plane not reached: retried with backoff, nothing shown (the link says it)",
             Start::default(),
             failing(None),
-            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "Finish"],
+            &["ReadTwin", "ReadWithdrawing", "WriteTwin", "Finish"],
             |run| {
                 assert_eq!(
                     run.outcome,
@@ -680,7 +680,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             &[
                 "ReadTwin",
                 "ReadWithdrawing",
-                "ApplyTwin",
+                "WriteTwin",
                 "ListMadeSecrets",
                 "ReadRemoteSecret",
                 "ReadLocalSecret",
@@ -728,7 +728,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             &[
                 "ReadTwin",
                 "ReadWithdrawing",
-                "ApplyTwin",
+                "WriteTwin",
                 "ListMadeSecrets",
                 "ReadRemoteSecret",
                 "WriteDown",
@@ -743,7 +743,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
             &[
                 "ReadTwin",
                 "ReadWithdrawing",
-                "ApplyTwin",
+                "WriteTwin",
                 "ListMadeSecrets",
                 "DeleteSecrets",
                 "ReadRemoteSecret",
@@ -764,7 +764,7 @@ fn rows() -> Vec<(&'static str, Start, World, &'static [&'static str], Check)> {
                 ..Start::default()
             },
             World::default(),
-            &["ReadTwin", "ReadWithdrawing", "ApplyTwin", "WriteDown", "Finish"],
+            &["ReadTwin", "ReadWithdrawing", "WriteTwin", "WriteDown", "Finish"],
             |run| assert_eq!(run.outcome.record.as_ref().unwrap().secret_name_down, None),
         ),
         (
@@ -1008,4 +1008,109 @@ fn resource_versions_compare_as_numbers_and_anything_else_is_not_older() {
     assert!(!older(Some("10"), Some("10")));
     assert!(!older(Some("abc"), Some("10")));
     assert!(!older(None, Some("10")));
+}
+
+/// The twin write of a run, if it wrote the twin.
+fn twin_write(run: &Run) -> Option<&TwinWrite> {
+    run.writes.iter().find_map(|w| match w {
+        Step::WriteTwin { how, .. } => Some(how),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_new_twin_is_created_and_an_existing_one_merge_patched_with_claimsyncs_removals() {
+    use crate::model::vocabulary::MANAGER_UP;
+    // No twin seen: created, with no read before.
+    let run = drive(Start::default(), &World::default());
+    assert_eq!(twin_write(&run), Some(&TwinWrite::Create));
+
+    // A twin claimsync created (its create owns what it sent and what the control plane defaulted), where Crossplane
+    // set a reference and someone else a label; the user has since removed `size` and the `team` label.
+    let (start, mut world) = in_sync();
+    let twin = world.twin.as_mut().unwrap();
+    twin["metadata"]["resourceVersion"] = json!("25");
+    twin["metadata"]["labels"]["team"] = json!("a");
+    twin["metadata"]["labels"]["theirs"] = json!("b");
+    twin["spec"]["size"] = json!(3);
+    twin["spec"]["compositeDeletePolicy"] = json!("Background");
+    twin["spec"]["resourceRef"] = json!({"name": "xr-1"});
+    twin["metadata"]["managedFields"] = json!([
+        {"manager": MANAGER_UP, "operation": "Update", "fieldsV1": {
+            "f:metadata": {"f:labels": {"f:team": {}}},
+            "f:spec": {"f:id": {}, "f:size": {}, "f:compositeDeletePolicy": {}}}},
+        {"manager": "crossplane", "operation": "Update", "fieldsV1": {"f:spec": {"f:resourceRef": {}}}},
+        {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {"f:theirs": {}}}}},
+    ]);
+    let run = drive(
+        Start {
+            claim: start.claim,
+            ..Start::default()
+        },
+        &world,
+    );
+    let Some(TwinWrite::Patch(patch)) = twin_write(&run) else {
+        panic!("an existing twin is patched: {:?}", run.steps);
+    };
+    assert_eq!(patch["spec"]["size"], Value::Null);
+    assert!(patch["spec"].get("size").is_some(), "size is nulled: {patch}");
+    assert!(
+        patch["metadata"]["labels"].get("team").is_some_and(Value::is_null),
+        "{patch}"
+    );
+    assert!(
+        patch["spec"].get("resourceRef").is_none(),
+        "Crossplane's reference is left alone: {patch}"
+    );
+    assert!(
+        patch["metadata"]["labels"].get("theirs").is_none(),
+        "someone else's label is left alone: {patch}"
+    );
+    assert_eq!(patch["spec"]["id"], json!("demo"), "the intent goes whole: {patch}");
+
+    // The control plane defaulted a policy on the twin, which claimsync's create then owns, and the intent leaves
+    // out (the local CRD defaults it alike, so the local claim has it too): not a removal, with or without the
+    // journal (a restart without it writes nothing).
+    let (start, mut world) = in_sync();
+    let twin = world.twin.as_mut().unwrap();
+    twin["metadata"]["resourceVersion"] = json!("25");
+    twin["spec"]["compositeDeletePolicy"] = json!("Background");
+    twin["metadata"]["managedFields"] = json!([{"manager": MANAGER_UP, "operation": "Update", "fieldsV1": {
+        "f:spec": {"f:id": {}, "f:compositeDeletePolicy": {}, "f:writeConnectionSecretToRef": {"f:name": {}}}}}]);
+    let mut defaulted = start.claim.clone();
+    defaulted["spec"]["compositeDeletePolicy"] = json!("Background");
+    for record in [start.record.clone(), None] {
+        let run = drive(
+            Start {
+                claim: defaulted.clone(),
+                record,
+                ..Start::default()
+            },
+            &world,
+        );
+        assert_eq!(twin_write(&run), None, "{:?}", run.steps);
+    }
+    // A kind whose local claim lacks it: once this intent was written, as the journal says, the twin is in place
+    // even at a newer version (Crossplane wrote its status); without the journal one merge patch nulls it.
+    let journal_says = drive(
+        Start {
+            claim: start.claim.clone(),
+            record: start.record.clone(),
+            ..Start::default()
+        },
+        &world,
+    );
+    assert_eq!(twin_write(&journal_says), None, "{:?}", journal_says.steps);
+    let no_journal = drive(
+        Start {
+            claim: start.claim,
+            ..Start::default()
+        },
+        &world,
+    );
+    let Some(TwinWrite::Patch(patch)) = twin_write(&no_journal) else {
+        panic!("without the journal the removal is sent once: {:?}", no_journal.steps);
+    };
+    assert!(patch["spec"]["compositeDeletePolicy"].is_null(), "{patch}");
+    assert!(no_journal.outcome.record.is_some(), "and recorded");
 }

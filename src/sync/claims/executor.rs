@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -18,8 +18,8 @@ use super::runner::Requeue;
 use super::secret;
 use super::status::{event, show, write_down};
 use crate::error::{Error, KubeContext, Side};
-use crate::model::plan::{self, ApplyFailure, Facts, On, Outcome, Say, Step, Then, pending_record};
-use crate::model::vocabulary::{MANAGER_UP, NO_OBJECT_HAS_IT};
+use crate::model::plan::{self, ApplyFailure, Facts, On, Outcome, Say, Step, Then, TwinWrite, pending_record};
+use crate::model::vocabulary::MANAGER_UP;
 use crate::sync::offer::kind_withdrawing;
 
 /// How often an in-sync claim is looked at again even without a change on either side (give or take a tenth, so
@@ -57,35 +57,34 @@ pub(super) async fn run(kctx: &KindContext, claim: &DynamicObject) -> Result<Req
                 claim = set_finalizer(kctx, &claim, true).await?;
                 facts.claim_written(as_json(&claim)?);
             }
-            Step::ApplyTwin {
-                intent,
-                then_say,
-                only_if_absent,
-            } => match apply_twin(kctx, &intent, only_if_absent).await {
-                Ok(twin) => {
-                    if then_say.is_empty() {
-                        info!(twin = %twin.name_any(), "applied claim to the control plane");
+            Step::WriteTwin { intent, then_say, how } => {
+                let creating = how == TwinWrite::Create;
+                match write_twin(kctx, &intent, how).await {
+                    Ok(twin) => {
+                        if then_say.is_empty() {
+                            info!(twin = %twin.name_any(), "wrote claim to the control plane");
+                        }
+                        for said in &then_say {
+                            say(kctx, &claim, &facts, said).await;
+                        }
+                        facts.applied = Some(Ok(as_json(&twin)?));
                     }
-                    for said in &then_say {
-                        say(kctx, &claim, &facts, said).await;
+                    // The name is taken (by an object this cluster's twin cache does not hold), or the twin went
+                    // since the cache saw it: read it, and the planner decides again with what is there.
+                    Err(e) if (creating && e.is_conflict()) || (!creating && e.status_code() == Some(404)) => {
+                        let name = intent["metadata"]["name"].as_str().unwrap_or_default();
+                        let found = kctx.get_remote(name).await?;
+                        facts.twin = Some(found.as_ref().map(as_json).transpose()?);
                     }
-                    facts.applied = Some(Ok(as_json(&twin)?));
+                    Err(e) => {
+                        facts.applied = Some(Err(ApplyFailure {
+                            code: e.status_code(),
+                            message: e.to_string(),
+                        }));
+                        failed = Some(e);
+                    }
                 }
-                // The name is taken (by an object this cluster's twin cache does not hold): read it, and the
-                // planner decides again with it.
-                Err(e) if only_if_absent && e.is_conflict() => {
-                    let name = intent["metadata"]["name"].as_str().unwrap_or_default();
-                    let found = kctx.get_remote(name).await?;
-                    facts.twin = Some(found.as_ref().map(as_json).transpose()?);
-                }
-                Err(e) => {
-                    facts.applied = Some(Err(ApplyFailure {
-                        code: e.status_code(),
-                        message: e.to_string(),
-                    }));
-                    failed = Some(e);
-                }
-            },
+            }
             Step::WriteDown { down } => {
                 let started = Instant::now();
                 let api = kctx.local(&claim.namespace().unwrap_or_default());
@@ -150,30 +149,48 @@ async fn read(kctx: &KindContext, facts: &mut Facts<'_>, step: Step) -> Result<(
             info!(remote = %object, "deleting the remote claim");
             facts.twin_delete_sent = true;
         }
-        Step::Hold | Step::ApplyTwin { .. } | Step::WriteDown { .. } | Step::Finish(_) => {
+        Step::Hold | Step::WriteTwin { .. } | Step::WriteDown { .. } | Step::Finish(_) => {
             unreachable!("carried out by run")
         }
     }
     Ok(())
 }
 
-/// Server-side applies the twin as claimsync's up manager; `only_if_absent`, it fails with a conflict instead of
-/// changing an object that exists at the name, with no read before it.
-async fn apply_twin(kctx: &KindContext, intent: &Value, only_if_absent: bool) -> Result<DynamicObject, Error> {
+/// Writes the twin as claimsync's up manager: creates it (failing with a conflict, with no read before, on a name
+/// that is taken) or merge-patches it.
+async fn write_twin(kctx: &KindContext, intent: &Value, how: TwinWrite) -> Result<DynamicObject, Error> {
     let name = intent["metadata"]["name"].as_str().unwrap_or_default();
     let object = format!("{}/{name}", kctx.ctx.claim_namespace);
     let started = Instant::now();
-    let mut body = std::borrow::Cow::Borrowed(intent);
-    if only_if_absent {
-        body.to_mut()["metadata"]["resourceVersion"] = Value::String(NO_OBJECT_HAS_IT.into());
-    }
-    let applied = kctx
-        .remote
-        .patch(name, &PatchParams::apply(MANAGER_UP).force(), &Patch::Apply(&*body))
-        .await
-        .context(Side::ControlPlane, "apply claim", &object)?;
+    let written = match how {
+        TwinWrite::Create => {
+            let twin: DynamicObject = serde_json::from_value(intent.clone()).map_err(|e| Error::Object {
+                object: object.clone(),
+                problem: format!("the twin to create is not an object: {e}"),
+            })?;
+            let params = PostParams {
+                field_manager: Some(MANAGER_UP.into()),
+                ..PostParams::default()
+            };
+            kctx.remote
+                .create(&params, &twin)
+                .await
+                .context(Side::ControlPlane, "create claim", &object)?
+        }
+        TwinWrite::Patch(patch) => {
+            let params = PatchParams {
+                field_manager: Some(MANAGER_UP.into()),
+                ..PatchParams::default()
+            };
+            kctx.remote.patch(name, &params, &Patch::Merge(&patch)).await.context(
+                Side::ControlPlane,
+                "patch claim",
+                &object,
+            )?
+        }
+    };
     kctx.ctx.metrics.synced("up", started.elapsed());
-    Ok(applied)
+    Ok(written)
 }
 
 /// Carries out the last writes of a plan, in order, and ends the reconcile as it says.

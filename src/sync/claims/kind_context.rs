@@ -103,8 +103,8 @@ impl KindContext {
                     return Ok(Some((*twin).clone()));
                 }
                 // Not in the cache, and this claimsync never wrote one (no version known): none of this cluster's.
-                // An object of someone else's at the name is not in the cache; the twin's apply is then made
-                // only-if-absent, and reads it if it finds one. A new claim costs no read.
+                // An object of someone else's at the name is not in the cache; the twin is then created, which
+                // fails on a taken name and reads what it finds. A new claim costs no read.
                 None if known_version.is_none() => return Ok(None),
                 _ => {}
             }
