@@ -8,7 +8,7 @@ use claimsync::model::conditions::{Reason, Replicated};
 use claimsync::model::downward::LocalDown;
 use claimsync::model::kind::KindFamily;
 use claimsync::model::naming::remote_claim_name;
-use claimsync::sync::claims::status::{apply_status, set_replicated, write_down};
+use claimsync::sync::claims::status::{set_replicated, write_down, write_status};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -416,17 +416,19 @@ async fn writes_from_a_stale_read_never_undo_a_newer_change() {
 
     // A newer status is there (written from a fresh read); a status from the stale read does not replace it, and
     // setting the condition from the stale read keeps it.
-    apply_status(
+    write_status(
         &claims,
         &now,
+        &now.data["status"],
         &json!({"clusterName": "newer"}),
         "write the newer status",
     )
     .await
     .unwrap();
-    let refused = apply_status(
+    let refused = write_status(
         &claims,
         &stale,
+        &stale.data["status"],
         &json!({"clusterName": "older"}),
         "write the older status",
     )

@@ -21,7 +21,7 @@ use crate::support;
 #[derive(Clone, Copy, PartialEq)]
 enum Way {
     /// By server-side apply (the twin only if absent), as claimsync wrote every step before this measurement moved
-    /// its twin writes to a create and a merge patch; its local status still goes so.
+    /// them to a create and merge patches.
     Apply,
     /// As the floor writes: a create, a merge patch.
     Floor,

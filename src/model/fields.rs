@@ -179,6 +179,38 @@ fn all_owned(set: &Value, value: &Value) -> bool {
         .all(|(key, child)| set.get(format!("f:{key}")).is_some_and(|s| all_owned(s, child)))
 }
 
+/// The JSON merge patch that turns `from` into `to`: maps compared key by key (a key `to` lacks is nulled), anything
+/// else sent whole where it differs. `None`: they are the same. (A null inside `to` reads as "absent" in a merge
+/// patch, as it does to the API server.)
+pub fn merge_diff(from: &Value, to: &Value) -> Option<Value> {
+    match (from, to) {
+        (Value::Object(from), Value::Object(to)) => {
+            let mut patch = Map::new();
+            for (key, old) in from {
+                match to.get(key) {
+                    None | Some(Value::Null) if !old.is_null() => {
+                        patch.insert(key.clone(), Value::Null);
+                    }
+                    Some(new) => {
+                        if let Some(change) = merge_diff(old, new) {
+                            patch.insert(key.clone(), change);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            for (key, new) in to {
+                if !from.contains_key(key) && !new.is_null() {
+                    patch.insert(key.clone(), new.clone());
+                }
+            }
+            (!patch.is_empty()).then_some(Value::Object(patch))
+        }
+        (from, to) if from == to => None,
+        (_, to) => Some(to.clone()),
+    }
+}
+
 /// `patch` merged into `into` (objects key by key; anything else replaced): the intent and its removals as one
 /// JSON merge patch.
 pub fn merge_into(into: &mut Value, patch: Value) {
@@ -336,6 +368,36 @@ mod tests {
             removals(&policy, &json!({}), &twin, &local_changed),
             Some(json!({"policy": null, "p": null}))
         );
+    }
+
+    #[test]
+    fn a_merge_diff_turns_one_value_into_the_other() {
+        let cases = [
+            (json!({"a": 1}), json!({"a": 1}), None),
+            (json!({"a": 1, "b": 2}), json!({"a": 1}), Some(json!({"b": null}))),
+            (
+                json!({"a": 1}),
+                json!({"a": 2, "c": [1]}),
+                Some(json!({"a": 2, "c": [1]})),
+            ),
+            (
+                json!({"m": {"x": 1, "y": 2}, "l": [1, 2]}),
+                json!({"m": {"x": 1, "z": 3}, "l": [1]}),
+                Some(json!({"m": {"y": null, "z": 3}, "l": [1]})),
+            ),
+            (json!({"m": {"x": 1}}), json!({"m": 5}), Some(json!({"m": 5}))),
+            (json!(null), json!({"a": 1}), Some(json!({"a": 1}))),
+            (json!({"a": null}), json!({}), None),
+        ];
+        for (from, to, patch) in cases {
+            assert_eq!(merge_diff(&from, &to), patch, "{from} -> {to}");
+            // Applied as a merge patch, the diff gives `to`.
+            if let Some(patch) = patch.filter(|_| from.is_object()) {
+                let mut applied = from.clone();
+                json_patch::merge(&mut applied, &patch);
+                assert_eq!(applied, to, "{from} + {patch}");
+            }
+        }
     }
 
     #[test]
