@@ -336,6 +336,22 @@ async fn claims_made_by_the_mcp_connector_are_adopted_not_duplicated() {
     let adopted = remote.get(&remote_name).await.unwrap();
     assert_eq!(adopted.uid(), created.uid(), "adopted in place, not recreated");
     assert_eq!(adopted.labels()["claimsync.dev/origin-name"], "legacy");
+    // claimsync's entry owns the whole of the user's spec on the adopted twin, as on a twin it created: what
+    // `claimsync restore` gives back, and what a later removal is computed from.
+    let owned = claimsync::model::fields::owned_fields(&serde_json::to_value(&adopted).unwrap(), |m| {
+        m == claimsync::model::vocabulary::MANAGER_UP
+    })
+    .expect("managed fields");
+    for field in [
+        "/f:spec/f:id",
+        "/f:spec/f:parameters/f:nodes/f:count",
+        "/f:spec/f:writeConnectionSecretToRef",
+    ] {
+        assert!(
+            owned.pointer(field).is_some(),
+            "claimsync does not own {field}: {owned}"
+        );
+    }
     let composites = Api::<DynamicObject>::all_with(instance.control_plane.clone(), &composite_resource())
         .list(&ListParams::default().labels(&format!("crossplane.io/claim-name={remote_name}")))
         .await

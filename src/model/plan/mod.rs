@@ -223,6 +223,10 @@ pub enum TwinWrite {
     Create,
     /// Merge-patch it with this body.
     Patch(Value),
+    /// Server-side apply the intent: a twin claimsync never wrote (the MCP Connector's, or one whose managed fields
+    /// were cleared), so that claimsync's entry comes to own every field of the intent, as after its own create
+    /// (`claimsync restore` gives back what claimsync's entries own). Once per adopted twin.
+    Apply,
 }
 
 /// What the executor does next.

@@ -104,7 +104,13 @@ pub(super) fn live(f: &Facts) -> Step {
             }
             let how = match existing {
                 None => TwinWrite::Create,
-                Some(twin) => TwinWrite::Patch(twin_patch(twin, intent, &f.claim)),
+                Some(twin)
+                    if owned_fields(twin, |m| m == MANAGER_UP)
+                        .is_some_and(|o| o.as_object().is_some_and(|o| !o.is_empty())) =>
+                {
+                    TwinWrite::Patch(twin_patch(twin, intent, &f.claim))
+                }
+                Some(_) => TwinWrite::Apply,
             };
             return Step::WriteTwin {
                 intent: intent.clone(),

@@ -1025,6 +1025,22 @@ fn a_new_twin_is_created_and_an_existing_one_merge_patched_with_claimsyncs_remov
     let run = drive(Start::default(), &World::default());
     assert_eq!(twin_write(&run), Some(&TwinWrite::Create));
 
+    // A twin claimsync never wrote (the MCP Connector's: someone else's entries only) is applied once, so that
+    // claimsync's entry owns the whole intent from then on.
+    let (start, mut world) = in_sync();
+    let twin = world.twin.as_mut().unwrap();
+    twin["spec"]["id"] = json!("as-the-connector-left-it");
+    twin["metadata"]["managedFields"] = json!([{"manager": "mcp-connector", "operation": "Update",
+        "fieldsV1": {"f:spec": {"f:id": {}}}}]);
+    let adopted = drive(
+        Start {
+            claim: start.claim,
+            ..Start::default()
+        },
+        &world,
+    );
+    assert_eq!(twin_write(&adopted), Some(&TwinWrite::Apply), "{:?}", adopted.steps);
+
     // A twin claimsync created (its create owns what it sent and what the control plane defaulted), where Crossplane
     // set a reference and someone else a label; the user has since removed `size` and the `team` label.
     let (start, mut world) = in_sync();

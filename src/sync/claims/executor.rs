@@ -157,7 +157,7 @@ async fn read(kctx: &KindContext, facts: &mut Facts<'_>, step: Step) -> Result<(
 }
 
 /// Writes the twin as claimsync's up manager: creates it (failing with a conflict, with no read before, on a name
-/// that is taken) or merge-patches it.
+/// that is taken), merge-patches it, or (a twin claimsync never wrote) applies it.
 async fn write_twin(kctx: &KindContext, intent: &Value, how: TwinWrite) -> Result<DynamicObject, Error> {
     let name = intent["metadata"]["name"].as_str().unwrap_or_default();
     let object = format!("{}/{name}", kctx.ctx.claim_namespace);
@@ -177,6 +177,11 @@ async fn write_twin(kctx: &KindContext, intent: &Value, how: TwinWrite) -> Resul
                 .await
                 .context(Side::ControlPlane, "create claim", &object)?
         }
+        TwinWrite::Apply => kctx
+            .remote
+            .patch(name, &PatchParams::apply(MANAGER_UP).force(), &Patch::Apply(intent))
+            .await
+            .context(Side::ControlPlane, "apply claim", &object)?,
         TwinWrite::Patch(patch) => {
             let params = PatchParams {
                 field_manager: Some(MANAGER_UP.into()),
