@@ -104,13 +104,10 @@ pub(super) fn live(f: &Facts) -> Step {
             }
             let how = match existing {
                 None => TwinWrite::Create,
-                Some(twin)
-                    if owned_fields(twin, |m| m == MANAGER_UP)
-                        .is_some_and(|o| o.as_object().is_some_and(|o| !o.is_empty())) =>
-                {
-                    TwinWrite::Patch(twin_patch(twin, intent, &f.claim))
-                }
-                Some(_) => TwinWrite::Apply,
+                Some(twin) => match ours(twin) {
+                    Some(owned) => TwinWrite::Patch(twin_patch(twin, &owned, intent, &f.claim)),
+                    None => TwinWrite::Apply,
+                },
             };
             return Step::WriteTwin {
                 intent: intent.clone(),
@@ -365,30 +362,35 @@ fn in_place(twin: &Value, intent: &Value, intent_hash: &str, record: Option<&Cla
     let content = is_subset(&intent["spec"], &twin["spec"])
         && is_subset(&intent["metadata"]["labels"], &twin["metadata"]["labels"])
         && is_subset(&intent["metadata"]["annotations"], &twin["metadata"]["annotations"]);
-    content && (written || removed(twin, intent, local).is_none())
+    content && (written || ours(twin).is_none_or(|owned| removed(twin, &owned, intent, local).is_none()))
+}
+
+/// What claimsync's up manager owns on the twin (by create, merge patch or, before, server-side apply); `None` when
+/// it owns nothing there (a twin it never wrote).
+fn ours(twin: &Value) -> Option<Value> {
+    owned_fields(twin, |m| m == MANAGER_UP).filter(|owned| owned.as_object().is_some_and(|o| !o.is_empty()))
 }
 
 /// The merge patch that makes `twin` carry `intent`: the intent's spec, labels and annotations, and nulls for what
 /// claimsync set that the intent no longer has. Fields others set are kept (a merge patch merges maps; lists are
 /// replaced whole, as a server-side apply of claim fields replaces them).
-fn twin_patch(twin: &Value, intent: &Value, local: &Value) -> Value {
+fn twin_patch(twin: &Value, owned: &Value, intent: &Value, local: &Value) -> Value {
     let mut patch = json!({"metadata": {}, "spec": intent["spec"].clone()});
     for part in ["labels", "annotations"] {
         if let Some(map) = intent["metadata"].get(part) {
             patch["metadata"][part] = map.clone();
         }
     }
-    if let Some(nulls) = removed(twin, intent, local) {
+    if let Some(nulls) = removed(twin, owned, intent, local) {
         merge_into(&mut patch, nulls);
     }
     patch
 }
 
-/// What claimsync's up manager set on the twin (by create, merge patch or, before, server-side apply) that the
-/// intent no longer has, as nulls of a merge patch. Not what the local claim still has at the same value: the
-/// intent leaves out policies the identical CRDs default alike, which the twin's create came to own.
-fn removed(twin: &Value, intent: &Value, local: &Value) -> Option<Value> {
-    let owned = owned_fields(twin, |m| m == MANAGER_UP)?;
+/// What claimsync's up manager set on the twin (`owned`) that the intent no longer has, as nulls of a merge patch.
+/// Not what the local claim still has at the same value: the intent leaves out policies the identical CRDs default
+/// alike, which the twin's create came to own.
+fn removed(twin: &Value, owned: &Value, intent: &Value, local: &Value) -> Option<Value> {
     let mut nulls = json!({});
     if let Some(spec) = removals(&owned["f:spec"], &intent["spec"], &twin["spec"], &local["spec"]) {
         nulls["spec"] = spec;
