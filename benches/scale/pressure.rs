@@ -12,7 +12,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{Bench, create_all, delete_all, fmt, memory, replicated, requests};
-use crate::instance::{in_sync, no_claim_kept, tracked_entries};
+use crate::instance::{in_sync, metric_sum, no_claim_kept, tracked_entries};
 
 fn show_tracked(maps: &BTreeMap<String, f64>) -> String {
     maps.iter()
@@ -60,7 +60,8 @@ impl Bench {
             };
             let (peak, rss) = memory(pid);
             let first = *first_rss.get_or_insert(rss);
-            // What claimsync read again during the wave (a relist shows as LISTs) and how big its journal is on disk.
+            // What claimsync read again during the wave (a relist shows as LISTs) and how big its journal is on disk
+            // (claimsync's own gauge, taken every 30 s).
             let requests_after = requests(&self.instance).await;
             let reads = ["app", "controlplane"]
                 .iter()
@@ -74,10 +75,14 @@ impl Bench {
                 .collect::<Vec<_>>()
                 .join(", ");
             requests_before = requests_after;
+            let journal = metric_sum(
+                &self.instance.ops("/metrics").await.unwrap_or_default(),
+                "claimsync_journal_size_bytes",
+            );
             eprintln!(
                 "bench: wave {}: {reads}; journal {:.1} MiB on disk",
                 w + 1,
-                dir_bytes(&self.instance.state_dir) / 1048576.0
+                journal / 1048576.0
             );
             self.table.add(
                 "churn",
@@ -142,21 +147,6 @@ impl Bench {
         }
         memory(self.instance.pid().expect("claimsync runs")).1
     }
-}
-
-/// The bytes of the files under `dir` (not following links).
-fn dir_bytes(dir: &std::path::Path) -> f64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0.0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map(|m| m.len() as f64).unwrap_or(0.0),
-            _ => 0.0,
-        })
-        .sum()
 }
 
 /// Creates `count` CRDs copied from the control plane's largest ones (in turn) under groups of their own, and waits
