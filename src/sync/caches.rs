@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::sync::store::{Store, Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
@@ -78,7 +80,6 @@ impl RemoteCaches {
         let (secret_changes, _) = broadcast::channel(buffer.max(1));
         let sender = secret_changes.clone();
         let (secrets, secret_events) = Cache::fill(
-            reflector::store::Writer::<Secret>::default(),
             watcher(
                 Api::<Secret>::namespaced(remote.clone(), claim_namespace),
                 watcher::Config::default(),
@@ -95,7 +96,6 @@ impl RemoteCaches {
             }
         });
         let (crds, crd_events) = Cache::fill(
-            reflector::store::Writer::default(),
             watcher(
                 Api::<PartialObjectMeta<CustomResourceDefinition>>::all(remote.clone()),
                 watcher::Config::default(),
@@ -107,7 +107,6 @@ impl RemoteCaches {
         let (xrd_deletions, _) = broadcast::channel(256);
         let sender = xrd_deletions.clone();
         let (xrds, xrd_events) = Cache::fill(
-            reflector::store::Writer::new(xrd_resource()),
             watcher(
                 Api::<PartialObjectMeta<DynamicObject>>::all_with(remote.clone(), &xrd_resource()),
                 watcher::Config::default(),
@@ -127,7 +126,6 @@ impl RemoteCaches {
             }
         });
         let (local_secrets, local_task) = watched(
-            reflector::store::Writer::default(),
             Api::<Secret>::all(local.clone()),
             watcher::Config::default().labels(&format!("{MANAGED_BY}=claimsync")),
         );
@@ -167,12 +165,12 @@ impl RemoteCaches {
 }
 
 /// A cache kept by a watch of `api` that a task of its own drives (until aborted).
-fn watched<K>(writer: reflector::store::Writer<K>, api: Api<K>, config: watcher::Config) -> (Cache<K>, JoinHandle<()>)
+fn watched<K>(api: Api<K>, config: watcher::Config) -> (Cache<K>, JoinHandle<()>)
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (cache, events) = Cache::fill(writer, watcher(api, config).default_backoff());
+    let (cache, events) = Cache::fill(watcher(api, config).default_backoff());
     (cache, tokio::spawn(events.for_each(|_| futures::future::ready(()))))
 }
 
@@ -194,20 +192,24 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     /// A cache for `writer`'s store, and the watch stream that fills it (to be driven by its owner).
-    pub fn fill<S>(writer: reflector::store::Writer<K>, events: S) -> (Self, impl Stream<Item = S::Item> + Send)
+    pub fn fill<S>(events: S) -> (Self, impl Stream<Item = S::Item> + Send)
     where
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
         K: Send + Sync,
         K::DynamicType: Send + Sync,
     {
         let (filled, filled_rx) = watch::channel(false);
+        let mut writer = Writer::default();
         let cache = Cache {
-            store: writer.as_reader(),
+            store: writer.reader(),
             filled: filled_rx,
         };
-        let events = events.reflect(writer).inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                filled.send_replace(true);
+        let events = events.inspect(move |event| {
+            if let Ok(event) = event {
+                writer.apply(event);
+                if let watcher::Event::InitDone = event {
+                    filled.send_replace(true);
+                }
             }
         });
         (cache, events)

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{broadcast, watch};
 use tracing::info;
 
@@ -21,6 +21,8 @@ use crate::model::orphans::Orphans;
 use crate::ops::metrics::Metrics;
 use crate::sync::caches::RemoteCaches;
 use crate::sync::namespaces::Selection;
+use crate::sync::store::Store;
+use crate::sync::store::{shrink_map_when_sparse, shrink_set_when_sparse};
 
 pub struct Context {
     pub local: Client,
@@ -140,7 +142,10 @@ impl Context {
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().expect("failures lock").remove(key);
+        let mut failures = self.failures.lock().expect("failures lock");
+        if failures.remove(key).is_some() {
+            shrink_map_when_sparse(&mut failures);
+        }
     }
 }
 
@@ -218,6 +223,7 @@ impl SyncTracker {
             return;
         }
         state.pending.remove(key);
+        shrink_set_when_sparse(&mut state.pending);
         state.finished.insert(key.to_string());
         self.announce(&mut state);
     }

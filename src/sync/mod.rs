@@ -12,4 +12,5 @@ pub mod identity;
 pub mod link;
 pub mod namespaces;
 pub mod offer;
+pub mod store;
 pub mod supervisor;

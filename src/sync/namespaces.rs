@@ -7,13 +7,14 @@ use std::collections::BTreeSet;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::broadcast;
 use tracing::info;
 
 use crate::error::Error;
+use crate::sync::caches::Cache;
+use crate::sync::store::Store;
 
 /// The selected namespaces and the signal of changes to the selection.
 #[derive(Clone)]
@@ -34,12 +35,10 @@ pub async fn select(local: &Client, selector: &str, buffer: usize) -> Result<Sel
             action: "list namespaces with",
             source: e.into(),
         })?;
-    let writer = Writer::<Namespace>::default();
-    let store = writer.as_reader();
+    let (cache, events) =
+        Cache::fill(watcher(namespaces, watcher::Config::default().labels(selector)).default_backoff());
     let (changes, _) = broadcast::channel(buffer.max(1));
     let sender = changes.clone();
-    let events = reflector::reflector(writer, watcher(namespaces, watcher::Config::default().labels(selector)))
-        .default_backoff();
     tokio::spawn(async move {
         let mut selected = BTreeSet::<String>::new();
         let mut listing = BTreeSet::<String>::new();
@@ -53,12 +52,17 @@ pub async fn select(local: &Client, selector: &str, buffer: usize) -> Result<Sel
             }
         }
     });
-    store.wait_until_ready().await.map_err(|e| Error::Load {
-        setting: format!("--namespace-selector {selector:?}"),
-        action: "watch namespaces with",
-        source: e.into(),
-    })?;
-    Ok(Selection { store, changes })
+    if !cache.filled().await {
+        return Err(Error::Load {
+            setting: format!("--namespace-selector {selector:?}"),
+            action: "watch namespaces with",
+            source: "the namespace watch ended before its first listing".into(),
+        });
+    }
+    Ok(Selection {
+        store: cache.store,
+        changes,
+    })
 }
 
 /// Applies one watch event to the set of selected namespaces; returns the namespaces that joined (true) or left

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::sync::store::shrink_map_when_sparse;
+
 /// The arrival of the oldest change not yet handled, per claim (`namespace/name`) of one kind.
 #[derive(Default)]
 pub(crate) struct Arrivals {
@@ -20,13 +22,17 @@ impl Arrivals {
 
     /// The claim is gone: no reconcile will take its arrival.
     pub fn forget(&self, claim: &str) {
-        self.oldest.lock().expect("arrivals").remove(claim);
+        let mut oldest = self.oldest.lock().expect("arrivals");
+        oldest.remove(claim);
+        shrink_map_when_sparse(&mut oldest);
     }
 
     /// A reconcile of `claim` starts `at`: how long its oldest change waited, if one did (a requeue or a periodic
     /// pass has none). Changes arriving from now on wait for the next reconcile.
     pub fn take(&self, claim: &str, at: Instant) -> Option<Duration> {
-        let arrived = self.oldest.lock().expect("arrivals").remove(claim)?;
+        let mut oldest = self.oldest.lock().expect("arrivals");
+        let arrived = oldest.remove(claim)?;
+        shrink_map_when_sparse(&mut oldest);
         Some(at.saturating_duration_since(arrived))
     }
 

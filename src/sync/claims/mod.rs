@@ -21,7 +21,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -35,13 +35,13 @@ use crate::model::kind::ClaimKind;
 use crate::model::vocabulary::{LAST_APPLIED, MANAGER_DOWN, MANAGER_UP, ORIGIN_CLUSTER};
 use crate::sync::caches::{Cache, KindCaches, kind_key};
 use crate::sync::context::Context;
+use crate::sync::store::Store;
 
 /// Starts the controller of one claim kind; it runs until the returned task is aborted.
 /// A withdrawn kind's controller watches its local claims only: the control plane has nothing of it left to watch.
 pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinHandle<()> {
     let resource = api_resource(&kind);
     let (twins, twin_events) = Cache::fill(
-        reflector::store::Writer::<DynamicObject>::new(resource.clone()),
         watcher(
             Api::<DynamicObject>::namespaced_with(ctx.remote.clone(), &ctx.claim_namespace, &resource),
             watcher::Config::default().labels(&format!("{ORIGIN_CLUSTER}={}", ctx.cluster_id)),
@@ -54,7 +54,6 @@ pub async fn start(ctx: Arc<Context>, kind: ClaimKind, withdrawn: bool) -> JoinH
     // The controller is driven by a claims cache of ours, not one of its own making, so that tasks other than the
     // controller can wait for its first listing (see `Cache`).
     let (claims, claim_events) = Cache::fill(
-        reflector::store::Writer::<DynamicObject>::new(resource.clone()),
         watcher(
             Api::<DynamicObject>::all_with(ctx.local.clone(), &resource),
             watcher::Config::default(),
@@ -155,7 +154,7 @@ where
 async fn reconcile_once(
     claim: Arc<DynamicObject>,
     kctx: Arc<KindContext>,
-    claims: reflector::Store<DynamicObject>,
+    claims: Store<DynamicObject>,
 ) -> Option<Duration> {
     let requeue = match reconcile(claim.clone(), kctx.clone()).await {
         Ok(requeue) => requeue,

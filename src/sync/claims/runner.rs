@@ -15,6 +15,8 @@ use futures::{Stream, StreamExt};
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
+use crate::sync::store::{shrink_map_when_sparse, shrink_set_when_sparse};
+
 /// When a claim is looked at again without a change: after this long, or only on a change (`None`).
 pub(super) type Requeue = Option<Duration>;
 
@@ -64,6 +66,7 @@ impl<R: Hash + Eq + Clone> Queue<R> {
     fn trigger(&mut self, claim: R) {
         if let Some(key) = self.due.remove(&claim) {
             self.requeues.remove(&key);
+            shrink_map_when_sparse(&mut self.due);
         }
         if self.running.contains(&claim) {
             self.again.insert(claim);
@@ -75,7 +78,9 @@ impl<R: Hash + Eq + Clone> Queue<R> {
     /// A reconcile ended: the claim runs again if it was triggered meanwhile, else after `requeue` if any.
     fn ended(&mut self, claim: R, requeue: Option<Duration>) {
         self.running.remove(&claim);
+        shrink_set_when_sparse(&mut self.running);
         if self.again.remove(&claim) {
+            shrink_set_when_sparse(&mut self.again);
             self.trigger(claim);
         } else if let Some(after) = requeue {
             let key = self.requeues.insert(claim.clone(), after);
@@ -87,6 +92,7 @@ impl<R: Hash + Eq + Clone> Queue<R> {
     fn next(&mut self) -> Option<R> {
         while let Some(claim) = self.waiting.pop_front() {
             self.queued.remove(&claim);
+            shrink_set_when_sparse(&mut self.queued);
             if self.running.contains(&claim) {
                 self.again.insert(claim);
                 continue;
@@ -148,6 +154,7 @@ pub(super) async fn run<R, O, T, F, Fut>(
             Some(expired) = queue.requeues.next(), if !queue.due.is_empty() => {
                 let claim = expired.into_inner();
                 queue.due.remove(&claim);
+                shrink_map_when_sparse(&mut queue.due);
                 queue.trigger(claim);
             }
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
@@ -20,6 +20,8 @@ use crate::model::naming::{origin_of, written_by_other};
 use crate::model::plan::Family;
 use crate::sync::caches::Cache;
 use crate::sync::context::Context;
+use crate::sync::store::Store;
+use crate::sync::store::shrink_map_when_sparse;
 
 use super::kind_context::ClaimRef;
 
@@ -50,7 +52,9 @@ pub(super) fn forget(kctx: &KindContext, claim: &DynamicObject) {
     kctx.ctx.succeeded(&key);
     kctx.ctx.metrics.forget(&key);
     let twin = kctx.facts.rules.remote_name(&name, &namespace, &kctx.ctx.cluster_id);
-    kctx.origins.lock().expect("origin index").remove(&twin);
+    let mut origins = kctx.origins.lock().expect("origin index");
+    origins.remove(&twin);
+    shrink_map_when_sparse(&mut origins);
 }
 
 /// The twins' changes, and the mapper from a twin to the local claim it was made for (which also indexes the
@@ -113,7 +117,7 @@ pub(super) fn secrets(
 }
 
 /// Every claim of the kind in the cache.
-fn all_claims(store: &reflector::Store<DynamicObject>, resource: &ApiResource) -> Vec<ClaimRef> {
+fn all_claims(store: &Store<DynamicObject>, resource: &ApiResource) -> Vec<ClaimRef> {
     store
         .state()
         .iter()
@@ -162,7 +166,7 @@ pub(super) fn link(ctx: &Context) -> impl Stream<Item = ()> + Send + use<> {
 
 /// Starts the wait of the local claim `target` for its reconcile, if the claim is there to be reconciled (a
 /// twin or Secret whose claim is gone would leave a clock no reconcile stops).
-fn note_arrival(kctx: &KindContext, claims: &reflector::Store<DynamicObject>, target: &ClaimRef) {
+fn note_arrival(kctx: &KindContext, claims: &Store<DynamicObject>, target: &ClaimRef) {
     if claims.get(target).is_some() {
         kctx.arrivals.note(
             arrival_key(target.namespace.as_deref().unwrap_or_default(), &target.name),
