@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde_json::json;
 
 use crate::claim_support::{
-    apply_claim, cluster_claim_yaml, column, composite_resource, keys, kubectl_apply, postgres_resource,
+    apply_claim, cluster_claim_yaml, column, composite_resource, condition, keys, kubectl_apply, postgres_resource,
     ready_instance, wait_event, wait_ready, wait_reason, wait_secret,
 };
 use crate::instance::{Instance, tail};
@@ -199,6 +199,79 @@ async fn remote_edits_are_reverted_and_remote_deletes_recreated() {
     .await;
     wait_event(&instance.app, &ns, "steady", "RemoteRecreated").await;
     wait_ready(&local, "steady", &instance).await;
+}
+
+/// What the control plane stops saying is no longer said locally: a status field and a condition dropped from the
+/// twin's status go from the local claim's (claimsync writes the local status as a merge patch of its difference,
+/// so a key must be nulled, not left out). Crossplane is paused on this claim, so the test alone writes the twin's
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_the_control_plane_drops_is_dropped_locally() {
+    let _env = support::env_shared().await;
+    let mut instance = Instance::new("drop").await;
+    instance.start().await;
+    let ns = instance.namespace("team").await;
+    let yaml = format!(
+        "apiVersion: k8s.starter.org/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: quiet\n  namespace: {ns}\n  \
+         annotations:\n    crossplane.io/paused: \"true\"\nspec:\n  id: {}\n",
+        support::unique("kc")
+    );
+    kubectl_apply(&yaml)
+        .await
+        .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
+    let kc = kubernetes_cluster_resource();
+    let local = Api::<DynamicObject>::namespaced_with(instance.app.clone(), &ns, &kc);
+    let twins = Api::<DynamicObject>::namespaced_with(instance.control_plane.clone(), &instance.claim_namespace, &kc);
+    let twin_name = remote_claim_name("quiet", &ns, &instance.id);
+    wait_for("the twin", Duration::from_secs(60), || async {
+        twins
+            .get_opt(&twin_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not yet".to_string())
+    })
+    .await;
+
+    let said = json!({"status": {"clusterName": "said-once", "conditions": [
+        {"type": "Degraded", "status": "True", "reason": "TestSaidSo", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    twins
+        .patch_status(&twin_name, &PatchParams::default(), &Patch::Merge(&said))
+        .await
+        .unwrap();
+    wait_for("the twin's status to come down", Duration::from_secs(60), || async {
+        let claim = local.get("quiet").await.map_err(|e| e.to_string())?;
+        let shown = claim.data["status"]["clusterName"] == "said-once" && condition(&claim, "Degraded").is_some();
+        shown.then_some(()).ok_or(format!("status {}", claim.data["status"]))
+    })
+    .await;
+
+    // Crossplane's own condition (it marks a paused claim) stays on the twin; the test's go.
+    let twin = twins.get(&twin_name).await.unwrap();
+    let kept: Vec<_> = twin.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["type"] != "Degraded")
+        .collect();
+    let dropped = json!({"status": {"clusterName": null, "conditions": kept}});
+    twins
+        .patch_status(&twin_name, &PatchParams::default(), &Patch::Merge(&dropped))
+        .await
+        .unwrap();
+    let claim = wait_for("the dropped status to go locally", Duration::from_secs(60), || async {
+        let claim = local.get("quiet").await.map_err(|e| e.to_string())?;
+        let gone = claim.data["status"].get("clusterName").is_none() && condition(&claim, "Degraded").is_none();
+        gone.then_some(claim.clone())
+            .ok_or(format!("status {}\n{}", claim.data["status"], tail(&instance.log(), 8)))
+    })
+    .await;
+    assert_eq!(
+        condition(&claim, "Replicated"),
+        Some(("True".into(), "Synced".into())),
+        "claimsync's own condition stays: {}",
+        claim.data["status"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
