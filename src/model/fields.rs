@@ -96,47 +96,6 @@ pub fn retain_fields(value: &mut Value, set: &Value) {
     });
 }
 
-/// The field paths of a value as a field set: maps recurse, everything else (scalars, lists) is a leaf.
-pub fn field_set(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, child)| (format!("f:{key}"), field_set(child)))
-                .collect(),
-        ),
-        _ => Value::Object(Map::new()),
-    }
-}
-
-/// Whether two field sets name the same fields, ignoring `.` markers and the insides of lists.
-pub fn same_fields(a: &Value, b: &Value) -> bool {
-    normalize(a) == normalize(b)
-}
-
-fn normalize(set: &Value) -> Value {
-    let Value::Object(map) = set else {
-        return Value::Object(Map::new());
-    };
-    Value::Object(
-        map.iter()
-            .filter(|(key, _)| key.starts_with("f:"))
-            .map(|(key, child)| {
-                let is_list = child.as_object().is_some_and(|c| {
-                    c.keys()
-                        .any(|k| k.starts_with("k:") || k.starts_with("v:") || k.starts_with("i:"))
-                });
-                let child = if is_list {
-                    Value::Object(Map::new())
-                } else {
-                    normalize(child)
-                };
-                (key.clone(), child)
-            })
-            // A map that only the `.` marker named is recorded as an empty field set either way.
-            .collect(),
-    )
-}
-
 /// The fields a manager owns (`set`) that `intent` no longer has, as a JSON merge patch of nulls against `present`
 /// (the object as it is): a field the object no longer has needs nothing, nor one that `kept` (where the intent
 /// comes from) still has with the same value (the intent leaves it out on purpose: a value both sides default
@@ -276,16 +235,6 @@ mod tests {
         let union = owned_fields(&obj, |_| true).unwrap();
         assert_eq!(union["f:spec"], tree["f:spec"]);
         assert_eq!(union["f:metadata"], json!({"f:labels": {"f:a": {}}}));
-    }
-
-    #[test]
-    fn field_sets_compare_without_markers_and_list_insides() {
-        let applied = json!({"spec": {"id": "a", "tags": ["x"], "ref": {"name": "n"}}});
-        let recorded =
-            json!({"f:spec": {".": {}, "f:id": {}, "f:tags": {"v:\"x\"": {}}, "f:ref": {".": {}, "f:name": {}}}});
-        assert!(same_fields(&field_set(&applied), &recorded));
-        let fewer = json!({"spec": {"id": "a"}});
-        assert!(!same_fields(&field_set(&fewer), &recorded));
     }
 
     #[test]
