@@ -11,8 +11,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-
-use crate::sync::store::{Store, Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
@@ -20,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::model::kind::KindFamily;
 use crate::model::vocabulary::MANAGED_BY;
+use crate::sync::store::{Store, Writer};
 
 /// How long a reader waits for a cache's first listing before it asks the API server instead.
 pub const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -168,35 +167,24 @@ impl RemoteCaches {
 fn watched<K>(api: Api<K>, config: watcher::Config) -> (Cache<K>, JoinHandle<()>)
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (cache, events) = Cache::fill(watcher(api, config).default_backoff());
     (cache, tokio::spawn(events.for_each(|_| futures::future::ready(()))))
 }
 
-/// A store and whether its first listing has filled it. (Not `Store::wait_until_ready`: in kube-runtime 5 its
-/// one-shot keeps only the last waiter's waker, and a `Controller` already waits on its own store, so a second task
-/// asking would leave one of the two waiting for ever.)
+/// A store and whether its first listing has filled it, which any number of tasks may wait for.
 #[derive(Clone)]
-pub struct Cache<K: kube::Resource + Clone + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
+pub struct Cache<K> {
     pub store: Store<K>,
     filled: watch::Receiver<bool>,
 }
 
-impl<K> Cache<K>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    /// A cache for `writer`'s store, and the watch stream that fills it (to be driven by its owner).
+impl<K: kube::Resource + Clone + 'static> Cache<K> {
+    /// A cache, and the watch stream that fills it (to be driven by its owner).
     pub fn fill<S>(events: S) -> (Self, impl Stream<Item = S::Item> + Send)
     where
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
         K: Send + Sync,
-        K::DynamicType: Send + Sync,
     {
         let (filled, filled_rx) = watch::channel(false);
         let mut writer = Writer::default();
@@ -213,6 +201,15 @@ where
             }
         });
         (cache, events)
+    }
+
+    /// A cache no watch fills: empty, and never filled (for a caller that must hand one over but reads none).
+    pub fn unwatched() -> Self {
+        let (_, filled) = watch::channel(false);
+        Cache {
+            store: Writer::default().reader(),
+            filled,
+        }
     }
 
     /// Whether the first listing has filled it.

@@ -21,8 +21,7 @@ use crate::model::orphans::Orphans;
 use crate::ops::metrics::Metrics;
 use crate::sync::caches::RemoteCaches;
 use crate::sync::namespaces::Selection;
-use crate::sync::store::Store;
-use crate::sync::store::{shrink_map_when_sparse, shrink_set_when_sparse};
+use crate::sync::store::{Store, shrink_map_when_sparse, shrink_set_when_sparse};
 
 pub struct Context {
     pub local: Client,

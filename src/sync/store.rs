@@ -80,16 +80,14 @@ impl<K> Store<K> {
         self.table.read().expect("store table").values().cloned().collect()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.table.read().expect("store table").len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// How many objects its table has room for (for tests and the memory gauges).
-    pub fn capacity(&self) -> usize {
+    /// How many objects its table has room for (without growing).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
         self.table.read().expect("store table").capacity()
     }
 }

@@ -77,10 +77,10 @@ impl<R: Hash + Eq + Clone> Queue<R> {
 
     /// A reconcile ended: the claim runs again if it was triggered meanwhile, else after `requeue` if any.
     fn ended(&mut self, claim: R, requeue: Option<Duration>) {
+        // `running` and `again` hold at most `concurrency` claims: they never grow with the claims, so they are
+        // not shrunk; the queue and the requeues can hold every claim of a burst, and are.
         self.running.remove(&claim);
-        shrink_set_when_sparse(&mut self.running);
         if self.again.remove(&claim) {
-            shrink_set_when_sparse(&mut self.again);
             self.trigger(claim);
         } else if let Some(after) = requeue {
             let key = self.requeues.insert(claim.clone(), after);

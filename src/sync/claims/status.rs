@@ -157,10 +157,7 @@ pub async fn set_replicated(
 /// Sets `cond` as the `Replicated` condition of every local claim of a kind (in the selected namespaces),
 /// keeping the rest of their status.
 pub async fn mark_all(ctx: &Arc<Context>, kind: &ClaimKind, cond: &Replicated) -> Result<(), Error> {
-    let (unused_twins, _) = Cache::fill(futures::stream::empty::<
-        Result<kube::runtime::watcher::Event<DynamicObject>, kube::runtime::watcher::Error>,
-    >());
-    let kctx = KindContext::new(ctx.clone(), kind.clone(), false, unused_twins);
+    let kctx = KindContext::new(ctx.clone(), kind.clone(), false, Cache::unwatched());
     let all = Api::<DynamicObject>::all_with(ctx.local.clone(), &kctx.resource);
     let claims = all
         .list(&ListParams::default())

@@ -20,8 +20,7 @@ use crate::model::naming::{origin_of, written_by_other};
 use crate::model::plan::Family;
 use crate::sync::caches::Cache;
 use crate::sync::context::Context;
-use crate::sync::store::Store;
-use crate::sync::store::shrink_map_when_sparse;
+use crate::sync::store::{Store, shrink_map_when_sparse};
 
 use super::kind_context::ClaimRef;
 
